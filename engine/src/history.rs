@@ -1,0 +1,487 @@
+//! History events: the persisted facts of an instance.
+//!
+//! Every event kind has an explicit numeric tag that is never reused (the list in
+//! [`EventKind`] is append-only; a removed kind keeps its number, commented out). The payload is
+//! JSON of the kind's body, written with [`SCHEMA_VERSION`]. Each event carries its actor and the
+//! hash of its predecessor, so a history is a tamper-evident chain: the hash of event `n` covers
+//! event `n`'s fields and the hash of event `n - 1`.
+
+use std::fmt;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::activity::{ActivityOptions, Failure};
+
+/// A position in an instance's history. Also the identity of the primitive a command created:
+/// the activity scheduled at seq 7 is "activity 7" for its whole life.
+pub type Seq = u64;
+
+/// The version of the payload encoding written by this build.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// The hash that precedes the first event of a history.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InstanceId(pub String);
+
+impl InstanceId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for InstanceId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// Who caused an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Actor {
+    /// The engine itself (timers, retries, decisions of the orchestration).
+    System,
+    /// A person, by directory id.
+    User { id: String },
+    /// A worker or service account, by id.
+    Worker { id: String },
+}
+
+/// Which definition an instance runs, pinned for its whole life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionInfo {
+    pub name: String,
+    pub version: String,
+    /// Hash of the definition's content; a different hash under the same version is refused.
+    pub content_hash: String,
+}
+
+impl DefinitionInfo {
+    pub fn new(name: impl Into<String>, version: impl Into<String>, content_hash: impl Into<String>) -> Self {
+        Self { name: name.into(), version: version.into(), content_hash: content_hash.into() }
+    }
+
+    /// The key orchestrations are registered under.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStarted {
+    pub definition: DefinitionInfo,
+    /// Version of the interpreter that ran the first step, for behaviour gated by version.
+    pub interpreter_version: String,
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivityScheduled {
+    pub name: String,
+    pub input: Value,
+    pub options: ActivityOptions,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivityCompleted {
+    pub activity: Seq,
+    pub result: Value,
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivityFailed {
+    pub activity: Seq,
+    pub failure: Failure,
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimerStarted {
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub fire_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimerRef {
+    pub timer: Seq,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventWaitStarted {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventReceived {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    pub payload: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildStarted {
+    pub instance: InstanceId,
+    pub definition: String,
+    pub input: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildCompleted {
+    pub child: Seq,
+    pub output: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildFailed {
+    pub child: Seq,
+    pub failure: Failure,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Emitted {
+    pub kind: String,
+    pub payload: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceCompleted {
+    pub output: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceFailed {
+    pub failure: Failure,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContinuedAsNew {
+    pub input: Value,
+    /// Received events nobody waited for yet; they carry over into the new run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried_events: Vec<EventReceived>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncidentRaised {
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncidentResolved {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceTerminated {
+    pub reason: String,
+}
+
+macro_rules! history_events {
+    ($( $tag:literal => $variant:ident($body:ty) ),* $(,)?) => {
+        /// What happened. The number before each kind is its persisted tag: never reuse one.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum EventKind { $( $variant($body) ),* }
+
+        impl EventKind {
+            /// The persisted tag of this kind.
+            pub fn tag(&self) -> u16 {
+                match self { $( Self::$variant(_) => $tag ),* }
+            }
+
+            /// The kind's name, as history views show it.
+            pub fn name(&self) -> &'static str {
+                match self { $( Self::$variant(_) => stringify!($variant) ),* }
+            }
+
+            /// Every (tag, name) pair this build knows, in tag order.
+            pub fn known_tags() -> &'static [(u16, &'static str)] {
+                &[ $( ($tag, stringify!($variant)) ),* ]
+            }
+
+            /// The payload as persisted (JSON of the kind's body).
+            pub fn encode_payload(&self) -> String {
+                let encoded = match self { $( Self::$variant(body) => serde_json::to_string(body) ),* };
+                // Bodies are plain data (strings, numbers, JSON values): encoding cannot fail.
+                encoded.unwrap_or_else(|err| unreachable!("history payload encodes: {err}"))
+            }
+
+            /// Decodes a persisted payload.
+            pub fn decode(tag: u16, schema: u16, payload: &str) -> Result<Self, DecodeError> {
+                if schema > SCHEMA_VERSION {
+                    return Err(DecodeError::UnknownSchema { tag, schema });
+                }
+                match tag {
+                    $( $tag => serde_json::from_str::<$body>(payload)
+                        .map(Self::$variant)
+                        .map_err(|err| DecodeError::Payload { tag, message: err.to_string() }), )*
+                    other => Err(DecodeError::UnknownTag(other)),
+                }
+            }
+        }
+    };
+}
+
+history_events! {
+    1 => InstanceStarted(InstanceStarted),
+    2 => ActivityScheduled(ActivityScheduled),
+    3 => ActivityCompleted(ActivityCompleted),
+    4 => ActivityFailed(ActivityFailed),
+    5 => TimerStarted(TimerStarted),
+    6 => TimerFired(TimerRef),
+    7 => TimerCancelled(TimerRef),
+    8 => EventWaitStarted(EventWaitStarted),
+    9 => EventReceived(EventReceived),
+    10 => ChildStarted(ChildStarted),
+    11 => ChildCompleted(ChildCompleted),
+    12 => ChildFailed(ChildFailed),
+    13 => Emitted(Emitted),
+    14 => InstanceCompleted(InstanceCompleted),
+    15 => InstanceFailed(InstanceFailed),
+    16 => ContinuedAsNew(ContinuedAsNew),
+    17 => IncidentRaised(IncidentRaised),
+    18 => IncidentResolved(IncidentResolved),
+    19 => InstanceTerminated(InstanceTerminated),
+}
+
+impl EventKind {
+    /// Events that record a decision of the orchestration (a command). On replay, the
+    /// orchestration must produce the same commands, or the instance is nondeterministic.
+    pub fn is_command(&self) -> bool {
+        matches!(
+            self,
+            Self::ActivityScheduled(_)
+                | Self::TimerStarted(_)
+                | Self::TimerCancelled(_)
+                | Self::EventWaitStarted(_)
+                | Self::ChildStarted(_)
+                | Self::Emitted(_)
+                | Self::InstanceCompleted(_)
+                | Self::InstanceFailed(_)
+                | Self::ContinuedAsNew(_)
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown history event tag {0}")]
+    UnknownTag(u16),
+    #[error("history event tag {tag} has schema version {schema}, newer than this build's")]
+    UnknownSchema { tag: u16, schema: u16 },
+    #[error("undecodable payload for history event tag {tag}: {message}")]
+    Payload { tag: u16, message: String },
+    #[error("undecodable actor: {0}")]
+    Actor(String),
+    #[error("hash chain broken at seq {seq}: {detail}")]
+    Chain { seq: Seq, detail: String },
+}
+
+/// A history event in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryEvent {
+    pub seq: Seq,
+    /// When it happened; millisecond precision so it survives storage exactly.
+    pub at: DateTime<Utc>,
+    pub actor: Actor,
+    pub kind: EventKind,
+}
+
+/// A history event as persisted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub instance: InstanceId,
+    pub seq: Seq,
+    pub tag: u16,
+    pub schema: u16,
+    pub at_ms: i64,
+    /// JSON of [`Actor`].
+    pub actor: String,
+    /// JSON of the kind's body.
+    pub payload: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Truncates a time to what history keeps (milliseconds).
+pub fn history_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(t.timestamp_millis()).single().unwrap_or(t)
+}
+
+pub fn time_from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn chain_hash(prev_hash: &str, seq: Seq, tag: u16, schema: u16, at_ms: i64, actor: &str, payload: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    for part in [seq.to_string(), tag.to_string(), schema.to_string(), at_ms.to_string()] {
+        h.update(b"|");
+        h.update(part.as_bytes());
+    }
+    h.update(b"|");
+    h.update(actor.as_bytes());
+    h.update(b"|");
+    h.update(payload.as_bytes());
+    hex::encode(h.finalize())
+}
+
+impl HistoryEvent {
+    /// Encodes the event for storage, chaining it to `prev_hash`.
+    pub fn encode(&self, instance: &InstanceId, prev_hash: &str) -> StoredEvent {
+        let actor = serde_json::to_string(&self.actor).unwrap_or_else(|_| "{\"kind\":\"system\"}".into());
+        let payload = self.kind.encode_payload();
+        let at_ms = self.at.timestamp_millis();
+        let tag = self.kind.tag();
+        let hash = chain_hash(prev_hash, self.seq, tag, SCHEMA_VERSION, at_ms, &actor, &payload);
+        StoredEvent {
+            instance: instance.clone(),
+            seq: self.seq,
+            tag,
+            schema: SCHEMA_VERSION,
+            at_ms,
+            actor,
+            payload,
+            prev_hash: prev_hash.to_owned(),
+            hash,
+        }
+    }
+}
+
+impl StoredEvent {
+    /// Decodes the event, checking that it chains to `expected_prev` and that its own hash
+    /// matches its content.
+    pub fn decode(&self, expected_prev: Option<&str>) -> Result<HistoryEvent, DecodeError> {
+        if let Some(prev) = expected_prev
+            && prev != self.prev_hash
+        {
+            return Err(DecodeError::Chain {
+                seq: self.seq,
+                detail: format!("previous hash is {}, expected {prev}", self.prev_hash),
+            });
+        }
+        let recomputed =
+            chain_hash(&self.prev_hash, self.seq, self.tag, self.schema, self.at_ms, &self.actor, &self.payload);
+        if recomputed != self.hash {
+            return Err(DecodeError::Chain { seq: self.seq, detail: "content does not match its hash".into() });
+        }
+        let kind = EventKind::decode(self.tag, self.schema, &self.payload)?;
+        let actor = serde_json::from_str(&self.actor).map_err(|err| DecodeError::Actor(err.to_string()))?;
+        Ok(HistoryEvent { seq: self.seq, at: time_from_ms(self.at_ms), actor, kind })
+    }
+
+    /// A JSON view for histories shown to people and tools.
+    pub fn to_view(&self) -> Value {
+        let payload: Value = serde_json::from_str(&self.payload).unwrap_or(Value::String(self.payload.clone()));
+        let actor: Value = serde_json::from_str(&self.actor).unwrap_or(Value::Null);
+        let name = EventKind::known_tags()
+            .iter()
+            .find(|(tag, _)| *tag == self.tag)
+            .map(|(_, name)| *name)
+            .unwrap_or("Unknown");
+        serde_json::json!({
+            "seq": self.seq,
+            "type": name,
+            "at": time_from_ms(self.at_ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "actor": actor,
+            "data": payload,
+            "hash": self.hash,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_unique_and_pinned() {
+        // Tags are persisted: this list may only grow. Changing a line here breaks old histories.
+        let expected: &[(u16, &str)] = &[
+            (1, "InstanceStarted"),
+            (2, "ActivityScheduled"),
+            (3, "ActivityCompleted"),
+            (4, "ActivityFailed"),
+            (5, "TimerStarted"),
+            (6, "TimerFired"),
+            (7, "TimerCancelled"),
+            (8, "EventWaitStarted"),
+            (9, "EventReceived"),
+            (10, "ChildStarted"),
+            (11, "ChildCompleted"),
+            (12, "ChildFailed"),
+            (13, "Emitted"),
+            (14, "InstanceCompleted"),
+            (15, "InstanceFailed"),
+            (16, "ContinuedAsNew"),
+            (17, "IncidentRaised"),
+            (18, "IncidentResolved"),
+            (19, "InstanceTerminated"),
+        ];
+        assert_eq!(EventKind::known_tags(), expected);
+    }
+
+    fn sample(seq: Seq) -> HistoryEvent {
+        HistoryEvent {
+            seq,
+            at: time_from_ms(1_700_000_000_123),
+            actor: Actor::User { id: "alice".into() },
+            kind: EventKind::EventReceived(EventReceived {
+                name: "approve".into(),
+                event_id: Some("e1".into()),
+                payload: serde_json::json!({"ok": true}),
+            }),
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip_keeps_the_chain() {
+        let id = InstanceId::new("i-1");
+        let first = sample(0).encode(&id, GENESIS_HASH);
+        let second = sample(1).encode(&id, &first.hash);
+        assert_eq!(first.decode(Some(GENESIS_HASH)).expect("decodes"), sample(0));
+        assert_eq!(second.decode(Some(&first.hash)).expect("decodes"), sample(1));
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let id = InstanceId::new("i-1");
+        let mut stored = sample(0).encode(&id, GENESIS_HASH);
+        stored.payload = stored.payload.replace("true", "false");
+        assert!(matches!(stored.decode(None), Err(DecodeError::Chain { .. })));
+        let stored = sample(1).encode(&id, "abc");
+        assert!(matches!(stored.decode(Some(GENESIS_HASH)), Err(DecodeError::Chain { .. })));
+    }
+
+    #[test]
+    fn unknown_tag_and_bad_payload_are_typed_errors() {
+        assert_eq!(EventKind::decode(999, 1, "{}"), Err(DecodeError::UnknownTag(999)));
+        assert!(matches!(EventKind::decode(3, 1, "{not json"), Err(DecodeError::Payload { tag: 3, .. })));
+        assert!(matches!(EventKind::decode(3, 9, "{}"), Err(DecodeError::UnknownSchema { .. })));
+    }
+}

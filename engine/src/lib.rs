@@ -1,0 +1,34 @@
+//! Baton's durable core: event-sourced history, deterministic replay, stores, timers and
+//! activity queues. It knows nothing of YAML, HTTP or gRPC; workflow languages plug in through
+//! the [`Orchestration`] trait.
+//!
+//! # Glossary
+//! - **Definition**: a named, versioned program (a YAML document, or a Rust orchestration),
+//!   immutable once deployed; instances record its content hash ([`DefinitionInfo`]).
+//! - **Instance**: one run of a definition, with its own append-only history ([`Instance`]).
+//! - **HistoryEvent**: a persisted fact about an instance, sequence-numbered, hash-chained and
+//!   carrying its actor ([`HistoryEvent`], [`EventKind`]).
+//! - **Command**: a decision of the orchestration (schedule an activity, start a timer, wait for
+//!   an event, complete...) ([`Command`]). Each command becomes one history event.
+//! - **Effect**: work implied by applied events that happens with or after the commit (write a
+//!   task row and dispatch it, arm a timer, tell a waiter) ([`Effect`]).
+//! - **Task**: a unit of activity work handed to a worker, at least once, with an idempotency
+//!   key (`instance:seq`) and an attempt token ([`store::TaskRow`]).
+//! - **Step**: one input event and the commands it led to, committed atomically.
+//! - **Incident**: something an instance cannot get past by itself, visible and retryable
+//!   ([`store::Incident`]).
+
+pub mod activity;
+pub mod clock;
+pub mod history;
+pub mod instance;
+pub mod machines;
+pub mod orchestration;
+pub mod store;
+
+pub use activity::{ActivityContext, ActivityError, ActivityOptions, ActivityRegistry, Failure, RetryPolicy};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use history::{Actor, DefinitionInfo, EventKind, HistoryEvent, InstanceId, Seq, StoredEvent};
+pub use instance::{Effect, Instance, StepError};
+pub use orchestration::{Command, Ctx, Fault, FaultKind, Orchestration, Trigger};
+pub use store::{InstanceStatus, Store, StoreError};

@@ -1,0 +1,260 @@
+//! The orchestration trait any workflow language implements.
+//!
+//! An orchestration is a deterministic function: given its state and a [`Trigger`] (the
+//! instance started, an activity finished, a timer fired, an awaited event arrived...), it
+//! changes its state and issues [`Command`]s through a [`Ctx`]. It reads no clock (`ctx.now()`
+//! is the time recorded in history), draws no random numbers and does no I/O. The engine records
+//! each command as a history event; on replay it runs the orchestration again over the recorded
+//! triggers and checks that the same commands come out, or reports
+//! [`crate::Nondeterminism`].
+
+use std::any::Any;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::activity::{ActivityOptions, Failure};
+use crate::history::{DefinitionInfo, InstanceId, Seq};
+
+/// What the orchestration is told about.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Trigger<'a> {
+    /// The instance (or a new run after continue-as-new) starts with this input.
+    Started { input: &'a Value },
+    ActivityCompleted { activity: Seq, result: &'a Value },
+    /// The activity failed for good (retries exhausted or a non-retryable error). Returning
+    /// [`Fault::unhandled`] opens an incident instead and parks the activity.
+    ActivityFailed { activity: Seq, failure: &'a Failure },
+    TimerFired { timer: Seq },
+    /// An event the orchestration waited for (by `ctx.wait_event`) arrived.
+    EventReceived { wait: Seq, name: &'a str, payload: &'a Value },
+    ChildCompleted { child: Seq, output: &'a Value },
+    ChildFailed { child: Seq, failure: &'a Failure },
+}
+
+/// A decision of the orchestration. Each becomes exactly one history event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    ScheduleActivity { name: String, input: Value, options: ActivityOptions },
+    StartTimer { fire_at: DateTime<Utc> },
+    CancelTimer { timer: Seq },
+    WaitEvent { name: String },
+    StartChild { definition: String, instance: InstanceId, input: Value },
+    Emit { kind: String, payload: Value },
+    Complete { output: Value },
+    Fail { failure: Failure },
+    ContinueAsNew { input: Value },
+}
+
+impl Command {
+    fn is_terminal(&self) -> bool {
+        matches!(self, Self::Complete { .. } | Self::Fail { .. } | Self::ContinueAsNew { .. })
+    }
+}
+
+/// Why an orchestration could not take a trigger.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// An activity or child failure the orchestration does not handle.
+    Unhandled,
+    /// The orchestration hit a bug or an impossible state.
+    Internal,
+}
+
+impl Fault {
+    pub fn unhandled(message: impl Into<String>) -> Self {
+        Self { kind: FaultKind::Unhandled, message: message.into() }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self { kind: FaultKind::Internal, message: message.into() }
+    }
+}
+
+/// The orchestration's window on the engine during one trigger: time from history, and the
+/// commands it issues. The ids the `schedule`/`start`/`wait` calls return are the sequence
+/// numbers the commands' events will get, so completions refer back to them.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    instance: &'a InstanceId,
+    now: DateTime<Utc>,
+    next_seq: Seq,
+    commands: Vec<Command>,
+    ended: bool,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(instance: &'a InstanceId, now: DateTime<Utc>, next_seq: Seq) -> Self {
+        Self { instance, now, next_seq, commands: Vec::new(), ended: false }
+    }
+
+    pub(crate) fn into_commands(self) -> Vec<Command> {
+        self.commands
+    }
+
+    /// The time of the trigger, as recorded in history.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    pub fn instance_id(&self) -> &InstanceId {
+        self.instance
+    }
+
+    fn push(&mut self, command: Command) -> Seq {
+        debug_assert!(!self.ended, "command after the instance ended: {command:?}");
+        self.ended |= command.is_terminal();
+        let seq = self.next_seq + self.commands.len() as Seq;
+        self.commands.push(command);
+        seq
+    }
+
+    /// Schedules an activity with the default options; returns its id.
+    pub fn schedule_activity(&mut self, name: impl Into<String>, input: Value) -> Seq {
+        self.schedule_activity_with(name, input, ActivityOptions::default())
+    }
+
+    pub fn schedule_activity_with(&mut self, name: impl Into<String>, input: Value, options: ActivityOptions) -> Seq {
+        self.push(Command::ScheduleActivity { name: name.into(), input, options })
+    }
+
+    /// Starts a durable timer firing at `fire_at`; returns its id.
+    pub fn start_timer(&mut self, fire_at: DateTime<Utc>) -> Seq {
+        self.push(Command::StartTimer { fire_at: crate::history::history_time(fire_at) })
+    }
+
+    /// Starts a durable timer firing `after` from now.
+    pub fn sleep(&mut self, after: std::time::Duration) -> Seq {
+        let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+        self.start_timer(self.now.checked_add_signed(after).unwrap_or(DateTime::<Utc>::MAX_UTC))
+    }
+
+    pub fn cancel_timer(&mut self, timer: Seq) {
+        self.push(Command::CancelTimer { timer });
+    }
+
+    /// Waits for the next event named `name` (one that already arrived counts); returns the
+    /// wait's id, which [`Trigger::EventReceived`] carries.
+    pub fn wait_event(&mut self, name: impl Into<String>) -> Seq {
+        self.push(Command::WaitEvent { name: name.into() })
+    }
+
+    /// Starts a child instance of the definition registered as `definition` (`name@version`);
+    /// its id is derived from this instance's id and the returned seq.
+    pub fn start_child(&mut self, definition: impl Into<String>, input: Value) -> Seq {
+        let seq = self.next_seq + self.commands.len() as Seq;
+        let instance = InstanceId(format!("{}/{}", self.instance, seq));
+        self.push(Command::StartChild { definition: definition.into(), instance, input })
+    }
+
+    /// Emits a message through the outbox, committed with this step.
+    pub fn emit(&mut self, kind: impl Into<String>, payload: Value) {
+        self.push(Command::Emit { kind: kind.into(), payload });
+    }
+
+    pub fn complete(&mut self, output: Value) {
+        self.push(Command::Complete { output });
+    }
+
+    pub fn fail(&mut self, failure: Failure) {
+        self.push(Command::Fail { failure });
+    }
+
+    /// Ends this run and starts a fresh one with `input`, so history per run stays bounded.
+    pub fn continue_as_new(&mut self, input: Value) {
+        self.push(Command::ContinueAsNew { input });
+    }
+}
+
+/// A workflow language's program for one definition version.
+pub trait Orchestration: Send + Sync + 'static {
+    /// The orchestration's own state; serialized into snapshots.
+    type State: Clone + fmt::Debug + PartialEq + Default + Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    fn definition(&self) -> DefinitionInfo;
+
+    /// Takes one trigger. Must be deterministic.
+    fn on_trigger(&self, state: &mut Self::State, trigger: Trigger<'_>, ctx: &mut Ctx<'_>) -> Result<(), Fault>;
+}
+
+/// Type-erased orchestration state, so instances of different orchestrations share one cache.
+pub(crate) trait AnyState: Any + Send + Sync + fmt::Debug {
+    fn clone_box(&self) -> Box<dyn AnyState>;
+    fn to_json(&self) -> Value;
+    fn eq_dyn(&self, other: &dyn AnyState) -> bool;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<S> AnyState for S
+where
+    S: Clone + fmt::Debug + PartialEq + Serialize + Send + Sync + 'static,
+{
+    fn clone_box(&self) -> Box<dyn AnyState> {
+        Box::new(self.clone())
+    }
+
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    fn eq_dyn(&self, other: &dyn AnyState) -> bool {
+        other.as_any().downcast_ref::<S>() == Some(self)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl Clone for Box<dyn AnyState> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// The object-safe face of [`Orchestration`] the engine holds.
+pub(crate) trait DynOrchestration: Send + Sync {
+    fn definition(&self) -> DefinitionInfo;
+    fn new_state(&self) -> Box<dyn AnyState>;
+    fn state_from_json(&self, value: Value) -> Result<Box<dyn AnyState>, String>;
+    fn on_trigger(&self, state: &mut dyn AnyState, trigger: Trigger<'_>, ctx: &mut Ctx<'_>) -> Result<(), Fault>;
+}
+
+pub(crate) struct Erased<O>(pub O);
+
+impl<O: Orchestration> DynOrchestration for Erased<O> {
+    fn definition(&self) -> DefinitionInfo {
+        self.0.definition()
+    }
+
+    fn new_state(&self) -> Box<dyn AnyState> {
+        Box::new(O::State::default())
+    }
+
+    fn state_from_json(&self, value: Value) -> Result<Box<dyn AnyState>, String> {
+        serde_json::from_value::<O::State>(value).map(|s| Box::new(s) as Box<dyn AnyState>).map_err(|e| e.to_string())
+    }
+
+    fn on_trigger(&self, state: &mut dyn AnyState, trigger: Trigger<'_>, ctx: &mut Ctx<'_>) -> Result<(), Fault> {
+        let state = state
+            .as_any_mut()
+            .downcast_mut::<O::State>()
+            .ok_or_else(|| Fault::internal("state belongs to another orchestration"))?;
+        self.0.on_trigger(state, trigger, ctx)
+    }
+}
