@@ -1,1 +1,182 @@
-fn main() {}
+//! `baton`: the command line. A thin layer that wires the library crates together.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod store_url;
+
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about = "Baton: a durable workflow engine driven by declarative YAML")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (RUST_LOG syntax); logs go to stderr.
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Reload a stored instance, replay its history, and report its state or the first
+    /// nondeterminism.
+    Replay(ReplayArgs),
+    /// Run a benchmark workload and report its figures.
+    Bench(bench::BenchArgs),
+    /// Administration of a store.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// The instance to replay.
+    instance: String,
+    /// The store, e.g. sqlite:///var/lib/baton/baton.db
+    #[arg(long, env = "BATON_STORE")]
+    store: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// The manual clock of a store run with `--clock manual`.
+    Clock {
+        #[command(subcommand)]
+        command: ClockCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClockCommand {
+    /// Move simulated time forward by an ISO 8601 duration (PT1H, P2D) or a friendly one (1h 30m).
+    Advance {
+        duration: String,
+        #[arg(long, env = "BATON_STORE")]
+        store: String,
+    },
+    /// Show the simulated time.
+    Show {
+        #[arg(long, env = "BATON_STORE")]
+        store: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Replay(args) => replay(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Admin { command: AdminCommand::Clock { command } } => clock(command).await,
+    }
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let store = store_url::open(&args.store).await?;
+    let replayer = bench::known_orchestrations(baton_engine::replay::Replayer::new());
+    let id = baton_engine::InstanceId::new(args.instance);
+    let report = replayer.replay(store.as_ref(), &id).await?;
+    if args.json {
+        write_out(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        let mut text = format!(
+            "instance   {}\ndefinition {}\nstatus     {:?} (stored)\nhistory    {} events, {} replayed\n",
+            report.instance, report.definition, report.status, report.events, report.replayed
+        );
+        if let Some(status) = report.replayed_status {
+            text.push_str(&format!("replayed   {status:?}\n"));
+        }
+        if let Some(matches) = report.snapshot_matches {
+            text.push_str(&format!("snapshot   {}\n", if matches { "matches the replay" } else { "DIFFERS from the replay" }));
+        }
+        match &report.error {
+            Some(error) => text.push_str(&format!("problem    {error}\n")),
+            None => text.push_str(&format!("state      {}\n", report.state.clone().unwrap_or_default())),
+        }
+        write_out(&text)?;
+    }
+    Ok(if report.error.is_some() || report.snapshot_matches == Some(false) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+async fn clock(command: ClockCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ClockCommand::Advance { duration, store } => {
+            let by = parse_duration(&duration)?;
+            let store = store_url::open(&store).await?;
+            let offset = baton_engine::runtime::advance_persisted_clock(store.as_ref(), by).await?;
+            let now = chrono::Utc::now() + chrono::Duration::milliseconds(offset);
+            write_out(&format!("simulated time is now {} (offset {offset} ms)\n", now.to_rfc3339()))?;
+        }
+        ClockCommand::Show { store } => {
+            let store = store_url::open(&store).await?;
+            let mode = store.setting(baton_engine::runtime::CLOCK_MODE_KEY).await?.unwrap_or_else(|| "system".into());
+            let offset: i64 =
+                store.setting(baton_engine::runtime::CLOCK_OFFSET_KEY).await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+            let now = chrono::Utc::now() + chrono::Duration::milliseconds(offset);
+            write_out(&format!("clock {mode}, offset {offset} ms, simulated time {}\n", now.to_rfc3339()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses an ISO 8601 duration (`PT1H30M`, `P2D`) or a friendly one (`1h 30m`, `2 days`).
+fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let span: jiff::Span = text.trim().parse().with_context(|| format!("{text:?} is not a duration (try PT1H or 2d)"))?;
+    let signed = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .with_context(|| format!("{text:?} cannot be turned into a fixed length"))?;
+    anyhow::ensure!(!signed.is_negative(), "the clock only moves forward");
+    Ok(signed.unsigned_abs())
+}
+
+/// Writes to stdout (data goes to stdout, logs to stderr).
+fn write_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_iso_and_friendly() {
+        assert_eq!(parse_duration("PT1H").expect("iso").as_secs(), 3_600);
+        assert_eq!(parse_duration("P2D").expect("days").as_secs(), 172_800);
+        assert_eq!(parse_duration("1h 30m").expect("friendly").as_secs(), 5_400);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-PT1H").is_err());
+    }
+}

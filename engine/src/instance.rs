@@ -59,6 +59,8 @@ pub enum StepError {
     Fault(Fault),
     #[error(transparent)]
     Unexpected(#[from] Unexpected),
+    #[error("definition {key} changed: history was recorded with content hash {recorded}, the registered one has {registered}")]
+    DefinitionChanged { key: String, recorded: String, registered: String },
 }
 
 impl From<DecodeError> for StepError {
@@ -105,6 +107,7 @@ struct Primitives {
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
+    definition_hash: String,
     primitives: Primitives,
     status: InstanceStatus,
     result: Option<Value>,
@@ -230,6 +233,7 @@ impl Instance {
 
     pub fn snapshot(&self) -> SnapshotRow {
         let body = SnapshotBody {
+            definition_hash: self.definition.content_hash.clone(),
             primitives: self.primitives.clone(),
             status: self.status,
             result: self.result.clone(),
@@ -314,6 +318,7 @@ impl Instance {
                 if seq != 0 && seq != self.run_start {
                     return Err(StepError::Corrupt(format!("InstanceStarted at seq {seq}")));
                 }
+                self.check_definition(&started.definition.content_hash)?;
                 self.status = InstanceStatus::Running;
                 triggers.push_back(OwnedTrigger::Started(started.input.clone()));
             }
@@ -478,6 +483,7 @@ impl Instance {
         if let Some(snapshot) = snapshot {
             let body: SnapshotBody = serde_json::from_value(snapshot.state.clone())
                 .map_err(|err| StepError::Corrupt(format!("snapshot at seq {}: {err}", snapshot.seq)))?;
+            instance.check_definition(&body.definition_hash)?;
             instance.primitives = body.primitives;
             instance.status = body.status;
             instance.result = body.result;
@@ -555,6 +561,25 @@ impl Instance {
             instance.status = InstanceStatus::Faulted;
         }
         Ok(instance)
+    }
+
+    fn check_definition(&self, recorded_hash: &str) -> Result<(), StepError> {
+        if recorded_hash == self.definition.content_hash {
+            return Ok(());
+        }
+        Err(StepError::DefinitionChanged {
+            key: self.definition.key(),
+            recorded: recorded_hash.to_owned(),
+            registered: self.definition.content_hash.clone(),
+        })
+    }
+
+    /// Leaves the faulted state after an incident raised outside history was retried.
+    pub(crate) fn clear_fault(&mut self) {
+        if self.status == InstanceStatus::Faulted && self.result.is_none() {
+            self.status = InstanceStatus::Running;
+            self.refresh_status();
+        }
     }
 
     /// The time a pending timer fires, if it is pending.

@@ -24,7 +24,11 @@ pub mod history;
 pub mod instance;
 pub mod machines;
 pub mod orchestration;
+pub mod program;
+pub mod replay;
+pub mod runtime;
 pub mod store;
+mod error;
 
 pub use activity::{ActivityContext, ActivityError, ActivityOptions, ActivityRegistry, Failure, RetryPolicy};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -32,3 +36,11 @@ pub use history::{Actor, DefinitionInfo, EventKind, HistoryEvent, InstanceId, Se
 pub use instance::{Effect, Instance, StepError};
 pub use orchestration::{Command, Ctx, Fault, FaultKind, Orchestration, Trigger};
 pub use store::{InstanceStatus, Store, StoreError};
+pub use error::EngineError;
+pub use runtime::{
+    ClockMode, Description, Engine, EngineBuilder, EngineOptions, Outcome, RaiseEvent, Raised, StartOptions, Started,
+    StatsSnapshot,
+};
+
+#[cfg(test)]
+mod replay_props;

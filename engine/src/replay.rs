@@ -1,0 +1,123 @@
+//! Offline replay of stored instances (`baton replay`): verify the whole hash chain, rebuild the
+//! state from history alone, and compare it with the state loaded from the newest snapshot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::EngineError;
+use crate::history::{GENESIS_HASH, InstanceId, Seq, StoredEvent};
+use crate::instance::Instance;
+use crate::orchestration::{DynOrchestration, Erased, Orchestration};
+use crate::store::{InstanceStatus, Store};
+
+/// What a replay found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplayReport {
+    pub instance: InstanceId,
+    pub definition: String,
+    /// The status stored in the instance row.
+    pub status: InstanceStatus,
+    /// Events in the whole history (every run).
+    pub events: u64,
+    /// Events replayed (the current run).
+    pub replayed: u64,
+    /// The first problem met: a broken chain, an undecodable event, nondeterminism.
+    pub error: Option<String>,
+    /// The status the replay arrived at.
+    pub replayed_status: Option<InstanceStatus>,
+    /// The orchestration's state after the replay.
+    pub state: Option<Value>,
+    /// Whether loading from the newest snapshot gives the same state (None: no snapshot).
+    pub snapshot_matches: Option<bool>,
+}
+
+/// Replays stored instances with a set of known orchestrations.
+#[derive(Default)]
+pub struct Replayer {
+    orchestrations: HashMap<String, Arc<dyn DynOrchestration>>,
+}
+
+impl std::fmt::Debug for Replayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replayer").field("orchestrations", &self.orchestrations.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Replayer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn orchestration<O: Orchestration>(mut self, orchestration: O) -> Self {
+        let erased: Arc<dyn DynOrchestration> = Arc::new(Erased(orchestration));
+        self.orchestrations.insert(erased.definition().key(), erased);
+        self
+    }
+
+    pub async fn replay(&self, store: &dyn Store, id: &InstanceId) -> Result<ReplayReport, EngineError> {
+        let row = store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
+        let key = format!("{}@{}", row.orchestration, row.version);
+        let mut report = ReplayReport {
+            instance: id.clone(),
+            definition: key.clone(),
+            status: row.status,
+            events: 0,
+            replayed: 0,
+            error: None,
+            replayed_status: None,
+            state: None,
+            snapshot_matches: None,
+        };
+        let history = read_all(store, id).await?;
+        report.events = history.len() as u64;
+        let mut prev = GENESIS_HASH.to_owned();
+        for event in &history {
+            if let Err(err) = event.decode(Some(&prev)) {
+                report.error = Some(err.to_string());
+                return Ok(report);
+            }
+            prev = event.hash.clone();
+        }
+        let Some(orchestration) = self.orchestrations.get(&key) else {
+            report.error = Some(format!("no orchestration is known as {key}"));
+            return Ok(report);
+        };
+        let run: Vec<StoredEvent> = history.into_iter().filter(|e| e.seq >= row.run_start).collect();
+        report.replayed = run.len() as u64;
+        let replayed = match Instance::replay(orchestration.clone(), &row, None, &run) {
+            Ok(instance) => instance,
+            Err(err) => {
+                report.error = Some(err.to_string());
+                return Ok(report);
+            }
+        };
+        report.replayed_status = Some(replayed.status);
+        report.state = Some(replayed.user_state());
+        if let Some(loaded) = store.load(id).await?
+            && let Some(snapshot) = &loaded.snapshot
+        {
+            let from_snapshot = Instance::replay(orchestration.clone(), &row, Some(snapshot), &loaded.events);
+            report.snapshot_matches = Some(from_snapshot.is_ok_and(|s| s.same_state(&replayed)));
+        }
+        Ok(report)
+    }
+}
+
+async fn read_all(store: &dyn Store, id: &InstanceId) -> Result<Vec<StoredEvent>, EngineError> {
+    let mut events = Vec::new();
+    let mut from: Seq = 0;
+    loop {
+        let page = store.history(id, from, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        let done = page.len() < 10_000;
+        events.extend(page);
+        if done {
+            break;
+        }
+    }
+    Ok(events)
+}

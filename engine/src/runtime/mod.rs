@@ -1,0 +1,493 @@
+//! The runtime: the embedding API ([`Engine`], [`EngineBuilder`]) over the core loop.
+//!
+//! One core task owns the instance cache and turns inputs (starts, activity results, timer
+//! fires, raised events) into steps. It takes every input waiting in its channel, runs them
+//! against cached instances, and commits all their writes in one transaction (group commit);
+//! only then does it dispatch the new activity tasks, arm timers and answer callers. So a
+//! step's effects never run before the step is durable, and one instance's consecutive
+//! activities never share a commit. See docs/architecture.md.
+
+mod core;
+mod dispatch;
+mod timers;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::activity::{ActivityContext, ActivityError, ActivityRegistry};
+use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::error::EngineError;
+use crate::history::{Actor, InstanceId, Seq, StoredEvent};
+use crate::orchestration::{DynOrchestration, Erased, Orchestration};
+use crate::store::{Incident, InstanceRow, InstanceStatus, Store, TaskRow, TimerRow};
+
+pub(crate) use self::core::Input;
+
+/// Settings key of the manual clock's persisted offset, in milliseconds.
+pub const CLOCK_OFFSET_KEY: &str = "clock.offset_ms";
+/// Settings key recording that the store is driven by a manual clock.
+pub const CLOCK_MODE_KEY: &str = "clock.mode";
+
+/// How the engine reads time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockMode {
+    /// Wall time.
+    #[default]
+    System,
+    /// Wall time plus an offset that `advance_clock` moves; the offset is kept in the store.
+    /// For development and tests only.
+    Manual,
+}
+
+/// Options of the runtime. Every field has a default that suits a single node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineOptions {
+    /// Most inputs taken into one group commit.
+    pub max_batch: usize,
+    /// Instances kept in memory; others are reloaded (snapshot plus later history) on demand.
+    pub cache_capacity: usize,
+    /// A snapshot is written once this many events have been appended since the last one.
+    pub snapshot_every: u64,
+    /// Timers due within this window are held in memory; later ones stay only in the store.
+    pub timer_window: Duration,
+    /// Most timers loaded into memory at once.
+    pub timer_window_limit: u32,
+    /// How long shutdown waits for running activities before it leaves them to recovery.
+    pub drain_timeout: Duration,
+    pub clock: ClockMode,
+    /// Identity recorded as the actor of worker completions.
+    pub worker_id: String,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 2_000,
+            cache_capacity: 10_000,
+            snapshot_every: 500,
+            timer_window: Duration::from_secs(60),
+            timer_window_limit: 200_000,
+            drain_timeout: Duration::from_secs(10),
+            clock: ClockMode::System,
+            worker_id: "in-process".into(),
+        }
+    }
+}
+
+/// Counters of the runtime, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub commits: AtomicU64,
+    pub steps: AtomicU64,
+    pub events: AtomicU64,
+    pub activity_completions: AtomicU64,
+    pub timers_fired: AtomicU64,
+    pub stale_completions: AtomicU64,
+    pub incidents: AtomicU64,
+    pub replays: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    pub commits: u64,
+    pub steps: u64,
+    pub events: u64,
+    pub activity_completions: u64,
+    pub timers_fired: u64,
+    pub stale_completions: u64,
+    pub incidents: u64,
+    pub replays: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            commits: get(&self.commits),
+            steps: get(&self.steps),
+            events: get(&self.events),
+            activity_completions: get(&self.activity_completions),
+            timers_fired: get(&self.timers_fired),
+            stale_completions: get(&self.stale_completions),
+            incidents: get(&self.incidents),
+            replays: get(&self.replays),
+        }
+    }
+}
+
+/// Options of one start.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// The instance id; generated (UUIDv7) when absent.
+    pub id: Option<InstanceId>,
+    /// A second start with the same key returns the first instance instead of a new one.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub id: InstanceId,
+    /// False when the idempotency key matched an existing instance.
+    pub created: bool,
+}
+
+/// How an instance ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: InstanceStatus,
+    /// The output when completed; the failure (as JSON) otherwise.
+    pub result: Option<Value>,
+}
+
+/// An event raised to an instance.
+#[derive(Clone, Debug)]
+pub struct RaiseEvent {
+    pub name: String,
+    pub payload: Value,
+    /// Deduplication id: a second event with the same id is accepted and ignored.
+    pub event_id: Option<String>,
+    pub actor: Actor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Raised {
+    Accepted,
+    Duplicate,
+}
+
+/// What `describe` tells about an instance.
+#[derive(Clone, Debug)]
+pub struct Description {
+    pub row: InstanceRow,
+    pub tasks: Vec<TaskRow>,
+    pub timers: Vec<TimerRow>,
+    pub incidents: Vec<Incident>,
+}
+
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub orchestrations: HashMap<String, Arc<dyn DynOrchestration>>,
+    /// Latest version registered per definition name.
+    pub latest: HashMap<String, String>,
+    pub activities: ActivityRegistry,
+    pub options: EngineOptions,
+    pub stats: Stats,
+}
+
+impl Shared {
+    pub fn orchestration(&self, key: &str) -> Option<&Arc<dyn DynOrchestration>> {
+        self.orchestrations.get(key).or_else(|| self.latest.get(key).and_then(|full| self.orchestrations.get(full)))
+    }
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    store: Option<Arc<dyn Store>>,
+    clock: Option<Arc<dyn Clock>>,
+    orchestrations: HashMap<String, Arc<dyn DynOrchestration>>,
+    activities: ActivityRegistry,
+    options: EngineOptions,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("store", &self.store)
+            .field("orchestrations", &self.orchestrations.keys().collect::<Vec<_>>())
+            .field("activities", &self.activities)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl EngineBuilder {
+    pub fn new() -> Self {
+        Self {
+            store: None,
+            clock: None,
+            orchestrations: HashMap::new(),
+            activities: ActivityRegistry::new(),
+            options: EngineOptions::default(),
+        }
+    }
+
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Uses this clock instead of the one `options.clock` names (tests pass a frozen
+    /// [`ManualClock`] here).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    pub fn options(mut self, options: EngineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn orchestration<O: Orchestration>(mut self, orchestration: O) -> Self {
+        let erased: Arc<dyn DynOrchestration> = Arc::new(Erased(orchestration));
+        self.orchestrations.insert(erased.definition().key(), erased);
+        self
+    }
+
+    /// Registers an in-process activity handler.
+    pub fn activity<F, Fut>(mut self, name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(ActivityContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Value, ActivityError>> + Send + 'static,
+    {
+        self.activities.register(name, handler);
+        self
+    }
+
+    pub fn activities(mut self, registry: ActivityRegistry) -> Self {
+        self.activities = registry;
+        self
+    }
+
+    /// Starts the engine: recovers everything in flight, then runs until shut down.
+    pub async fn build(self) -> Result<Engine, EngineError> {
+        let store = self.store.ok_or_else(|| EngineError::InvalidArgument("no store given".into()))?;
+        let clock: Arc<dyn Clock> = match (self.clock, self.options.clock) {
+            (Some(clock), _) => clock,
+            (None, ClockMode::System) => {
+                if store.setting(CLOCK_MODE_KEY).await? .as_deref() == Some("manual") {
+                    tracing::warn!("this store was last driven by a manual clock; running on the system clock now");
+                }
+                store.set_setting(CLOCK_MODE_KEY, "system").await?;
+                Arc::new(SystemClock)
+            }
+            (None, ClockMode::Manual) => {
+                let offset = store.setting(CLOCK_OFFSET_KEY).await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+                store.set_setting(CLOCK_MODE_KEY, "manual").await?;
+                Arc::new(ManualClock::offset(offset))
+            }
+        };
+        let mut latest: HashMap<String, (String, String)> = HashMap::new();
+        for (key, orchestration) in &self.orchestrations {
+            let definition = orchestration.definition();
+            let entry = latest.entry(definition.name.clone()).or_insert((definition.version.clone(), key.clone()));
+            if version_newer(&definition.version, &entry.0) {
+                *entry = (definition.version.clone(), key.clone());
+            }
+        }
+        let shared = Arc::new(Shared {
+            store,
+            clock,
+            orchestrations: self.orchestrations,
+            latest: latest.into_iter().map(|(name, (_, key))| (name, key)).collect(),
+            activities: self.activities,
+            options: self.options,
+            stats: Stats::default(),
+        });
+        let (tx, rx) = mpsc::channel(65_536);
+        let cancel = CancellationToken::new();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let core = core::Core::new(shared.clone(), tx.clone(), rx, cancel.clone(), tracker.clone()).await?;
+        let handle = tokio::spawn(core.run());
+        if shared.options.clock == ClockMode::Manual && shared.clock.as_manual().is_some() {
+            tracker.spawn(follow_persisted_clock(shared.clone(), cancel.clone()));
+        }
+        Ok(Engine { shared, tx, cancel, tracker, core: tokio::sync::Mutex::new(Some(handle)) })
+    }
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Compares dotted versions numerically where they are numbers ("1.10.0" > "1.9.0").
+fn version_newer(a: &str, b: &str) -> bool {
+    let parts = |v: &str| v.split('.').map(|p| p.parse::<u64>().map_err(|_| p.to_owned())).collect::<Vec<_>>();
+    let (pa, pb) = (parts(a), parts(b));
+    for (x, y) in pa.iter().zip(pb.iter()) {
+        let order = match (x, y) {
+            (Ok(x), Ok(y)) => x.cmp(y),
+            (Err(x), Err(y)) => x.cmp(y),
+            (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Less,
+        };
+        if order != std::cmp::Ordering::Equal {
+            return order == std::cmp::Ordering::Greater;
+        }
+    }
+    pa.len() > pb.len()
+}
+
+/// Picks up clock advances made by another process (`baton admin clock advance`).
+async fn follow_persisted_clock(shared: Arc<Shared>, cancel: CancellationToken) {
+    let Some(manual) = shared.clock.as_manual() else { return };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Ok(Some(value)) = shared.store.setting(CLOCK_OFFSET_KEY).await
+            && let Ok(offset) = value.parse::<i64>()
+            && offset > manual.offset_ms()
+        {
+            manual.set_offset_ms(offset);
+        }
+    }
+}
+
+/// A running engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Input>,
+    cancel: CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+    core: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("store", &self.shared.store).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::new()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Input) -> Result<T, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| EngineError::ShuttingDown)?;
+        answer.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Starts an instance of `definition` (`name@version`, or `name` for the latest version).
+    /// Returns once the start is durable.
+    pub async fn start(&self, definition: &str, input: Value, options: StartOptions) -> Result<Started, EngineError> {
+        if self.shared.orchestration(definition).is_none() {
+            return Err(EngineError::DefinitionNotFound(definition.to_owned()));
+        }
+        let id = options.id.unwrap_or_else(InstanceId::generate);
+        self.ask(|reply| Input::Start {
+            id,
+            definition: definition.to_owned(),
+            input,
+            idempotency_key: options.idempotency_key,
+            reply,
+        })
+        .await
+    }
+
+    /// Delivers an event to an instance. Returns once it is durable.
+    pub async fn raise_event(&self, id: &InstanceId, event: RaiseEvent) -> Result<Raised, EngineError> {
+        self.ask(|reply| Input::Raise { id: id.clone(), event, reply }).await
+    }
+
+    /// Ends an instance now: running activities are abandoned, timers disarmed.
+    pub async fn terminate(&self, id: &InstanceId, reason: &str, actor: Actor) -> Result<(), EngineError> {
+        self.ask(|reply| Input::Terminate { id: id.clone(), reason: reason.to_owned(), actor, reply }).await
+    }
+
+    /// Retries an incident: re-dispatches the parked activity, or reloads the instance and
+    /// delivers again the input it could not take.
+    pub async fn retry_incident(&self, incident: i64) -> Result<(), EngineError> {
+        self.ask(|reply| Input::RetryIncident { incident, reply }).await
+    }
+
+    /// Waits until the instance has ended, and tells how.
+    pub async fn wait(&self, id: &InstanceId) -> Result<Outcome, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Input::Watch { id: id.clone(), reply }).await.map_err(|_| EngineError::ShuttingDown)?;
+        answer.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    pub async fn describe(&self, id: &InstanceId) -> Result<Description, EngineError> {
+        let store = &self.shared.store;
+        let row = store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
+        Ok(Description {
+            row,
+            tasks: store.tasks_of(id).await?,
+            timers: store.timers_of(id).await?,
+            incidents: store.incidents(Some(id), false).await?,
+        })
+    }
+
+    pub async fn history(&self, id: &InstanceId, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, EngineError> {
+        Ok(self.shared.store.history(id, from, limit).await?)
+    }
+
+    pub async fn incidents(&self, id: Option<&InstanceId>, open_only: bool) -> Result<Vec<Incident>, EngineError> {
+        Ok(self.shared.store.incidents(id, open_only).await?)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.clock
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Moves the manual clock forward and persists the new offset. Refused on the system clock.
+    pub async fn advance_clock(&self, by: Duration) -> Result<chrono::DateTime<chrono::Utc>, EngineError> {
+        let manual = self.shared.clock.as_manual().ok_or(EngineError::ClockNotManual)?;
+        let offset = manual.advance(by);
+        if self.shared.options.clock == ClockMode::Manual {
+            self.shared.store.set_setting(CLOCK_OFFSET_KEY, &offset.to_string()).await?;
+        }
+        Ok(self.shared.clock.now())
+    }
+
+    /// Stops taking work, lets running activities finish within the drain timeout and commits
+    /// their results, then stops. Whatever is left is recovered on the next start.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        if let Some(handle) = self.core.lock().await.take() {
+            let _ = handle.await;
+        }
+        self.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
+    }
+}
+
+/// Advances the persisted manual clock of a store that no engine in this process drives
+/// (`baton admin clock advance`). Refused unless the store was last run with the manual clock.
+pub async fn advance_persisted_clock(store: &dyn Store, by: Duration) -> Result<i64, EngineError> {
+    if store.setting(CLOCK_MODE_KEY).await?.as_deref() != Some("manual") {
+        return Err(EngineError::ClockNotManual);
+    }
+    let offset: i64 = store.setting(CLOCK_OFFSET_KEY).await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    let offset = offset + i64::try_from(by.as_millis()).map_err(|_| EngineError::InvalidArgument("duration too long".into()))?;
+    store.set_setting(CLOCK_OFFSET_KEY, &offset.to_string()).await?;
+    Ok(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_newer;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(version_newer("1.10.0", "1.9.0"));
+        assert!(!version_newer("1.2.0", "1.2.0"));
+        assert!(version_newer("2", "1.9"));
+        assert!(version_newer("1.0.1", "1.0"));
+    }
+}

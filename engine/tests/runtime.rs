@@ -1,0 +1,430 @@
+//! Scenario tests of the runtime with the Rust test program: sequential and parallel
+//! activities, timers, event waits (before and after the wait), retries, timeouts, incidents,
+//! children, continue-as-new, restarts. Time is a frozen manual clock moved by the test.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use baton_engine::program::{Op, Program};
+use baton_engine::store::memory::MemoryStore;
+use baton_engine::store::sqlite::{SqliteOptions, SqliteStore};
+use baton_engine::{
+    ActivityError, ActivityOptions, Actor, Clock, Engine, EngineBuilder, EventKind, InstanceId, InstanceStatus,
+    ManualClock, RaiseEvent, Raised, RetryPolicy, StartOptions, Store,
+};
+use chrono::{TimeZone, Utc};
+use serde_json::{Value, json};
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::frozen(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).single().expect("valid time")))
+}
+
+fn noop_builder(store: Arc<dyn Store>, clock: Arc<ManualClock>) -> EngineBuilder {
+    Engine::builder()
+        .store(store)
+        .clock(clock)
+        .activity("noop", |ctx, input| async move { Ok(json!({ "seq": ctx.seq, "step": input["step"] })) })
+        .activity("echo", |_, input| async move { Ok(input) })
+}
+
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+async fn wait(engine: &Engine, id: &InstanceId) -> baton_engine::Outcome {
+    tokio::time::timeout(Duration::from_secs(20), engine.wait(id)).await.expect("instance ends in time").expect("wait")
+}
+
+/// Polls until `check` holds (the engine works on other tasks; this never asserts timing).
+async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
+    for _ in 0..2_000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+async fn kinds(engine: &Engine, id: &InstanceId) -> Vec<String> {
+    let history = engine.history(id, 0, 10_000).await.expect("history");
+    history.iter().map(|e| e.to_view()["type"].as_str().unwrap_or("?").to_owned()).collect()
+}
+
+async fn start(engine: &Engine, definition: &str, input: Value) -> InstanceId {
+    engine.start(definition, input, StartOptions::default()).await.expect("start").id
+}
+
+#[tokio::test]
+async fn sequential_activities_complete_in_order() {
+    let program = Program::sequential("seq", "noop", 3);
+    let engine = noop_builder(memory(), clock()).orchestration(program).build().await.expect("engine");
+    let id = start(&engine, "seq", json!({"n": 1})).await;
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.status, InstanceStatus::Completed);
+    let steps: Vec<_> = outcome.result.expect("output")["results"].as_array().expect("results").iter().map(|r| r["step"].clone()).collect();
+    assert_eq!(steps, vec![json!(0), json!(1), json!(2)]);
+    assert_eq!(
+        kinds(&engine, &id).await,
+        [
+            "InstanceStarted", "ActivityScheduled", "ActivityCompleted", "ActivityScheduled", "ActivityCompleted",
+            "ActivityScheduled", "ActivityCompleted", "InstanceCompleted"
+        ]
+    );
+    let description = engine.describe(&id).await.expect("describe");
+    assert!(description.tasks.is_empty(), "finished tasks leave the store");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn parallel_activities_all_complete() {
+    let program = Program::new("par", vec![Op::Parallel { names: vec!["noop".into(), "echo".into(), "noop".into()] }]);
+    let engine = noop_builder(memory(), clock()).orchestration(program).build().await.expect("engine");
+    let id = start(&engine, "par", json!({})).await;
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.result.expect("output")["results"].as_array().map(Vec::len), Some(3));
+    let history = kinds(&engine, &id).await;
+    assert_eq!(&history[1..4], ["ActivityScheduled", "ActivityScheduled", "ActivityScheduled"], "all three start in one step");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn timers_fire_when_the_clock_reaches_them() {
+    let clock = clock();
+    let program = Program::new("sleepy", vec![Op::Sleep { ms: 3_600_000 }, Op::Activity { name: "noop".into(), options: ActivityOptions::default() }]);
+    let engine = noop_builder(memory(), clock.clone()).orchestration(program).build().await.expect("engine");
+    let id = start(&engine, "sleepy", json!({})).await;
+    let timers = engine.describe(&id).await.expect("describe").timers;
+    assert_eq!(timers.len(), 1);
+    assert_eq!(timers[0].due_at, clock.now() + chrono::Duration::hours(1));
+    engine.advance_clock(Duration::from_secs(1_800)).await.expect("advance");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(engine.describe(&id).await.expect("describe").row.status, InstanceStatus::Waiting, "half way: still waiting");
+    engine.advance_clock(Duration::from_secs(1_800)).await.expect("advance");
+    assert_eq!(wait(&engine, &id).await.status, InstanceStatus::Completed);
+    assert!(engine.describe(&id).await.expect("describe").timers.is_empty());
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_are_taken_whether_they_arrive_before_or_after_the_wait() {
+    let program = Program::new(
+        "approval",
+        vec![Op::Sleep { ms: 1_000 }, Op::WaitEvent { name: "first".into() }, Op::WaitEvent { name: "second".into() }],
+    );
+    let clock = clock();
+    let engine = noop_builder(memory(), clock.clone()).orchestration(program).build().await.expect("engine");
+    let id = start(&engine, "approval", json!({})).await;
+    let event = |name: &str, id: &str| RaiseEvent {
+        name: name.into(),
+        payload: json!({ "from": name }),
+        event_id: Some(id.into()),
+        actor: Actor::User { id: "alice".into() },
+    };
+    // "first" arrives while the instance still sleeps: it is buffered.
+    assert_eq!(engine.raise_event(&id, event("first", "e1")).await.expect("raise"), Raised::Accepted);
+    assert_eq!(engine.raise_event(&id, event("first", "e1")).await.expect("raise"), Raised::Duplicate, "same event id");
+    engine.advance_clock(Duration::from_secs(1)).await.expect("advance");
+    eventually("the instance waits for second", || true).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(engine.raise_event(&id, event("second", "e2")).await.expect("raise"), Raised::Accepted);
+    let outcome = wait(&engine, &id).await;
+    let results = outcome.result.expect("output")["results"].clone();
+    assert_eq!(results, json!(["timer", {"from": "first"}, {"from": "second"}]));
+    let history = engine.history(&id, 0, 100).await.expect("history");
+    let received: Vec<_> = history.iter().filter(|e| e.to_view()["type"] == "EventReceived").collect();
+    assert_eq!(received.len(), 2, "the duplicate is not recorded");
+    assert_eq!(received[0].to_view()["actor"], json!({"kind": "user", "id": "alice"}));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_or_its_timeout_whichever_comes_first() {
+    let program = Program::new("deadline", vec![Op::WaitEventOrTimeout { name: "approve".into(), ms: 60_000 }]);
+    let engine = noop_builder(memory(), clock()).orchestration(program).build().await.expect("engine");
+    let late = start(&engine, "deadline", json!({})).await;
+    let on_time = start(&engine, "deadline", json!({})).await;
+    let approve = RaiseEvent { name: "approve".into(), payload: json!("yes"), event_id: None, actor: Actor::System };
+    engine.raise_event(&on_time, approve).await.expect("raise");
+    assert_eq!(wait(&engine, &on_time).await.result.expect("output")["results"], json!(["yes"]));
+    assert!(kinds(&engine, &on_time).await.contains(&"TimerCancelled".to_owned()));
+    engine.advance_clock(Duration::from_secs(60)).await.expect("advance");
+    assert_eq!(wait(&engine, &late).await.result.expect("output")["results"], json!(["timeout"]));
+    engine.shutdown().await;
+}
+
+fn flaky(failures: u32, calls: Arc<AtomicU32>) -> impl Fn(baton_engine::ActivityContext, Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ActivityError>> + Send>> + Send + Sync + 'static {
+    move |ctx, _| {
+        let calls = calls.clone();
+        Box::pin(async move {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if n <= failures { Err(ActivityError::retryable(format!("failure {n}"))) } else { Ok(json!({ "attempt": ctx.attempt })) }
+        })
+    }
+}
+
+fn retrying(max_attempts: u32) -> ActivityOptions {
+    ActivityOptions {
+        retry: RetryPolicy { max_attempts, initial_interval_ms: 1_000, backoff_coefficient: 2.0, max_interval_ms: 10_000 },
+        ..ActivityOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn retries_back_off_on_the_engine_clock_then_succeed() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let program = Program::new("retry", vec![Op::Activity { name: "flaky".into(), options: retrying(5) }]);
+    let clock = clock();
+    let engine = noop_builder(memory(), clock.clone()).activity("flaky", flaky(2, calls.clone())).orchestration(program).build().await.expect("engine");
+    let id = start(&engine, "retry", json!({})).await;
+    eventually("first attempt", || calls.load(Ordering::SeqCst) == 1).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no retry before the backoff has passed");
+    let task = engine.describe(&id).await.expect("describe").tasks.remove(0);
+    assert_eq!((task.attempt, task.last_error.as_deref()), (1, Some("failure 1")));
+    assert_eq!(task.visible_at, clock.now() + chrono::Duration::seconds(1));
+    engine.advance_clock(Duration::from_secs(1)).await.expect("advance");
+    eventually("second attempt", || calls.load(Ordering::SeqCst) == 2).await;
+    engine.advance_clock(Duration::from_secs(2)).await.expect("advance");
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.result.expect("output")["results"], json!([{"attempt": 3}]));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unhandled_final_failure_becomes_a_retryable_incident() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let program = Program::new("incident", vec![Op::Activity { name: "flaky".into(), options: retrying(2) }]);
+    let clock = clock();
+    let engine = noop_builder(memory(), clock.clone()).activity("flaky", flaky(2, calls.clone())).orchestration(program).build().await.expect("engine");
+    let id = start(&engine, "incident", json!({})).await;
+    eventually("first attempt", || calls.load(Ordering::SeqCst) == 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    engine.advance_clock(Duration::from_secs(1)).await.expect("advance");
+    eventually("second attempt", || calls.load(Ordering::SeqCst) == 2).await;
+    let mut incidents = Vec::new();
+    for _ in 0..400 {
+        incidents = engine.incidents(Some(&id), true).await.expect("incidents");
+        if !incidents.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(incidents.len(), 1, "one open incident");
+    assert!(incidents[0].reason.contains("failure 2"), "reason says why: {}", incidents[0].reason);
+    let description = engine.describe(&id).await.expect("describe");
+    assert_eq!(description.row.status, InstanceStatus::Faulted);
+    assert!(description.tasks[0].parked, "the task waits for the retry");
+    assert!(kinds(&engine, &id).await.contains(&"IncidentRaised".to_owned()));
+    let refused = engine.raise_event(&id, RaiseEvent { name: "x".into(), payload: json!(null), event_id: None, actor: Actor::System }).await;
+    assert!(matches!(refused, Err(baton_engine::EngineError::InstanceFaulted { .. })), "{refused:?}");
+
+    engine.retry_incident(incidents[0].id).await.expect("retry");
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.status, InstanceStatus::Completed);
+    assert!(engine.incidents(Some(&id), true).await.expect("incidents").is_empty());
+    let history = kinds(&engine, &id).await;
+    assert_eq!(&history[history.len() - 4..], ["IncidentRaised", "IncidentResolved", "ActivityCompleted", "InstanceCompleted"]);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_handled_failure_fails_the_instance_with_the_problem() {
+    let mut program = Program::new("strict", vec![Op::Activity { name: "broken".into(), options: retrying(3) }]);
+    program.fail_on_activity_error = true;
+    let engine = noop_builder(memory(), clock())
+        .activity("broken", |_, _| async { Err(ActivityError::non_retryable("bad input")) })
+        .orchestration(program)
+        .build()
+        .await
+        .expect("engine");
+    let id = start(&engine, "strict", json!({})).await;
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.status, InstanceStatus::Faulted);
+    assert_eq!(outcome.result.expect("failure")["type"], "activity.non_retryable", "no retry for a non-retryable error");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_timed_out_attempt_is_retried_and_its_late_completion_is_dropped() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let options = ActivityOptions { start_to_close_ms: Some(5_000), ..retrying(3) };
+    let program = Program::new("slow", vec![Op::Activity { name: "slow".into(), options }]);
+    let clock = clock();
+    let (c, r) = (calls.clone(), release.clone());
+    let engine = noop_builder(memory(), clock.clone())
+        .activity("slow", move |ctx, _| {
+            let (calls, release) = (c.clone(), r.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                if ctx.attempt == 1 {
+                    release.notified().await;
+                    return Ok(json!("late"));
+                }
+                Ok(json!("on time"))
+            }
+        })
+        .orchestration(program)
+        .build()
+        .await
+        .expect("engine");
+    let id = start(&engine, "slow", json!({})).await;
+    eventually("first attempt runs", || calls.load(Ordering::SeqCst) == 1).await;
+    engine.advance_clock(Duration::from_secs(5)).await.expect("advance");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    engine.advance_clock(Duration::from_secs(1)).await.expect("advance past the backoff");
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.result.expect("output")["results"], json!(["on time"]));
+    release.notify_waiters();
+    let history = engine.history(&id, 0, 100).await.expect("history");
+    let completed = history.iter().find(|e| e.to_view()["type"] == "ActivityCompleted").expect("completed");
+    assert_eq!(completed.to_view()["data"]["attempt"], 2);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn heartbeats_keep_an_attempt_alive_and_silence_times_it_out() {
+    let options = ActivityOptions { heartbeat_timeout_ms: Some(10_000), ..retrying(2) };
+    let program = Program::new("beats", vec![Op::Activity { name: "quiet".into(), options }]);
+    let clock = clock();
+    let engine = noop_builder(memory(), clock.clone())
+        .activity("quiet", |ctx, _| async move {
+            if ctx.attempt == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok(json!(ctx.attempt))
+        })
+        .orchestration(program)
+        .build()
+        .await
+        .expect("engine");
+    let id = start(&engine, "beats", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    engine.advance_clock(Duration::from_secs(10)).await.expect("advance");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    engine.advance_clock(Duration::from_secs(1)).await.expect("advance past the backoff");
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.result.expect("output")["results"], json!([2]));
+    let task_failures = engine.stats();
+    assert_eq!(task_failures.activity_completions, 1);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn starts_are_idempotent_by_key() {
+    let engine = noop_builder(memory(), clock()).orchestration(Program::sequential("seq", "noop", 1)).build().await.expect("engine");
+    let options = || StartOptions { id: None, idempotency_key: Some("order-42".into()) };
+    let first = engine.start("seq", json!({}), options()).await.expect("start");
+    let second = engine.start("seq", json!({}), options()).await.expect("start");
+    assert!(first.created);
+    assert!(!second.created);
+    assert_eq!(first.id, second.id);
+    let duplicate_id = engine.start("seq", json!({}), StartOptions { id: Some(first.id.clone()), idempotency_key: None }).await;
+    assert!(matches!(duplicate_id, Err(baton_engine::EngineError::InstanceExists(_))));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_child_runs_and_its_output_returns_to_the_parent() {
+    let child = Program::sequential("child", "echo", 1);
+    let parent = Program::new("parent", vec![Op::Child { definition: "child".into() }, Op::Activity { name: "noop".into(), options: ActivityOptions::default() }]);
+    let engine = noop_builder(memory(), clock()).orchestration(child).orchestration(parent).build().await.expect("engine");
+    let id = start(&engine, "parent", json!({"x": 1})).await;
+    let outcome = wait(&engine, &id).await;
+    let results = outcome.result.expect("output")["results"].clone();
+    assert_eq!(results[0]["results"][0]["input"], json!({"x": 1}), "the child's output: {results}");
+    let child_id = InstanceId::new(format!("{id}/1"));
+    assert_eq!(engine.describe(&child_id).await.expect("child").row.parent.expect("parent").instance, id);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn terminate_ends_an_instance_and_disarms_its_timers() {
+    let engine = noop_builder(memory(), clock()).orchestration(Program::new("long", vec![Op::Sleep { ms: 86_400_000 }])).build().await.expect("engine");
+    let id = start(&engine, "long", json!({})).await;
+    engine.terminate(&id, "no longer needed", Actor::User { id: "ops".into() }).await.expect("terminate");
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.status, InstanceStatus::Cancelled);
+    assert!(engine.describe(&id).await.expect("describe").timers.is_empty());
+    assert!(engine.terminate(&id, "again", Actor::System).await.is_err(), "an ended instance takes no more input");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn continue_as_new_keeps_state_small_and_runs_to_the_end() {
+    let program = Program::new("loop", vec![Op::Loop { name: "noop".into(), times: 250, every: 100 }]);
+    let engine = noop_builder(memory(), clock()).orchestration(program).build().await.expect("engine");
+    let id = start(&engine, "loop", json!({})).await;
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.result.expect("output")["results"], json!([250]));
+    let history = kinds(&engine, &id).await;
+    assert_eq!(history.iter().filter(|k| *k == "ContinuedAsNew").count(), 2);
+    let row = engine.describe(&id).await.expect("describe").row;
+    assert!(row.run_start > 400, "the last run starts late in the history: {}", row.run_start);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_instance_survives_a_restart_of_the_engine_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("baton.db");
+    let clock = clock();
+    let program = || Program::new("two-phase", vec![Op::Activity { name: "noop".into(), options: ActivityOptions::default() }, Op::Sleep { ms: 60_000 }, Op::WaitEvent { name: "go".into() }, Op::Activity { name: "noop".into(), options: ActivityOptions::default() }]);
+    let open = || async { Arc::new(SqliteStore::open(path.to_str().expect("utf-8 path"), SqliteOptions::default()).await.expect("open")) as Arc<dyn Store> };
+    let id = {
+        let engine = noop_builder(open().await, clock.clone()).orchestration(program()).build().await.expect("engine");
+        let id = start(&engine, "two-phase", json!({})).await;
+        eventually("sleeping", || true).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        engine.shutdown().await;
+        id
+    };
+    let engine = noop_builder(open().await, clock.clone()).orchestration(program()).build().await.expect("engine again");
+    engine.advance_clock(Duration::from_secs(60)).await.expect("advance");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    engine.raise_event(&id, RaiseEvent { name: "go".into(), payload: json!(1), event_id: None, actor: Actor::System }).await.expect("raise");
+    assert_eq!(wait(&engine, &id).await.status, InstanceStatus::Completed);
+    let history = engine.history(&id, 0, 100).await.expect("history");
+    let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (0..history.len() as u64).collect::<Vec<_>>(), "no gap, no duplicate");
+    let mut prev = baton_engine::history::GENESIS_HASH.to_owned();
+    for event in &history {
+        event.decode(Some(&prev)).expect("the chain holds");
+        prev = event.hash.clone();
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_changed_definition_is_refused_with_an_incident() {
+    let store = memory();
+    let id = {
+        let engine = noop_builder(store.clone(), clock()).orchestration(Program::new("p", vec![Op::Sleep { ms: 1_000 }])).build().await.expect("engine");
+        let id = start(&engine, "p", json!({})).await;
+        engine.shutdown().await;
+        id
+    };
+    // Same name and version, different content: old instances must not run on it.
+    let engine = noop_builder(store.clone(), clock()).orchestration(Program::new("p", vec![Op::Sleep { ms: 2_000 }])).build().await.expect("engine");
+    let refused = engine.raise_event(&id, RaiseEvent { name: "x".into(), payload: json!(null), event_id: None, actor: Actor::System }).await;
+    assert!(refused.is_err());
+    let incidents = engine.incidents(Some(&id), true).await.expect("incidents");
+    assert_eq!(incidents.len(), 1);
+    assert!(incidents[0].reason.contains("changed"), "{}", incidents[0].reason);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn history_events_record_the_definition_and_interpreter() {
+    let engine = noop_builder(memory(), clock()).orchestration(Program::sequential("seq", "noop", 1)).build().await.expect("engine");
+    let id = start(&engine, "seq", json!({"a": 1})).await;
+    wait(&engine, &id).await;
+    let first = engine.history(&id, 0, 1).await.expect("history").remove(0).decode(None).expect("decode");
+    let EventKind::InstanceStarted(started) = first.kind else { panic!("first event is InstanceStarted") };
+    assert_eq!(started.definition.name, "seq");
+    assert_eq!(started.definition.content_hash.len(), 64);
+    assert_eq!(started.interpreter_version, env!("CARGO_PKG_VERSION"));
+    engine.shutdown().await;
+}
