@@ -199,7 +199,8 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let policy = RetryPolicy { max_attempts: 5, initial_interval_ms: 100, backoff_coefficient: 2.0, max_interval_ms: 300 };
+        let policy =
+            RetryPolicy { max_attempts: 5, initial_interval_ms: 100, backoff_coefficient: 2.0, max_interval_ms: 300 };
         let err = ActivityError::retryable("boom");
         assert_eq!(policy.next_delay(1, &err), Some(Duration::from_millis(100)));
         assert_eq!(policy.next_delay(2, &err), Some(Duration::from_millis(200)));

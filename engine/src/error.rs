@@ -48,3 +48,33 @@ impl EngineError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_has_a_page() {
+        let id = InstanceId::new("i");
+        let errors = [
+            EngineError::DefinitionNotFound("d".into()),
+            EngineError::InstanceNotFound(id.clone()),
+            EngineError::InstanceExists(id.clone()),
+            EngineError::InstanceEnded { id: id.clone(), status: InstanceStatus::Completed },
+            EngineError::InstanceFaulted { id, reason: "r".into() },
+            EngineError::IncidentNotFound(1),
+            EngineError::ShuttingDown,
+            EngineError::ClockNotManual,
+            EngineError::InvalidArgument("a".into()),
+            EngineError::Step(StepError::Corrupt("c".into())),
+            EngineError::Store(StoreError::Other("o".into())),
+        ];
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/errors");
+        let mut codes = std::collections::HashSet::new();
+        for error in &errors {
+            assert!(codes.insert(error.code()), "{} is used twice", error.code());
+            let page = docs.join(format!("{}.md", error.code()));
+            assert!(page.is_file(), "{} has no page at {}", error.code(), page.display());
+        }
+    }
+}

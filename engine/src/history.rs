@@ -395,6 +395,14 @@ impl StoredEvent {
         Ok(HistoryEvent { seq: self.seq, at: time_from_ms(self.at_ms), actor, kind })
     }
 
+    /// Recomputes this event's hash from its content and `prev_hash`. For tools that write
+    /// histories by hand (tests of corrupt histories, future migrations); the engine never
+    /// rewrites a stored event.
+    pub fn reseal(&mut self) {
+        self.hash =
+            chain_hash(&self.prev_hash, self.seq, self.tag, self.schema, self.at_ms, &self.actor, &self.payload);
+    }
+
     /// A JSON view for histories shown to people and tools.
     pub fn to_view(&self) -> Value {
         let payload: Value = serde_json::from_str(&self.payload).unwrap_or(Value::String(self.payload.clone()));

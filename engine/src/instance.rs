@@ -40,9 +40,17 @@ pub enum Effect {
     ArmTimer(TimerRow),
     DisarmTimer(Seq),
     /// A child instance starts in the same commit.
-    StartChild { instance: InstanceId, definition: String, input: Value, parent: ParentRef },
+    StartChild {
+        instance: InstanceId,
+        definition: String,
+        input: Value,
+        parent: ParentRef,
+    },
     /// The parent learns the outcome in the same commit.
-    NotifyParent { parent: ParentRef, outcome: Result<Value, Failure> },
+    NotifyParent {
+        parent: ParentRef,
+        outcome: Result<Value, Failure>,
+    },
     Outbox(OutboxRow),
     /// The instance ended (completed, failed, terminated): waiters are told after commit.
     Ended,
@@ -59,7 +67,9 @@ pub enum StepError {
     Fault(Fault),
     #[error(transparent)]
     Unexpected(#[from] Unexpected),
-    #[error("definition {key} changed: history was recorded with content hash {recorded}, the registered one has {registered}")]
+    #[error(
+        "definition {key} changed: history was recorded with content hash {recorded}, the registered one has {registered}"
+    )]
     DefinitionChanged { key: String, recorded: String, registered: String },
 }
 
@@ -352,12 +362,16 @@ impl Instance {
                 }));
             }
             EventKind::ActivityCompleted(done) => {
-                finish(&mut p.activities, done.activity, |s| ActivityState::on(s, done.activity, ActivityEvent::Completed))?;
+                finish(&mut p.activities, done.activity, |s| {
+                    ActivityState::on(s, done.activity, ActivityEvent::Completed)
+                })?;
                 effects.push(Effect::FinishTask(done.activity));
                 triggers.push_back(OwnedTrigger::ActivityCompleted(done.activity, done.result.clone()));
             }
             EventKind::ActivityFailed(failed) => {
-                finish(&mut p.activities, failed.activity, |s| ActivityState::on(s, failed.activity, ActivityEvent::Failed))?;
+                finish(&mut p.activities, failed.activity, |s| {
+                    ActivityState::on(s, failed.activity, ActivityEvent::Failed)
+                })?;
                 effects.push(Effect::FinishTask(failed.activity));
                 triggers.push_back(OwnedTrigger::ActivityFailed(failed.activity, failed.failure.clone()));
             }
@@ -386,7 +400,11 @@ impl Instance {
                 let waiting = p.waits.iter().find(|(_, WaitState::Waiting { name })| *name == received.name);
                 if let Some((&wait, _)) = waiting {
                     finish(&mut p.waits, wait, |s| WaitState::on(s, wait, WaitEvent::Received))?;
-                    triggers.push_back(OwnedTrigger::EventReceived(wait, received.name.clone(), received.payload.clone()));
+                    triggers.push_back(OwnedTrigger::EventReceived(
+                        wait,
+                        received.name.clone(),
+                        received.payload.clone(),
+                    ));
                 } else {
                     p.buffered.push_back(received.clone());
                 }

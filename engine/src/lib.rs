@@ -20,6 +20,7 @@
 
 pub mod activity;
 pub mod clock;
+mod error;
 pub mod history;
 pub mod instance;
 pub mod machines;
@@ -28,19 +29,18 @@ pub mod program;
 pub mod replay;
 pub mod runtime;
 pub mod store;
-mod error;
 
 pub use activity::{ActivityContext, ActivityError, ActivityOptions, ActivityRegistry, Failure, RetryPolicy};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::EngineError;
 pub use history::{Actor, DefinitionInfo, EventKind, HistoryEvent, InstanceId, Seq, StoredEvent};
 pub use instance::{Effect, Instance, StepError};
 pub use orchestration::{Command, Ctx, Fault, FaultKind, Orchestration, Trigger};
-pub use store::{InstanceStatus, Store, StoreError};
-pub use error::EngineError;
 pub use runtime::{
     ClockMode, Description, Engine, EngineBuilder, EngineOptions, Outcome, RaiseEvent, Raised, StartOptions, Started,
     StatsSnapshot,
 };
+pub use store::{InstanceStatus, Store, StoreError};
 
 #[cfg(test)]
 mod replay_props;

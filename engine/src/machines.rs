@@ -28,7 +28,12 @@ pub enum Next<S> {
     Done,
 }
 
-fn unexpected<S>(primitive: &'static str, id: Seq, event: &'static str, state: &'static str) -> Result<Next<S>, Unexpected> {
+fn unexpected<S>(
+    primitive: &'static str,
+    id: Seq,
+    event: &'static str,
+    state: &'static str,
+) -> Result<Next<S>, Unexpected> {
     Err(Unexpected { primitive, id, event, state })
 }
 

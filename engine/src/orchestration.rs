@@ -23,16 +23,36 @@ use crate::history::{DefinitionInfo, InstanceId, Seq};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Trigger<'a> {
     /// The instance (or a new run after continue-as-new) starts with this input.
-    Started { input: &'a Value },
-    ActivityCompleted { activity: Seq, result: &'a Value },
+    Started {
+        input: &'a Value,
+    },
+    ActivityCompleted {
+        activity: Seq,
+        result: &'a Value,
+    },
     /// The activity failed for good (retries exhausted or a non-retryable error). Returning
     /// [`Fault::unhandled`] opens an incident instead and parks the activity.
-    ActivityFailed { activity: Seq, failure: &'a Failure },
-    TimerFired { timer: Seq },
+    ActivityFailed {
+        activity: Seq,
+        failure: &'a Failure,
+    },
+    TimerFired {
+        timer: Seq,
+    },
     /// An event the orchestration waited for (by `ctx.wait_event`) arrived.
-    EventReceived { wait: Seq, name: &'a str, payload: &'a Value },
-    ChildCompleted { child: Seq, output: &'a Value },
-    ChildFailed { child: Seq, failure: &'a Failure },
+    EventReceived {
+        wait: Seq,
+        name: &'a str,
+        payload: &'a Value,
+    },
+    ChildCompleted {
+        child: Seq,
+        output: &'a Value,
+    },
+    ChildFailed {
+        child: Seq,
+        failure: &'a Failure,
+    },
 }
 
 /// A decision of the orchestration. Each becomes exactly one history event.

@@ -16,7 +16,11 @@ use crate::orchestration::{Ctx, Fault, Orchestration, Trigger};
 #[serde(rename_all = "camelCase")]
 pub enum Op {
     /// Calls an activity with the instance input and the step index; waits for it.
-    Activity { name: String, #[serde(default)] options: ActivityOptions },
+    Activity {
+        name: String,
+        #[serde(default)]
+        options: ActivityOptions,
+    },
     /// Calls several activities at once; waits for all.
     Parallel { names: Vec<String> },
     /// Waits for a duration (durable timer).
@@ -115,7 +119,11 @@ impl Program {
                         state.pc += 1;
                         continue;
                     }
-                    if state.iteration > 0 && *every > 0 && state.iteration % every == 0 && !state.input.get("resumed").is_some_and(|r| r == &json!(state.iteration)) {
+                    if state.iteration > 0
+                        && *every > 0
+                        && state.iteration.is_multiple_of(*every)
+                        && !state.input.get("resumed").is_some_and(|r| r == &json!(state.iteration))
+                    {
                         let input = json!({ "resumed": state.iteration, "pc": state.pc, "results": state.results });
                         ctx.continue_as_new(input);
                         return;

@@ -106,6 +106,33 @@ impl Replayer {
     }
 }
 
+impl Replayer {
+    /// Loads an instance cold, as the runtime does after a restart: from its newest snapshot
+    /// and the events after it, or (`use_snapshot = false`) from the current run's history
+    /// alone. Returns the number of events replayed.
+    pub async fn cold_load(
+        &self,
+        store: &dyn Store,
+        id: &InstanceId,
+        use_snapshot: bool,
+    ) -> Result<usize, EngineError> {
+        let row = store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
+        let key = format!("{}@{}", row.orchestration, row.version);
+        let orchestration =
+            self.orchestrations.get(&key).cloned().ok_or_else(|| EngineError::DefinitionNotFound(key.clone()))?;
+        if use_snapshot {
+            let loaded = store.load(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
+            Instance::replay(orchestration, &loaded.row, loaded.snapshot.as_ref(), &loaded.events)?;
+            Ok(loaded.events.len())
+        } else {
+            let events: Vec<StoredEvent> =
+                read_all(store, id).await?.into_iter().filter(|e| e.seq >= row.run_start).collect();
+            Instance::replay(orchestration, &row, None, &events)?;
+            Ok(events.len())
+        }
+    }
+}
+
 async fn read_all(store: &dyn Store, id: &InstanceId) -> Result<Vec<StoredEvent>, EngineError> {
     let mut events = Vec::new();
     let mut from: Seq = 0;

@@ -113,7 +113,11 @@ impl Driver {
     fn act(&mut self, action: &Action) {
         let kind = match action {
             Action::Complete(i) => Self::pick(&self.activities, *i).map(|activity| {
-                EventKind::ActivityCompleted(ActivityCompleted { activity, result: json!({"done": activity}), attempt: 1 })
+                EventKind::ActivityCompleted(ActivityCompleted {
+                    activity,
+                    result: json!({"done": activity}),
+                    attempt: 1,
+                })
             }),
             Action::Fail(i) => Self::pick(&self.activities, *i).map(|activity| {
                 EventKind::ActivityFailed(ActivityFailed { activity, failure: Failure::new("boom", "no"), attempt: 3 })
@@ -140,8 +144,13 @@ impl Driver {
                 continue;
             }
             let later: Vec<StoredEvent> = self.history.iter().filter(|e| e.seq > snapshot.seq).cloned().collect();
-            let loaded = Instance::replay(self.orchestration.clone(), &row, Some(snapshot), &later).expect("snapshot loads");
-            assert!(loaded.same_state(&replayed), "from snapshot at {}: {loaded:?}\nreplayed {replayed:?}", snapshot.seq);
+            let loaded =
+                Instance::replay(self.orchestration.clone(), &row, Some(snapshot), &later).expect("snapshot loads");
+            assert!(
+                loaded.same_state(&replayed),
+                "from snapshot at {}: {loaded:?}\nreplayed {replayed:?}",
+                snapshot.seq
+            );
         }
     }
 }

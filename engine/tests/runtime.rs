@@ -63,13 +63,24 @@ async fn sequential_activities_complete_in_order() {
     let id = start(&engine, "seq", json!({"n": 1})).await;
     let outcome = wait(&engine, &id).await;
     assert_eq!(outcome.status, InstanceStatus::Completed);
-    let steps: Vec<_> = outcome.result.expect("output")["results"].as_array().expect("results").iter().map(|r| r["step"].clone()).collect();
+    let steps: Vec<_> = outcome.result.expect("output")["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["step"].clone())
+        .collect();
     assert_eq!(steps, vec![json!(0), json!(1), json!(2)]);
     assert_eq!(
         kinds(&engine, &id).await,
         [
-            "InstanceStarted", "ActivityScheduled", "ActivityCompleted", "ActivityScheduled", "ActivityCompleted",
-            "ActivityScheduled", "ActivityCompleted", "InstanceCompleted"
+            "InstanceStarted",
+            "ActivityScheduled",
+            "ActivityCompleted",
+            "ActivityScheduled",
+            "ActivityCompleted",
+            "ActivityScheduled",
+            "ActivityCompleted",
+            "InstanceCompleted"
         ]
     );
     let description = engine.describe(&id).await.expect("describe");
@@ -85,14 +96,21 @@ async fn parallel_activities_all_complete() {
     let outcome = wait(&engine, &id).await;
     assert_eq!(outcome.result.expect("output")["results"].as_array().map(Vec::len), Some(3));
     let history = kinds(&engine, &id).await;
-    assert_eq!(&history[1..4], ["ActivityScheduled", "ActivityScheduled", "ActivityScheduled"], "all three start in one step");
+    assert_eq!(
+        &history[1..4],
+        ["ActivityScheduled", "ActivityScheduled", "ActivityScheduled"],
+        "all three start in one step"
+    );
     engine.shutdown().await;
 }
 
 #[tokio::test]
 async fn timers_fire_when_the_clock_reaches_them() {
     let clock = clock();
-    let program = Program::new("sleepy", vec![Op::Sleep { ms: 3_600_000 }, Op::Activity { name: "noop".into(), options: ActivityOptions::default() }]);
+    let program = Program::new(
+        "sleepy",
+        vec![Op::Sleep { ms: 3_600_000 }, Op::Activity { name: "noop".into(), options: ActivityOptions::default() }],
+    );
     let engine = noop_builder(memory(), clock.clone()).orchestration(program).build().await.expect("engine");
     let id = start(&engine, "sleepy", json!({})).await;
     let timers = engine.describe(&id).await.expect("describe").timers;
@@ -100,7 +118,11 @@ async fn timers_fire_when_the_clock_reaches_them() {
     assert_eq!(timers[0].due_at, clock.now() + chrono::Duration::hours(1));
     engine.advance_clock(Duration::from_secs(1_800)).await.expect("advance");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(engine.describe(&id).await.expect("describe").row.status, InstanceStatus::Waiting, "half way: still waiting");
+    assert_eq!(
+        engine.describe(&id).await.expect("describe").row.status,
+        InstanceStatus::Waiting,
+        "half way: still waiting"
+    );
     engine.advance_clock(Duration::from_secs(1_800)).await.expect("advance");
     assert_eq!(wait(&engine, &id).await.status, InstanceStatus::Completed);
     assert!(engine.describe(&id).await.expect("describe").timers.is_empty());
@@ -154,19 +176,37 @@ async fn an_event_or_its_timeout_whichever_comes_first() {
     engine.shutdown().await;
 }
 
-fn flaky(failures: u32, calls: Arc<AtomicU32>) -> impl Fn(baton_engine::ActivityContext, Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ActivityError>> + Send>> + Send + Sync + 'static {
+fn flaky(
+    failures: u32,
+    calls: Arc<AtomicU32>,
+) -> impl Fn(
+    baton_engine::ActivityContext,
+    Value,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ActivityError>> + Send>>
++ Send
++ Sync
++ 'static {
     move |ctx, _| {
         let calls = calls.clone();
         Box::pin(async move {
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-            if n <= failures { Err(ActivityError::retryable(format!("failure {n}"))) } else { Ok(json!({ "attempt": ctx.attempt })) }
+            if n <= failures {
+                Err(ActivityError::retryable(format!("failure {n}")))
+            } else {
+                Ok(json!({ "attempt": ctx.attempt }))
+            }
         })
     }
 }
 
 fn retrying(max_attempts: u32) -> ActivityOptions {
     ActivityOptions {
-        retry: RetryPolicy { max_attempts, initial_interval_ms: 1_000, backoff_coefficient: 2.0, max_interval_ms: 10_000 },
+        retry: RetryPolicy {
+            max_attempts,
+            initial_interval_ms: 1_000,
+            backoff_coefficient: 2.0,
+            max_interval_ms: 10_000,
+        },
         ..ActivityOptions::default()
     }
 }
@@ -176,7 +216,12 @@ async fn retries_back_off_on_the_engine_clock_then_succeed() {
     let calls = Arc::new(AtomicU32::new(0));
     let program = Program::new("retry", vec![Op::Activity { name: "flaky".into(), options: retrying(5) }]);
     let clock = clock();
-    let engine = noop_builder(memory(), clock.clone()).activity("flaky", flaky(2, calls.clone())).orchestration(program).build().await.expect("engine");
+    let engine = noop_builder(memory(), clock.clone())
+        .activity("flaky", flaky(2, calls.clone()))
+        .orchestration(program)
+        .build()
+        .await
+        .expect("engine");
     let id = start(&engine, "retry", json!({})).await;
     eventually("first attempt", || calls.load(Ordering::SeqCst) == 1).await;
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -197,7 +242,12 @@ async fn an_unhandled_final_failure_becomes_a_retryable_incident() {
     let calls = Arc::new(AtomicU32::new(0));
     let program = Program::new("incident", vec![Op::Activity { name: "flaky".into(), options: retrying(2) }]);
     let clock = clock();
-    let engine = noop_builder(memory(), clock.clone()).activity("flaky", flaky(2, calls.clone())).orchestration(program).build().await.expect("engine");
+    let engine = noop_builder(memory(), clock.clone())
+        .activity("flaky", flaky(2, calls.clone()))
+        .orchestration(program)
+        .build()
+        .await
+        .expect("engine");
     let id = start(&engine, "incident", json!({})).await;
     eventually("first attempt", || calls.load(Ordering::SeqCst) == 1).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -217,7 +267,9 @@ async fn an_unhandled_final_failure_becomes_a_retryable_incident() {
     assert_eq!(description.row.status, InstanceStatus::Faulted);
     assert!(description.tasks[0].parked, "the task waits for the retry");
     assert!(kinds(&engine, &id).await.contains(&"IncidentRaised".to_owned()));
-    let refused = engine.raise_event(&id, RaiseEvent { name: "x".into(), payload: json!(null), event_id: None, actor: Actor::System }).await;
+    let refused = engine
+        .raise_event(&id, RaiseEvent { name: "x".into(), payload: json!(null), event_id: None, actor: Actor::System })
+        .await;
     assert!(matches!(refused, Err(baton_engine::EngineError::InstanceFaulted { .. })), "{refused:?}");
 
     engine.retry_incident(incidents[0].id).await.expect("retry");
@@ -225,7 +277,10 @@ async fn an_unhandled_final_failure_becomes_a_retryable_incident() {
     assert_eq!(outcome.status, InstanceStatus::Completed);
     assert!(engine.incidents(Some(&id), true).await.expect("incidents").is_empty());
     let history = kinds(&engine, &id).await;
-    assert_eq!(&history[history.len() - 4..], ["IncidentRaised", "IncidentResolved", "ActivityCompleted", "InstanceCompleted"]);
+    assert_eq!(
+        &history[history.len() - 4..],
+        ["IncidentRaised", "IncidentResolved", "ActivityCompleted", "InstanceCompleted"]
+    );
     engine.shutdown().await;
 }
 
@@ -242,7 +297,11 @@ async fn a_handled_failure_fails_the_instance_with_the_problem() {
     let id = start(&engine, "strict", json!({})).await;
     let outcome = wait(&engine, &id).await;
     assert_eq!(outcome.status, InstanceStatus::Faulted);
-    assert_eq!(outcome.result.expect("failure")["type"], "activity.non_retryable", "no retry for a non-retryable error");
+    assert_eq!(
+        outcome.result.expect("failure")["type"],
+        "activity.non_retryable",
+        "no retry for a non-retryable error"
+    );
     engine.shutdown().await;
 }
 
@@ -314,14 +373,19 @@ async fn heartbeats_keep_an_attempt_alive_and_silence_times_it_out() {
 
 #[tokio::test]
 async fn starts_are_idempotent_by_key() {
-    let engine = noop_builder(memory(), clock()).orchestration(Program::sequential("seq", "noop", 1)).build().await.expect("engine");
+    let engine = noop_builder(memory(), clock())
+        .orchestration(Program::sequential("seq", "noop", 1))
+        .build()
+        .await
+        .expect("engine");
     let options = || StartOptions { id: None, idempotency_key: Some("order-42".into()) };
     let first = engine.start("seq", json!({}), options()).await.expect("start");
     let second = engine.start("seq", json!({}), options()).await.expect("start");
     assert!(first.created);
     assert!(!second.created);
     assert_eq!(first.id, second.id);
-    let duplicate_id = engine.start("seq", json!({}), StartOptions { id: Some(first.id.clone()), idempotency_key: None }).await;
+    let duplicate_id =
+        engine.start("seq", json!({}), StartOptions { id: Some(first.id.clone()), idempotency_key: None }).await;
     assert!(matches!(duplicate_id, Err(baton_engine::EngineError::InstanceExists(_))));
     engine.shutdown().await;
 }
@@ -329,8 +393,15 @@ async fn starts_are_idempotent_by_key() {
 #[tokio::test]
 async fn a_child_runs_and_its_output_returns_to_the_parent() {
     let child = Program::sequential("child", "echo", 1);
-    let parent = Program::new("parent", vec![Op::Child { definition: "child".into() }, Op::Activity { name: "noop".into(), options: ActivityOptions::default() }]);
-    let engine = noop_builder(memory(), clock()).orchestration(child).orchestration(parent).build().await.expect("engine");
+    let parent = Program::new(
+        "parent",
+        vec![
+            Op::Child { definition: "child".into() },
+            Op::Activity { name: "noop".into(), options: ActivityOptions::default() },
+        ],
+    );
+    let engine =
+        noop_builder(memory(), clock()).orchestration(child).orchestration(parent).build().await.expect("engine");
     let id = start(&engine, "parent", json!({"x": 1})).await;
     let outcome = wait(&engine, &id).await;
     let results = outcome.result.expect("output")["results"].clone();
@@ -342,7 +413,11 @@ async fn a_child_runs_and_its_output_returns_to_the_parent() {
 
 #[tokio::test]
 async fn terminate_ends_an_instance_and_disarms_its_timers() {
-    let engine = noop_builder(memory(), clock()).orchestration(Program::new("long", vec![Op::Sleep { ms: 86_400_000 }])).build().await.expect("engine");
+    let engine = noop_builder(memory(), clock())
+        .orchestration(Program::new("long", vec![Op::Sleep { ms: 86_400_000 }]))
+        .build()
+        .await
+        .expect("engine");
     let id = start(&engine, "long", json!({})).await;
     engine.terminate(&id, "no longer needed", Actor::User { id: "ops".into() }).await.expect("terminate");
     let outcome = wait(&engine, &id).await;
@@ -371,8 +446,21 @@ async fn an_instance_survives_a_restart_of_the_engine_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("baton.db");
     let clock = clock();
-    let program = || Program::new("two-phase", vec![Op::Activity { name: "noop".into(), options: ActivityOptions::default() }, Op::Sleep { ms: 60_000 }, Op::WaitEvent { name: "go".into() }, Op::Activity { name: "noop".into(), options: ActivityOptions::default() }]);
-    let open = || async { Arc::new(SqliteStore::open(path.to_str().expect("utf-8 path"), SqliteOptions::default()).await.expect("open")) as Arc<dyn Store> };
+    let program = || {
+        Program::new(
+            "two-phase",
+            vec![
+                Op::Activity { name: "noop".into(), options: ActivityOptions::default() },
+                Op::Sleep { ms: 60_000 },
+                Op::WaitEvent { name: "go".into() },
+                Op::Activity { name: "noop".into(), options: ActivityOptions::default() },
+            ],
+        )
+    };
+    let open = || async {
+        Arc::new(SqliteStore::open(path.to_str().expect("utf-8 path"), SqliteOptions::default()).await.expect("open"))
+            as Arc<dyn Store>
+    };
     let id = {
         let engine = noop_builder(open().await, clock.clone()).orchestration(program()).build().await.expect("engine");
         let id = start(&engine, "two-phase", json!({})).await;
@@ -381,10 +469,14 @@ async fn an_instance_survives_a_restart_of_the_engine_on_sqlite() {
         engine.shutdown().await;
         id
     };
-    let engine = noop_builder(open().await, clock.clone()).orchestration(program()).build().await.expect("engine again");
+    let engine =
+        noop_builder(open().await, clock.clone()).orchestration(program()).build().await.expect("engine again");
     engine.advance_clock(Duration::from_secs(60)).await.expect("advance");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    engine.raise_event(&id, RaiseEvent { name: "go".into(), payload: json!(1), event_id: None, actor: Actor::System }).await.expect("raise");
+    engine
+        .raise_event(&id, RaiseEvent { name: "go".into(), payload: json!(1), event_id: None, actor: Actor::System })
+        .await
+        .expect("raise");
     assert_eq!(wait(&engine, &id).await.status, InstanceStatus::Completed);
     let history = engine.history(&id, 0, 100).await.expect("history");
     let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
@@ -401,14 +493,24 @@ async fn an_instance_survives_a_restart_of_the_engine_on_sqlite() {
 async fn a_changed_definition_is_refused_with_an_incident() {
     let store = memory();
     let id = {
-        let engine = noop_builder(store.clone(), clock()).orchestration(Program::new("p", vec![Op::Sleep { ms: 1_000 }])).build().await.expect("engine");
+        let engine = noop_builder(store.clone(), clock())
+            .orchestration(Program::new("p", vec![Op::Sleep { ms: 1_000 }]))
+            .build()
+            .await
+            .expect("engine");
         let id = start(&engine, "p", json!({})).await;
         engine.shutdown().await;
         id
     };
     // Same name and version, different content: old instances must not run on it.
-    let engine = noop_builder(store.clone(), clock()).orchestration(Program::new("p", vec![Op::Sleep { ms: 2_000 }])).build().await.expect("engine");
-    let refused = engine.raise_event(&id, RaiseEvent { name: "x".into(), payload: json!(null), event_id: None, actor: Actor::System }).await;
+    let engine = noop_builder(store.clone(), clock())
+        .orchestration(Program::new("p", vec![Op::Sleep { ms: 2_000 }]))
+        .build()
+        .await
+        .expect("engine");
+    let refused = engine
+        .raise_event(&id, RaiseEvent { name: "x".into(), payload: json!(null), event_id: None, actor: Actor::System })
+        .await;
     assert!(refused.is_err());
     let incidents = engine.incidents(Some(&id), true).await.expect("incidents");
     assert_eq!(incidents.len(), 1);
@@ -418,7 +520,11 @@ async fn a_changed_definition_is_refused_with_an_incident() {
 
 #[tokio::test]
 async fn history_events_record_the_definition_and_interpreter() {
-    let engine = noop_builder(memory(), clock()).orchestration(Program::sequential("seq", "noop", 1)).build().await.expect("engine");
+    let engine = noop_builder(memory(), clock())
+        .orchestration(Program::sequential("seq", "noop", 1))
+        .build()
+        .await
+        .expect("engine");
     let id = start(&engine, "seq", json!({"a": 1})).await;
     wait(&engine, &id).await;
     let first = engine.history(&id, 0, 1).await.expect("history").remove(0).decode(None).expect("decode");

@@ -21,7 +21,9 @@ use crate::history::{
 };
 use crate::instance::{Effect, INTERPRETER_VERSION, Instance, Step, StepError};
 use crate::orchestration::FaultKind;
-use crate::store::{IncidentKind, InstanceStatus, InstanceWrite, LoadedInstance, NewIncident, ParentRef, StoreError, TaskRow};
+use crate::store::{
+    IncidentKind, InstanceStatus, InstanceWrite, LoadedInstance, NewIncident, ParentRef, StoreError, TaskRow,
+};
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
@@ -48,7 +50,9 @@ impl Work {
     fn instance(&self) -> Option<&InstanceId> {
         match self {
             Work::Input(Input::Start { id, .. }) => Some(id),
-            Work::Input(Input::Raise { id, .. } | Input::Terminate { id, .. } | Input::ActivityDone { id, .. }) => Some(id),
+            Work::Input(Input::Raise { id, .. } | Input::Terminate { id, .. } | Input::ActivityDone { id, .. }) => {
+                Some(id)
+            }
             Work::TimerFired { id, .. } | Work::Redeliver { id, .. } => Some(id),
             Work::ChildOutcome { parent, .. } => Some(&parent.instance),
             Work::Input(Input::Watch { .. } | Input::RetryIncident { .. }) | Work::StartChild { .. } => None,
@@ -72,8 +76,12 @@ enum Redelivery {
 impl Redelivery {
     fn from_event(kind: &EventKind, actor: &Actor) -> Option<Self> {
         Some(match kind {
-            EventKind::ActivityCompleted(e) => Self::ActivityCompleted { seq: e.activity, result: e.result.clone(), attempt: e.attempt },
-            EventKind::ActivityFailed(e) => Self::ActivityFailed { seq: e.activity, failure: e.failure.clone(), attempt: e.attempt },
+            EventKind::ActivityCompleted(e) => {
+                Self::ActivityCompleted { seq: e.activity, result: e.result.clone(), attempt: e.attempt }
+            }
+            EventKind::ActivityFailed(e) => {
+                Self::ActivityFailed { seq: e.activity, failure: e.failure.clone(), attempt: e.attempt }
+            }
             EventKind::TimerFired(e) => Self::TimerFired { seq: e.timer },
             EventKind::EventReceived(e) => Self::Event {
                 name: e.name.clone(),
@@ -100,8 +108,12 @@ impl Redelivery {
             Self::Event { name, event_id, payload, actor } => {
                 (EventKind::EventReceived(EventReceived { name, event_id, payload }), actor)
             }
-            Self::ChildCompleted { seq, output } => (EventKind::ChildCompleted(ChildCompleted { child: seq, output }), Actor::System),
-            Self::ChildFailed { seq, failure } => (EventKind::ChildFailed(ChildFailed { child: seq, failure }), Actor::System),
+            Self::ChildCompleted { seq, output } => {
+                (EventKind::ChildCompleted(ChildCompleted { child: seq, output }), Actor::System)
+            }
+            Self::ChildFailed { seq, failure } => {
+                (EventKind::ChildFailed(ChildFailed { child: seq, failure }), Actor::System)
+            }
             Self::Terminate { reason, actor } => (EventKind::InstanceTerminated(InstanceTerminated { reason }), actor),
         }
     }
@@ -422,7 +434,13 @@ impl Core {
             Err((kind, reason)) => {
                 tracing::error!(wf.id = %row.id, reason = %reason, "instance cannot be loaded");
                 if row.status != InstanceStatus::Faulted {
-                    let incident = NewIncident { kind, reason, task_seq: None, pending_input: None, created_at: self.shared.clock.now() };
+                    let incident = NewIncident {
+                        kind,
+                        reason,
+                        task_seq: None,
+                        pending_input: None,
+                        created_at: self.shared.clock.now(),
+                    };
                     self.shared.stats.incidents.fetch_add(1, Ordering::Relaxed);
                     if let Err(err) = self.shared.store.raise_incident(&row.id, &incident).await {
                         tracing::error!(wf.id = %row.id, error = %err, "could not record the incident");
@@ -454,7 +472,10 @@ impl Core {
                 if self.admit(loaded).await {
                     Ok(true)
                 } else {
-                    Err(EngineError::InstanceFaulted { id: id.clone(), reason: "its history cannot be loaded; see its incidents".into() })
+                    Err(EngineError::InstanceFaulted {
+                        id: id.clone(),
+                        reason: "its history cannot be loaded; see its incidents".into(),
+                    })
                 }
             }
         }
@@ -505,10 +526,12 @@ impl Core {
                     Err(err) => batch.post.push(Post::Fail(ReplyAny::Done(reply), err)),
                 }
             }
-            Work::Input(Input::RetryIncident { incident, reply }) => match self.retry_incident(batch, incident, work).await {
-                Ok(()) => batch.post.push(Post::Done(reply)),
-                Err(err) => batch.post.push(Post::Fail(ReplyAny::Done(reply), err)),
-            },
+            Work::Input(Input::RetryIncident { incident, reply }) => {
+                match self.retry_incident(batch, incident, work).await {
+                    Ok(()) => batch.post.push(Post::Done(reply)),
+                    Err(err) => batch.post.push(Post::Fail(ReplyAny::Done(reply), err)),
+                }
+            }
             Work::Input(Input::Watch { id, reply }) => batch.post.push(Post::Watch(id, reply)),
             Work::Input(Input::ActivityDone { id, seq, token, attempt, outcome }) => {
                 self.activity_done(batch, id, seq, token, attempt, outcome, work).await;
@@ -517,7 +540,10 @@ impl Core {
                 if !matches!(self.ensure_loaded(&id, batch).await, Ok(true)) {
                     return;
                 }
-                let live = self.cache.get(&id).is_some_and(|c| c.instance.status != InstanceStatus::Faulted && c.instance.has_timer(seq));
+                let live = self
+                    .cache
+                    .get(&id)
+                    .is_some_and(|c| c.instance.status != InstanceStatus::Faulted && c.instance.has_timer(seq));
                 if live {
                     self.shared.stats.timers_fired.fetch_add(1, Ordering::Relaxed);
                     self.step(batch, &id, EventKind::TimerFired(TimerRef { timer: seq }), Actor::System, None, work);
@@ -580,8 +606,11 @@ impl Core {
         if exists {
             return Err(EngineError::InstanceExists(id));
         }
-        let orchestration =
-            self.shared.orchestration(definition).cloned().ok_or_else(|| EngineError::DefinitionNotFound(definition.to_owned()))?;
+        let orchestration = self
+            .shared
+            .orchestration(definition)
+            .cloned()
+            .ok_or_else(|| EngineError::DefinitionNotFound(definition.to_owned()))?;
         let mut instance = Instance::new(id.clone(), orchestration.clone(), idempotency_key.clone(), parent, batch.now);
         let started = EventKind::InstanceStarted(InstanceStarted {
             definition: orchestration.definition(),
@@ -604,7 +633,13 @@ impl Core {
         Ok(Some(Started { id, created: true }))
     }
 
-    async fn raise(&mut self, batch: &mut Batch, id: &InstanceId, event: RaiseEvent, work: &mut VecDeque<Work>) -> Result<Raised, EngineError> {
+    async fn raise(
+        &mut self,
+        batch: &mut Batch,
+        id: &InstanceId,
+        event: RaiseEvent,
+        work: &mut VecDeque<Work>,
+    ) -> Result<Raised, EngineError> {
         let status = self.live_status(id, batch).await?;
         if status.is_final() {
             return Err(EngineError::InstanceEnded { id: id.clone(), status });
@@ -617,7 +652,11 @@ impl Core {
             batch.new_event_ids.insert(key);
             batch.write(id).received_event_ids.push(event_id.clone());
         }
-        let kind = EventKind::EventReceived(EventReceived { name: event.name, event_id: event.event_id, payload: event.payload });
+        let kind = EventKind::EventReceived(EventReceived {
+            name: event.name,
+            event_id: event.event_id,
+            payload: event.payload,
+        });
         self.step(batch, id, kind, event.actor, None, work);
         Ok(Raised::Accepted)
     }
@@ -643,7 +682,10 @@ impl Core {
         if !matches!(self.ensure_loaded(&id, batch).await, Ok(true)) {
             return;
         }
-        let live = self.cache.get(&id).is_some_and(|c| c.instance.status != InstanceStatus::Faulted && c.instance.has_activity(seq));
+        let live = self
+            .cache
+            .get(&id)
+            .is_some_and(|c| c.instance.status != InstanceStatus::Faulted && c.instance.has_activity(seq));
         if !live {
             return;
         }
@@ -708,7 +750,10 @@ impl Core {
                 let reason = err.to_string();
                 tracing::warn!(wf.id = %id, reason = %reason, "incident raised");
                 self.shared.stats.incidents.fetch_add(1, Ordering::Relaxed);
-                let raised = EventKind::IncidentRaised(IncidentRaised { kind: incident_kind.as_str().into(), reason: reason.clone() });
+                let raised = EventKind::IncidentRaised(IncidentRaised {
+                    kind: incident_kind.as_str().into(),
+                    reason: reason.clone(),
+                });
                 let Some(cached) = self.cache.get_mut(id) else { return };
                 match cached.instance.handle(raised, batch.now, Actor::System) {
                     Ok(step) => {
@@ -799,7 +844,12 @@ impl Core {
         }
     }
 
-    async fn retry_incident(&mut self, batch: &mut Batch, incident_id: i64, work: &mut VecDeque<Work>) -> Result<(), EngineError> {
+    async fn retry_incident(
+        &mut self,
+        batch: &mut Batch,
+        incident_id: i64,
+        work: &mut VecDeque<Work>,
+    ) -> Result<(), EngineError> {
         let incident = self
             .shared
             .store
@@ -818,7 +868,8 @@ impl Core {
         let recorded_in_history = self.cache.get(&id).is_some_and(|c| c.instance.status == InstanceStatus::Faulted)
             && matches!(incident.kind, IncidentKind::ActivityFailed | IncidentKind::OrchestrationFault);
         if recorded_in_history {
-            let resolved = EventKind::IncidentResolved(IncidentResolved { reason: format!("incident {incident_id} retried") });
+            let resolved =
+                EventKind::IncidentResolved(IncidentResolved { reason: format!("incident {incident_id} retried") });
             self.step(batch, &id, resolved, Actor::System, None, work);
         } else if let Some(cached) = self.cache.get_mut(&id) {
             cached.instance.clear_fault();
@@ -840,8 +891,9 @@ impl Core {
             }
         }
         if let Some(pending) = incident.pending_input {
-            let input: Redelivery = serde_json::from_value(pending)
-                .map_err(|err| EngineError::InvalidArgument(format!("incident {incident_id} keeps an unreadable input: {err}")))?;
+            let input: Redelivery = serde_json::from_value(pending).map_err(|err| {
+                EngineError::InvalidArgument(format!("incident {incident_id} keeps an unreadable input: {err}"))
+            })?;
             work.push_back(Work::Redeliver { id: id.clone(), input });
         }
         batch.post.push(Post::Recover(id));
@@ -941,7 +993,9 @@ impl Core {
             Ok(None) => {
                 let _ = reply.send(Err(EngineError::InstanceNotFound(id)));
             }
-            Ok(Some(row)) if row.status.is_final() || (row.status == InstanceStatus::Faulted && row.result.is_some()) => {
+            Ok(Some(row))
+                if row.status.is_final() || (row.status == InstanceStatus::Faulted && row.result.is_some()) =>
+            {
                 let _ = reply.send(Ok(Outcome { status: row.status, result: row.result }));
             }
             Ok(Some(_)) => self.watchers.entry(id).or_default().push(reply),
@@ -997,7 +1051,9 @@ fn refuse(input: Input) {
     match input {
         Input::Start { reply, .. } => ReplyAny::Started(reply).send(EngineError::ShuttingDown),
         Input::Raise { reply, .. } => ReplyAny::Raised(reply).send(EngineError::ShuttingDown),
-        Input::Terminate { reply, .. } | Input::RetryIncident { reply, .. } => ReplyAny::Done(reply).send(EngineError::ShuttingDown),
+        Input::Terminate { reply, .. } | Input::RetryIncident { reply, .. } => {
+            ReplyAny::Done(reply).send(EngineError::ShuttingDown)
+        }
         Input::Watch { reply, .. } => {
             let _ = reply.send(Err(EngineError::ShuttingDown));
         }

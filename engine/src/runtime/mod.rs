@@ -266,7 +266,7 @@ impl EngineBuilder {
         let clock: Arc<dyn Clock> = match (self.clock, self.options.clock) {
             (Some(clock), _) => clock,
             (None, ClockMode::System) => {
-                if store.setting(CLOCK_MODE_KEY).await? .as_deref() == Some("manual") {
+                if store.setting(CLOCK_MODE_KEY).await?.as_deref() == Some("manual") {
                     tracing::warn!("this store was last driven by a manual clock; running on the system clock now");
                 }
                 store.set_setting(CLOCK_MODE_KEY, "system").await?;
@@ -368,7 +368,10 @@ impl Engine {
         EngineBuilder::new()
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Input) -> Result<T, EngineError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Input,
+    ) -> Result<T, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| EngineError::ShuttingDown)?;
         answer.await.map_err(|_| EngineError::ShuttingDown)?
@@ -474,7 +477,8 @@ pub async fn advance_persisted_clock(store: &dyn Store, by: Duration) -> Result<
         return Err(EngineError::ClockNotManual);
     }
     let offset: i64 = store.setting(CLOCK_OFFSET_KEY).await?.and_then(|v| v.parse().ok()).unwrap_or(0);
-    let offset = offset + i64::try_from(by.as_millis()).map_err(|_| EngineError::InvalidArgument("duration too long".into()))?;
+    let offset =
+        offset + i64::try_from(by.as_millis()).map_err(|_| EngineError::InvalidArgument("duration too long".into()))?;
     store.set_setting(CLOCK_OFFSET_KEY, &offset.to_string()).await?;
     Ok(offset)
 }

@@ -22,7 +22,13 @@ pub(crate) struct TimerWindow {
 
 impl TimerWindow {
     /// Loads the timers due within `window` of `now`.
-    pub async fn refresh(&mut self, store: &dyn TimerStore, now: DateTime<Utc>, window: std::time::Duration, limit: u32) -> StoreResult<()> {
+    pub async fn refresh(
+        &mut self,
+        store: &dyn TimerStore,
+        now: DateTime<Utc>,
+        window: std::time::Duration,
+        limit: u32,
+    ) -> StoreResult<()> {
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::seconds(60));
         let until = now + window;
         let rows = store.timers_due_before(until, limit).await?;

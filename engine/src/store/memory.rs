@@ -39,10 +39,7 @@ fn instance_range(id: &InstanceId) -> (Bound<Key>, Bound<Key>) {
 
 /// The instance row a write's bare sequence numbers and ids belong to.
 fn owner<'a>(write: &'a InstanceWrite, what: &str) -> StoreResult<&'a InstanceRow> {
-    write
-        .instance
-        .as_ref()
-        .ok_or_else(|| StoreError::Other(format!("a write with {what} must carry its instance row")))
+    write.instance.as_ref().ok_or_else(|| StoreError::Other(format!("a write with {what} must carry its instance row")))
 }
 
 fn conflict(what: &str, id: &InstanceId, key: impl std::fmt::Display) -> StoreError {
@@ -131,7 +128,8 @@ impl State {
                 }
             }
             for task in &write.tasks_added {
-                if !tasks.insert((&task.instance, task.seq)) || self.tasks.contains_key(&(task.instance.clone(), task.seq))
+                if !tasks.insert((&task.instance, task.seq))
+                    || self.tasks.contains_key(&(task.instance.clone(), task.seq))
                 {
                     return Err(conflict("task", &task.instance, task.seq));
                 }

@@ -210,10 +210,7 @@ fn list_limit(requested: u32) -> i64 {
 
 /// The instance row a write's bare sequence numbers and ids belong to.
 fn owner<'a>(write: &'a InstanceWrite, what: &str) -> StoreResult<&'a InstanceRow> {
-    write
-        .instance
-        .as_ref()
-        .ok_or_else(|| StoreError::Other(format!("a write with {what} must carry its instance row")))
+    write.instance.as_ref().ok_or_else(|| StoreError::Other(format!("a write with {what} must carry its instance row")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,7 +334,8 @@ fn decode_incident(row: &SqliteRow) -> StoreResult<Incident> {
     Ok(Incident {
         id: get(row, "id")?,
         instance: InstanceId(get(row, "instance_id")?),
-        kind: IncidentKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("unknown incident kind {kind:?}")))?,
+        kind: IncidentKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown incident kind {kind:?}")))?,
         reason: get(row, "reason")?,
         task_seq: task_seq
             .map(|seq| Seq::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative task_seq {seq}"))))
@@ -551,7 +549,11 @@ fn encode_batch(writes: &[InstanceWrite]) -> StoreResult<Vec<Statement>> {
             ));
         }
         if let Some(snapshot) = &write.snapshot {
-            snapshots.push((snapshot.instance.as_str(), to_sql(snapshot.seq, "snapshot seq")?, to_json(&snapshot.state)?));
+            snapshots.push((
+                snapshot.instance.as_str(),
+                to_sql(snapshot.seq, "snapshot seq")?,
+                to_json(&snapshot.state)?,
+            ));
         }
         for task in &write.tasks_added {
             tasks_added.push(task_json(task)?);
@@ -573,7 +575,11 @@ fn encode_batch(writes: &[InstanceWrite]) -> StoreResult<Vec<Statement>> {
             }
         }
         for timer in &write.timers_added {
-            timers_added.push((timer.instance.as_str(), to_sql(timer.seq, "timer seq")?, timer.due_at.timestamp_millis()));
+            timers_added.push((
+                timer.instance.as_str(),
+                to_sql(timer.seq, "timer seq")?,
+                timer.due_at.timestamp_millis(),
+            ));
         }
         if !write.timers_removed.is_empty() {
             let row = owner(write, "removed timers")?;
@@ -841,8 +847,11 @@ impl TaskStore for SqliteStore {
     }
 
     async fn tasks_of(&self, id: &InstanceId) -> StoreResult<Vec<TaskRow>> {
-        let rows =
-            sqlx::query(TASKS_OF).bind(id.as_str()).fetch_all(&self.read).await.map_err(|err| db_error("tasks", err))?;
+        let rows = sqlx::query(TASKS_OF)
+            .bind(id.as_str())
+            .fetch_all(&self.read)
+            .await
+            .map_err(|err| db_error("tasks", err))?;
         decode_all(&rows, decode_task)
     }
 
@@ -887,8 +896,11 @@ impl TimerStore for SqliteStore {
     }
 
     async fn timers_of(&self, id: &InstanceId) -> StoreResult<Vec<TimerRow>> {
-        let rows =
-            sqlx::query(TIMERS_OF).bind(id.as_str()).fetch_all(&self.read).await.map_err(|err| db_error("timers", err))?;
+        let rows = sqlx::query(TIMERS_OF)
+            .bind(id.as_str())
+            .fetch_all(&self.read)
+            .await
+            .map_err(|err| db_error("timers", err))?;
         decode_all(&rows, decode_timer)
     }
 }

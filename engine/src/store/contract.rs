@@ -1,0 +1,858 @@
+//! The behaviour every [`Store`] must have, as runnable checks.
+//!
+//! Each check takes a store, uses its own instance ids (so all of them can share one store),
+//! and panics with a message naming the store kind when the store gets something wrong. A new
+//! backend passes when [`run_all`] does; other crates reach this module through the `testkit`
+//! feature.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use super::{
+    IncidentKind, InstanceFilter, InstanceRow, InstanceStatus, InstanceWrite, NewIncident, OutboxRow, ParentRef,
+    SnapshotRow, Store, StoreError, StoreResult, TaskRow, TimerRow,
+};
+use crate::history::{
+    Actor, Emitted, EventKind, GENESIS_HASH, HistoryEvent, InstanceId, Seq, StoredEvent, history_time, time_from_ms,
+};
+
+/// Runs every check against one store.
+pub async fn run_all(store: &dyn Store) {
+    commit_and_load_round_trip(store).await;
+    duplicate_seq_is_a_conflict_and_nothing_lands(store).await;
+    idempotency_key_is_unique(store).await;
+    load_uses_snapshot_and_later_events(store).await;
+    load_many_returns_each_instance(store).await;
+    tasks_lifecycle(store).await;
+    timers_by_due_time(store).await;
+    incidents_raise_list_resolve(store).await;
+    outbox_pending_and_ack(store).await;
+    settings_round_trip(store).await;
+    event_dedup(store).await;
+    list_instances_filters_and_pages(store).await;
+    list_instances_limit_is_capped(store).await;
+    times_keep_milliseconds(store).await;
+    writes_that_need_their_row_are_refused_without_it(store).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Builders. Times are whole milliseconds unless a check is about precision.
+
+const EPOCH_MS: i64 = 1_700_000_000_000;
+
+fn at(offset_ms: i64) -> DateTime<Utc> {
+    time_from_ms(EPOCH_MS + offset_ms)
+}
+
+fn id(s: &str) -> InstanceId {
+    InstanceId::new(s)
+}
+
+fn instance_row(instance: &str, orchestration: &str, status: InstanceStatus) -> InstanceRow {
+    InstanceRow {
+        id: id(instance),
+        orchestration: orchestration.to_owned(),
+        version: "1.0.0".to_owned(),
+        status,
+        next_seq: 0,
+        last_hash: GENESIS_HASH.to_owned(),
+        run_start: 0,
+        idempotency_key: None,
+        parent: None,
+        created_at: at(0),
+        updated_at: at(0),
+        result: None,
+    }
+}
+
+/// `count` events of `instance` from `from` on, hash-chained after `prev_hash`.
+fn chained_events(instance: &InstanceId, from: Seq, count: u64, prev_hash: &str) -> Vec<StoredEvent> {
+    let mut prev = prev_hash.to_owned();
+    (from..from + count)
+        .map(|seq| {
+            let event = HistoryEvent {
+                seq,
+                at: at(i64::try_from(seq).unwrap_or(i64::MAX)),
+                actor: Actor::System,
+                kind: EventKind::Emitted(Emitted { kind: "contract.step".into(), payload: json!({ "seq": seq }) }),
+            };
+            let stored = event.encode(instance, &prev);
+            prev = stored.hash.clone();
+            stored
+        })
+        .collect()
+}
+
+/// A write appending `events` to `row`, with the row moved to the new chain head.
+fn step(row: &InstanceRow, events: Vec<StoredEvent>) -> InstanceWrite {
+    let mut row = row.clone();
+    if let Some(last) = events.last() {
+        row.next_seq = last.seq + 1;
+        row.last_hash = last.hash.clone();
+    }
+    InstanceWrite { instance: Some(row), events, ..InstanceWrite::default() }
+}
+
+/// A write that only carries the row (the instance exists; nothing is appended).
+fn touch(row: &InstanceRow) -> InstanceWrite {
+    InstanceWrite { instance: Some(row.clone()), ..InstanceWrite::default() }
+}
+
+fn task(instance: &str, seq: Seq, visible_at: DateTime<Utc>) -> TaskRow {
+    TaskRow {
+        instance: id(instance),
+        seq,
+        name: "contract.activity".into(),
+        input: json!({ "text": "hello", "n": 1, "f": 0.1, "list": [true, null, "x"] }),
+        // A JSON string that looks like a number must come back as a string.
+        options: json!("5"),
+        attempt: 0,
+        visible_at,
+        parked: false,
+        last_error: None,
+    }
+}
+
+fn timer(instance: &str, seq: Seq, due_at: DateTime<Utc>) -> TimerRow {
+    TimerRow { instance: id(instance), seq, due_at }
+}
+
+fn outbox(instance: &str, seq: Seq, kind: &str) -> OutboxRow {
+    OutboxRow {
+        instance: id(instance),
+        seq,
+        kind: kind.to_owned(),
+        payload: json!({ "kind": kind, "nested": { "a": [1, 2, 3] } }),
+        created_at: at(seq as i64),
+    }
+}
+
+fn new_incident(kind: IncidentKind, task_seq: Option<Seq>, created_at: DateTime<Utc>) -> NewIncident {
+    NewIncident {
+        kind,
+        reason: format!("contract: {}", kind.as_str()),
+        task_seq,
+        pending_input: Some(json!({ "input": "kept" })),
+        created_at,
+    }
+}
+
+async fn commit_ok(store: &dyn Store, writes: &[InstanceWrite], what: &str) {
+    if let Err(err) = store.commit(writes).await {
+        panic!("[{}] {what}: commit failed: {err}", store.kind());
+    }
+}
+
+fn expect_conflict(store: &dyn Store, result: StoreResult<()>, what: &str) {
+    match result {
+        Err(StoreError::Conflict(_)) => {}
+        Err(other) => panic!("[{}] {what}: expected a conflict, got {other}", store.kind()),
+        Ok(()) => panic!("[{}] {what}: expected a conflict, but the commit succeeded", store.kind()),
+    }
+}
+
+/// Unwraps a store result, naming the store and the operation on failure.
+fn ok<T>(store: &dyn Store, result: StoreResult<T>, what: &str) -> T {
+    result.unwrap_or_else(|err| panic!("[{}] {what}: {err}", store.kind()))
+}
+
+fn seqs_of_tasks(tasks: &[TaskRow]) -> Vec<Seq> {
+    tasks.iter().map(|task| task.seq).collect()
+}
+
+fn seqs_of_timers(timers: &[TimerRow]) -> Vec<Seq> {
+    timers.iter().map(|timer| timer.seq).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks.
+
+/// Everything a step writes comes back as written.
+pub async fn commit_and_load_round_trip(store: &dyn Store) {
+    let kind = store.kind();
+    let instance = id("rt-1");
+    let mut row = instance_row("rt-1", "contract.roundtrip", InstanceStatus::Running);
+    row.idempotency_key = Some("rt-key".into());
+    row.parent = Some(ParentRef { instance: id("rt-parent"), seq: 3 });
+    let events = chained_events(&instance, 0, 4, GENESIS_HASH);
+    let mut first = step(&row, events.clone());
+    first.tasks_added = vec![task("rt-1", 1, at(10))];
+    first.timers_added = vec![timer("rt-1", 2, at(20))];
+    first.outbox = vec![outbox("rt-1", 3, "rt.emitted")];
+    first.received_event_ids = vec!["rt-event".into()];
+    let row = first.instance.clone().expect("the step carries its row");
+    commit_ok(store, &[first], "round trip").await;
+
+    assert_eq!(ok(store, store.instance(&instance).await, "instance"), Some(row.clone()), "[{kind}] instance row");
+    let loaded = ok(store, store.load(&instance).await, "load").unwrap_or_else(|| panic!("[{kind}] rt-1 loads"));
+    assert_eq!(loaded.row, row, "[{kind}] loaded row");
+    assert_eq!(loaded.snapshot, None, "[{kind}] no snapshot yet");
+    assert_eq!(loaded.events, events, "[{kind}] loaded events");
+    assert_eq!(ok(store, store.history(&instance, 2, 10).await, "history"), events[2..], "[{kind}] history from 2");
+    assert_eq!(ok(store, store.history(&instance, 0, 2).await, "history"), events[..2], "[{kind}] history limit");
+    assert_eq!(ok(store, store.tasks_of(&instance).await, "tasks_of"), vec![task("rt-1", 1, at(10))], "[{kind}] tasks");
+    assert_eq!(
+        ok(store, store.timers_of(&instance).await, "timers_of"),
+        vec![timer("rt-1", 2, at(20))],
+        "[{kind}] timers"
+    );
+    assert_eq!(
+        ok(store, store.find_by_idempotency_key("rt-key").await, "find_by_idempotency_key"),
+        Some(instance.clone()),
+        "[{kind}] idempotency key"
+    );
+    assert!(ok(store, store.event_seen(&instance, "rt-event").await, "event_seen"), "[{kind}] received event");
+    let pending = ok(store, store.outbox_pending(10_000).await, "outbox_pending");
+    let mine: Vec<OutboxRow> = pending.into_iter().map(|(_, row)| row).filter(|row| row.instance == instance).collect();
+    assert_eq!(mine, vec![outbox("rt-1", 3, "rt.emitted")], "[{kind}] outbox");
+
+    // The next step replaces the row and appends to the chain.
+    let more = chained_events(&instance, 4, 2, &row.last_hash);
+    let mut second = step(&row, more.clone());
+    let second_row = second.instance.as_mut().expect("the step carries its row");
+    second_row.status = InstanceStatus::Completed;
+    second_row.updated_at = at(99);
+    second_row.result = Some(json!({ "ok": [1, 2.5, "x", null], "s": "text" }));
+    let completed = second_row.clone();
+    second.tasks_removed = vec![1];
+    second.timers_removed = vec![2];
+    commit_ok(store, &[second], "second step").await;
+    let loaded = ok(store, store.load(&instance).await, "load").unwrap_or_else(|| panic!("[{kind}] rt-1 loads"));
+    assert_eq!(loaded.row, completed, "[{kind}] updated row");
+    assert_eq!(loaded.events, [events, more].concat(), "[{kind}] appended events");
+    assert!(ok(store, store.tasks_of(&instance).await, "tasks_of").is_empty(), "[{kind}] task removed");
+    assert!(ok(store, store.timers_of(&instance).await, "timers_of").is_empty(), "[{kind}] timer removed");
+
+    assert_eq!(ok(store, store.instance(&id("rt-missing")).await, "instance"), None, "[{kind}] missing instance");
+    assert_eq!(ok(store, store.load(&id("rt-missing")).await, "load"), None, "[{kind}] missing load");
+    ok(store, store.commit(&[]).await, "empty commit");
+}
+
+/// The fence: appending an existing sequence number fails, and takes the whole batch with it.
+pub async fn duplicate_seq_is_a_conflict_and_nothing_lands(store: &dyn Store) {
+    let kind = store.kind();
+    let a = id("dup-a");
+    let a_row = instance_row("dup-a", "contract.dup", InstanceStatus::Running);
+    let a_events = chained_events(&a, 0, 3, GENESIS_HASH);
+    let a_write = step(&a_row, a_events.clone());
+    let a_row = a_write.instance.clone().expect("the step carries its row");
+    commit_ok(store, &[a_write], "dup-a").await;
+
+    let b = id("dup-b");
+    let mut b_write =
+        step(&instance_row("dup-b", "contract.dup", InstanceStatus::Running), chained_events(&b, 0, 2, GENESIS_HASH));
+    b_write.tasks_added = vec![task("dup-b", 1, at(0))];
+    b_write.timers_added = vec![timer("dup-b", 1, at(0))];
+    b_write.outbox = vec![outbox("dup-b", 1, "dup.b")];
+    b_write.snapshot = Some(SnapshotRow { instance: b.clone(), seq: 1, state: json!({}) });
+    b_write.incident = Some(new_incident(IncidentKind::OrchestrationFault, None, at(0)));
+    b_write.received_event_ids = vec!["dup-b-event".into()];
+    b_write.instance.as_mut().expect("row").idempotency_key = Some("dup-b-key".into());
+    // A second writer appends seq 2 to dup-a, which already has it (with other content).
+    let mut stale = a_row.clone();
+    stale.last_hash = a_events[1].hash.clone();
+    let mut a_again = step(&stale, chained_events(&a, 2, 1, "someone-else"));
+    a_again.instance.as_mut().expect("row").status = InstanceStatus::Completed;
+
+    expect_conflict(store, store.commit(&[b_write, a_again]).await, "appending an existing seq");
+    assert_eq!(ok(store, store.instance(&b).await, "instance"), None, "[{kind}] dup-b row must not land");
+    assert!(ok(store, store.history(&b, 0, 100).await, "history").is_empty(), "[{kind}] dup-b history must not land");
+    assert!(ok(store, store.tasks_of(&b).await, "tasks_of").is_empty(), "[{kind}] dup-b task must not land");
+    assert!(ok(store, store.timers_of(&b).await, "timers_of").is_empty(), "[{kind}] dup-b timer must not land");
+    assert!(ok(store, store.incidents(Some(&b), false).await, "incidents").is_empty(), "[{kind}] dup-b incident");
+    assert!(!ok(store, store.event_seen(&b, "dup-b-event").await, "event_seen"), "[{kind}] dup-b received event");
+    assert_eq!(ok(store, store.find_by_idempotency_key("dup-b-key").await, "find"), None, "[{kind}] dup-b key");
+    let pending = ok(store, store.outbox_pending(10_000).await, "outbox_pending");
+    assert!(pending.iter().all(|(_, row)| row.instance != b), "[{kind}] dup-b outbox must not land");
+    assert_eq!(ok(store, store.instance(&a).await, "instance"), Some(a_row.clone()), "[{kind}] dup-a row unchanged");
+    assert_eq!(ok(store, store.history(&a, 0, 100).await, "history"), a_events, "[{kind}] dup-a history unchanged");
+
+    // The same key twice inside one batch is a conflict too.
+    let c = id("dup-c");
+    let c_row = instance_row("dup-c", "contract.dup", InstanceStatus::Running);
+    let c_events = chained_events(&c, 0, 2, GENESIS_HASH);
+    let first = step(&c_row, c_events.clone());
+    let second = step(&c_row, c_events[1..].to_vec());
+    expect_conflict(store, store.commit(&[first, second]).await, "the same seq twice in one batch");
+    assert_eq!(ok(store, store.instance(&c).await, "instance"), None, "[{kind}] dup-c must not land");
+
+    // So is a task or a timer that already exists.
+    let mut with_task = touch(&a_row);
+    with_task.tasks_added = vec![task("dup-a", 7, at(0))];
+    with_task.timers_added = vec![timer("dup-a", 8, at(0))];
+    commit_ok(store, &[with_task.clone()], "dup-a task").await;
+    let mut task_again = touch(&a_row);
+    task_again.tasks_added = with_task.tasks_added.clone();
+    expect_conflict(store, store.commit(&[task_again]).await, "adding an existing task");
+    let mut timer_again = touch(&a_row);
+    timer_again.timers_added = with_task.timers_added.clone();
+    expect_conflict(store, store.commit(&[timer_again]).await, "adding an existing timer");
+}
+
+/// An idempotency key names at most one instance.
+pub async fn idempotency_key_is_unique(store: &dyn Store) {
+    let kind = store.kind();
+    let mut a = instance_row("idem-a", "contract.idem", InstanceStatus::Running);
+    a.idempotency_key = Some("idem-key".into());
+    commit_ok(store, &[touch(&a)], "idem-a").await;
+
+    let mut b = instance_row("idem-b", "contract.idem", InstanceStatus::Running);
+    b.idempotency_key = Some("idem-key".into());
+    let b_write = step(&b, chained_events(&b.id, 0, 1, GENESIS_HASH));
+    expect_conflict(store, store.commit(&[b_write]).await, "reusing another instance's idempotency key");
+    assert_eq!(ok(store, store.instance(&b.id).await, "instance"), None, "[{kind}] idem-b must not land");
+    assert!(ok(store, store.history(&b.id, 0, 10).await, "history").is_empty(), "[{kind}] idem-b history");
+    assert_eq!(
+        ok(store, store.find_by_idempotency_key("idem-key").await, "find"),
+        Some(a.id.clone()),
+        "[{kind}] the key stays with idem-a"
+    );
+
+    // The holder itself may be written again with its key.
+    a.status = InstanceStatus::Waiting;
+    commit_ok(store, &[touch(&a)], "idem-a again").await;
+    assert_eq!(ok(store, store.find_by_idempotency_key("idem-none").await, "find"), None, "[{kind}] unknown key");
+
+    // Two new instances with one key in one batch: neither lands.
+    let mut c = instance_row("idem-c", "contract.idem", InstanceStatus::Running);
+    c.idempotency_key = Some("idem-shared".into());
+    let mut d = instance_row("idem-d", "contract.idem", InstanceStatus::Running);
+    d.idempotency_key = Some("idem-shared".into());
+    expect_conflict(store, store.commit(&[touch(&c), touch(&d)]).await, "one key for two new instances");
+    assert_eq!(ok(store, store.instance(&c.id).await, "instance"), None, "[{kind}] idem-c must not land");
+    assert_eq!(ok(store, store.find_by_idempotency_key("idem-shared").await, "find"), None, "[{kind}] idem-shared");
+}
+
+/// A load replays from the newest snapshot of the current run, or from the run's start.
+pub async fn load_uses_snapshot_and_later_events(store: &dyn Store) {
+    let kind = store.kind();
+    let a = id("snap-a");
+    let events = chained_events(&a, 0, 6, GENESIS_HASH);
+    let mut write = step(&instance_row("snap-a", "contract.snap", InstanceStatus::Running), events.clone());
+    write.snapshot = Some(SnapshotRow { instance: a.clone(), seq: 3, state: json!({ "at": 3 }) });
+    let row = write.instance.clone().expect("row");
+    commit_ok(store, &[write], "snap-a").await;
+    let loaded = ok(store, store.load(&a).await, "load").unwrap_or_else(|| panic!("[{kind}] snap-a loads"));
+    assert_eq!(loaded.snapshot.as_ref().map(|s| s.seq), Some(3), "[{kind}] snapshot used");
+    assert_eq!(loaded.snapshot.as_ref().map(|s| &s.state), Some(&json!({ "at": 3 })), "[{kind}] snapshot state");
+    assert_eq!(loaded.events, events[4..], "[{kind}] only events after the snapshot");
+
+    // An older snapshot never replaces a newer one.
+    let mut older = touch(&row);
+    older.snapshot = Some(SnapshotRow { instance: a.clone(), seq: 1, state: json!({ "at": 1 }) });
+    commit_ok(store, &[older], "older snapshot").await;
+    let loaded = ok(store, store.load(&a).await, "load").unwrap_or_else(|| panic!("[{kind}] snap-a loads"));
+    assert_eq!(loaded.snapshot.as_ref().map(|s| s.seq), Some(3), "[{kind}] the newer snapshot stays");
+    let mut newest = touch(&row);
+    newest.snapshot = Some(SnapshotRow { instance: a.clone(), seq: 5, state: json!({ "at": 5 }) });
+    commit_ok(store, &[newest], "newest snapshot").await;
+    let loaded = ok(store, store.load(&a).await, "load").unwrap_or_else(|| panic!("[{kind}] snap-a loads"));
+    assert_eq!(loaded.snapshot.as_ref().map(|s| s.seq), Some(5), "[{kind}] the newest snapshot wins");
+    assert!(loaded.events.is_empty(), "[{kind}] nothing after the newest snapshot");
+
+    // No snapshot: from the start of the current run (continue-as-new at seq 3).
+    let b = id("snap-b");
+    let events = chained_events(&b, 0, 6, GENESIS_HASH);
+    let mut write = step(&instance_row("snap-b", "contract.snap", InstanceStatus::Running), events.clone());
+    write.instance.as_mut().expect("row").run_start = 3;
+    commit_ok(store, &[write], "snap-b").await;
+    let loaded = ok(store, store.load(&b).await, "load").unwrap_or_else(|| panic!("[{kind}] snap-b loads"));
+    assert_eq!(loaded.snapshot, None, "[{kind}] snap-b has no snapshot");
+    assert_eq!(loaded.events, events[3..], "[{kind}] events from run_start");
+
+    // A snapshot of an earlier run is not used.
+    let c = id("snap-c");
+    let events = chained_events(&c, 0, 6, GENESIS_HASH);
+    let mut write = step(&instance_row("snap-c", "contract.snap", InstanceStatus::Running), events.clone());
+    write.instance.as_mut().expect("row").run_start = 4;
+    write.snapshot = Some(SnapshotRow { instance: c.clone(), seq: 2, state: json!({ "run": 1 }) });
+    commit_ok(store, &[write], "snap-c").await;
+    let loaded = ok(store, store.load(&c).await, "load").unwrap_or_else(|| panic!("[{kind}] snap-c loads"));
+    assert_eq!(loaded.snapshot, None, "[{kind}] a snapshot from before run_start is ignored");
+    assert_eq!(loaded.events, events[4..], "[{kind}] events from run_start despite the old snapshot");
+}
+
+/// A batched load gives each instance its own row, snapshot and events, in the order asked.
+pub async fn load_many_returns_each_instance(store: &dyn Store) {
+    let kind = store.kind();
+    let mut writes = Vec::new();
+    let mut expected_events = Vec::new();
+    for (n, name) in ["many-1", "many-2", "many-3"].into_iter().enumerate() {
+        let instance = id(name);
+        let events = chained_events(&instance, 0, n as u64 + 1, GENESIS_HASH);
+        let mut write = step(&instance_row(name, "contract.many", InstanceStatus::Running), events.clone());
+        if name == "many-3" {
+            write.snapshot = Some(SnapshotRow { instance: instance.clone(), seq: 0, state: json!({ "n": 3 }) });
+            expected_events.push(events[1..].to_vec());
+        } else {
+            expected_events.push(events);
+        }
+        writes.push(write);
+    }
+    commit_ok(store, &writes, "many").await;
+
+    let ids = [id("many-3"), id("many-missing"), id("many-1"), id("many-2"), id("many-1")];
+    let loaded = ok(store, store.load_many(&ids).await, "load_many");
+    let order: Vec<&str> = loaded.iter().map(|l| l.row.id.as_str()).collect();
+    assert_eq!(order, ["many-3", "many-1", "many-2"], "[{kind}] load_many order (missing and repeated ids dropped)");
+    assert_eq!(loaded[0].events, expected_events[2], "[{kind}] many-3 events after its snapshot");
+    assert_eq!(loaded[0].snapshot.as_ref().map(|s| s.seq), Some(0), "[{kind}] many-3 snapshot");
+    assert_eq!(loaded[1].events, expected_events[0], "[{kind}] many-1 events");
+    assert_eq!(loaded[1].snapshot, None, "[{kind}] many-1 has no snapshot");
+    assert_eq!(loaded[2].events, expected_events[1], "[{kind}] many-2 events");
+    for (loaded, write) in loaded.iter().zip([&writes[2], &writes[0], &writes[1]]) {
+        assert_eq!(Some(&loaded.row), write.instance.as_ref(), "[{kind}] load_many row");
+    }
+    assert!(ok(store, store.load_many(&[]).await, "load_many").is_empty(), "[{kind}] empty load_many");
+}
+
+/// Tasks: added with a step, retried, parked and unparked, removed when finished.
+pub async fn tasks_lifecycle(store: &dyn Store) {
+    let kind = store.kind();
+    let a = id("task-a");
+    let row = instance_row("task-a", "contract.tasks", InstanceStatus::Running);
+    let mut write = touch(&row);
+    write.tasks_added = vec![task("task-a", 1, at(30)), task("task-a", 2, at(10)), task("task-a", 3, at(20))];
+    commit_ok(store, &[write], "tasks").await;
+    let open_of_a = async || -> Vec<Seq> {
+        let open = ok(store, store.open_tasks(100_000).await, "open_tasks");
+        open.iter().filter(|task| task.instance == a).map(|task| task.seq).collect()
+    };
+    assert_eq!(seqs_of_tasks(&ok(store, store.tasks_of(&a).await, "tasks_of")), [1, 2, 3], "[{kind}] tasks_of by seq");
+    assert_eq!(open_of_a().await, [2, 3, 1], "[{kind}] open tasks by visible_at");
+
+    ok(store, store.record_attempt(&a, 1, 2, at(5), "boom").await, "record_attempt");
+    let tasks = ok(store, store.tasks_of(&a).await, "tasks_of");
+    assert_eq!(tasks[0].attempt, 2, "[{kind}] attempt recorded");
+    assert_eq!(tasks[0].visible_at, at(5), "[{kind}] visible_at recorded");
+    assert_eq!(tasks[0].last_error.as_deref(), Some("boom"), "[{kind}] error recorded");
+    assert_eq!(open_of_a().await, [1, 2, 3], "[{kind}] open tasks after the retry is scheduled");
+    ok(store, store.record_attempt(&a, 99, 1, at(0), "gone").await, "record_attempt on a finished task");
+
+    // Park task 2; an update of a task that no longer exists changes nothing.
+    let mut parked = task("task-a", 2, at(10));
+    parked.parked = true;
+    parked.last_error = Some("gave up".into());
+    let mut write = touch(&row);
+    write.tasks_updated = vec![parked.clone(), task("task-a", 9, at(0))];
+    commit_ok(store, &[write], "park").await;
+    assert_eq!(open_of_a().await, [1, 3], "[{kind}] a parked task is not open");
+    let tasks = ok(store, store.tasks_of(&a).await, "tasks_of");
+    assert_eq!(seqs_of_tasks(&tasks), [1, 2, 3], "[{kind}] update does not create tasks");
+    assert_eq!(tasks[1], parked, "[{kind}] parked row replaced");
+
+    // Unpark it and finish task 1.
+    let mut write = touch(&row);
+    write.tasks_updated = vec![task("task-a", 2, at(40))];
+    write.tasks_removed = vec![1];
+    commit_ok(store, &[write], "unpark and finish").await;
+    assert_eq!(open_of_a().await, [3, 2], "[{kind}] unparked task is open again");
+    assert_eq!(seqs_of_tasks(&ok(store, store.tasks_of(&a).await, "tasks_of")), [2, 3], "[{kind}] task removed");
+
+    let open = ok(store, store.open_tasks(1).await, "open_tasks");
+    assert_eq!(open.len(), 1, "[{kind}] open_tasks honours its limit");
+}
+
+/// Timers come back earliest first, strictly before the given time.
+pub async fn timers_by_due_time(store: &dyn Store) {
+    let kind = store.kind();
+    let a = id("timer-a");
+    let row = instance_row("timer-a", "contract.timers", InstanceStatus::Waiting);
+    let mut write = touch(&row);
+    write.timers_added =
+        vec![timer("timer-a", 1, at(-700)), timer("timer-a", 2, at(-900)), timer("timer-a", 3, at(-800))];
+    commit_ok(store, &[write], "timers").await;
+    let due_of_a = async |before: DateTime<Utc>| -> Vec<Seq> {
+        let due = ok(store, store.timers_due_before(before, 100_000).await, "timers_due_before");
+        due.iter().filter(|timer| timer.instance == a).map(|timer| timer.seq).collect()
+    };
+    assert_eq!(seqs_of_timers(&ok(store, store.timers_of(&a).await, "timers_of")), [1, 2, 3], "[{kind}] by seq");
+    assert_eq!(due_of_a(at(-750)).await, [2, 3], "[{kind}] due timers earliest first");
+    assert_eq!(due_of_a(at(-800)).await, [2], "[{kind}] a timer due exactly then is not due before");
+    let due = ok(store, store.timers_due_before(at(-750), 100_000).await, "timers_due_before");
+    assert!(due.windows(2).all(|pair| pair[0].due_at <= pair[1].due_at), "[{kind}] due timers are ordered");
+
+    let mut write = touch(&row);
+    write.timers_removed = vec![2];
+    commit_ok(store, &[write], "timer removed").await;
+    assert_eq!(due_of_a(at(0)).await, [3, 1], "[{kind}] removed timer is gone");
+    assert_eq!(ok(store, store.timers_due_before(at(0), 1).await, "timers").len(), 1, "[{kind}] timers limit");
+}
+
+/// Incidents raised outside a step fault the instance; resolving sets its status back.
+pub async fn incidents_raise_list_resolve(store: &dyn Store) {
+    let kind = store.kind();
+    let a = id("inc-a");
+    commit_ok(store, &[touch(&instance_row("inc-a", "contract.incidents", InstanceStatus::Running))], "inc-a").await;
+
+    let raised = new_incident(IncidentKind::DefinitionMissing, None, at(50));
+    let incident_id = ok(store, store.raise_incident(&a, &raised).await, "raise_incident");
+    let row = ok(store, store.instance(&a).await, "instance").unwrap_or_else(|| panic!("[{kind}] inc-a exists"));
+    assert_eq!(row.status, InstanceStatus::Faulted, "[{kind}] raising faults the instance");
+    let incident =
+        ok(store, store.incident(incident_id).await, "incident").unwrap_or_else(|| panic!("[{kind}] incident exists"));
+    assert_eq!(incident.id, incident_id, "[{kind}] incident id");
+    assert_eq!(incident.instance, a, "[{kind}] incident instance");
+    assert_eq!(incident.kind, IncidentKind::DefinitionMissing, "[{kind}] incident kind");
+    assert_eq!(incident.reason, raised.reason, "[{kind}] incident reason");
+    assert_eq!(incident.task_seq, None, "[{kind}] incident task");
+    assert_eq!(incident.pending_input, raised.pending_input, "[{kind}] incident pending input");
+    assert_eq!(incident.created_at, at(50), "[{kind}] incident created_at");
+    assert_eq!(incident.resolved_at, None, "[{kind}] incident open");
+    assert_eq!(
+        ok(store, store.incidents(Some(&a), true).await, "incidents"),
+        std::slice::from_ref(&incident),
+        "[{kind}] open list"
+    );
+    let all_open = ok(store, store.incidents(None, true).await, "incidents");
+    assert!(all_open.iter().any(|i| i.id == incident_id), "[{kind}] open incidents of all instances");
+
+    ok(store, store.resolve_incident(incident_id, at(60), InstanceStatus::Running).await, "resolve_incident");
+    let row = ok(store, store.instance(&a).await, "instance").unwrap_or_else(|| panic!("[{kind}] inc-a exists"));
+    assert_eq!(row.status, InstanceStatus::Running, "[{kind}] resolving sets the status");
+    let resolved = ok(store, store.incident(incident_id).await, "incident").expect("incident exists");
+    assert_eq!(resolved.resolved_at, Some(at(60)), "[{kind}] resolved_at");
+    assert!(ok(store, store.incidents(Some(&a), true).await, "incidents").is_empty(), "[{kind}] none open");
+    assert_eq!(
+        ok(store, store.incidents(Some(&a), false).await, "incidents"),
+        std::slice::from_ref(&resolved),
+        "[{kind}] all"
+    );
+    let all_open = ok(store, store.incidents(None, true).await, "incidents");
+    assert!(all_open.iter().all(|i| i.id != incident_id), "[{kind}] resolved is not open");
+
+    // Resolving twice keeps the first resolution and leaves the instance alone.
+    ok(store, store.resolve_incident(incident_id, at(70), InstanceStatus::Cancelled).await, "resolve again");
+    let again = ok(store, store.incident(incident_id).await, "incident").expect("incident exists");
+    assert_eq!(again.resolved_at, Some(at(60)), "[{kind}] first resolution kept");
+    let row = ok(store, store.instance(&a).await, "instance").expect("inc-a exists");
+    assert_eq!(row.status, InstanceStatus::Running, "[{kind}] a second resolve changes nothing");
+    assert!(store.resolve_incident(i64::MAX, at(0), InstanceStatus::Running).await.is_err(), "[{kind}] unknown id");
+    assert_eq!(ok(store, store.incident(i64::MAX).await, "incident"), None, "[{kind}] unknown incident");
+
+    // An incident opened and later closed by steps.
+    let b = id("inc-b");
+    let mut row = instance_row("inc-b", "contract.incidents", InstanceStatus::Faulted);
+    let mut write = touch(&row);
+    write.tasks_added = vec![task("inc-b", 4, at(0))];
+    write.incident = Some(new_incident(IncidentKind::ActivityFailed, Some(4), at(80)));
+    commit_ok(store, &[write], "incident in a step").await;
+    let open = ok(store, store.incidents(Some(&b), true).await, "incidents");
+    assert_eq!(open.len(), 1, "[{kind}] incident opened by a step");
+    assert_eq!(open[0].instance, b, "[{kind}] a step's incident belongs to its instance");
+    assert_eq!(open[0].task_seq, Some(4), "[{kind}] a step's incident task");
+    assert!(open[0].id > incident_id, "[{kind}] incident ids grow");
+    row.status = InstanceStatus::Running;
+    row.updated_at = at(90);
+    let mut write = touch(&row);
+    write.incidents_resolved = vec![open[0].id];
+    commit_ok(store, &[write], "incident resolved by a step").await;
+    let closed = ok(store, store.incident(open[0].id).await, "incident").expect("incident exists");
+    assert_eq!(closed.resolved_at, Some(at(90)), "[{kind}] a step resolves at its row's updated_at");
+}
+
+/// The outbox hands out messages in commit order until they are acknowledged.
+pub async fn outbox_pending_and_ack(store: &dyn Store) {
+    let kind = store.kind();
+    let a = id("out-a");
+    let mut write = touch(&instance_row("out-a", "contract.outbox", InstanceStatus::Running));
+    write.outbox = vec![outbox("out-a", 1, "k1"), outbox("out-a", 2, "k2"), outbox("out-a", 3, "k3")];
+    commit_ok(store, &[write], "outbox").await;
+    let pending_of_a = async || -> Vec<(i64, OutboxRow)> {
+        let pending = ok(store, store.outbox_pending(100_000).await, "outbox_pending");
+        pending.into_iter().filter(|(_, row)| row.instance == a).collect()
+    };
+    let pending = pending_of_a().await;
+    let kinds: Vec<&str> = pending.iter().map(|(_, row)| row.kind.as_str()).collect();
+    assert_eq!(kinds, ["k1", "k2", "k3"], "[{kind}] outbox in commit order");
+    assert!(pending.windows(2).all(|pair| pair[0].0 < pair[1].0), "[{kind}] outbox ids grow");
+    assert_eq!(pending[1].1, outbox("out-a", 2, "k2"), "[{kind}] outbox row round trip");
+    let all = ok(store, store.outbox_pending(100_000).await, "outbox_pending");
+    assert!(all.windows(2).all(|pair| pair[0].0 < pair[1].0), "[{kind}] outbox ordered by id");
+
+    ok(store, store.outbox_ack(&[pending[0].0, pending[1].0]).await, "outbox_ack");
+    let kinds: Vec<String> = pending_of_a().await.into_iter().map(|(_, row)| row.kind).collect();
+    assert_eq!(kinds, ["k3"], "[{kind}] acknowledged messages are gone");
+    ok(store, store.outbox_ack(&[]).await, "empty outbox_ack");
+    assert_eq!(ok(store, store.outbox_pending(1).await, "outbox_pending").len(), 1, "[{kind}] outbox limit");
+}
+
+pub async fn settings_round_trip(store: &dyn Store) {
+    let kind = store.kind();
+    assert_eq!(ok(store, store.setting("contract.missing").await, "setting"), None, "[{kind}] missing setting");
+    ok(store, store.set_setting("contract.clock", "manual:0").await, "set_setting");
+    assert_eq!(
+        ok(store, store.setting("contract.clock").await, "setting").as_deref(),
+        Some("manual:0"),
+        "[{kind}] setting"
+    );
+    ok(store, store.set_setting("contract.clock", "system").await, "set_setting");
+    assert_eq!(
+        ok(store, store.setting("contract.clock").await, "setting").as_deref(),
+        Some("system"),
+        "[{kind}] setting overwritten"
+    );
+}
+
+/// Accepted external event ids are remembered per instance, and accepting one twice fails.
+pub async fn event_dedup(store: &dyn Store) {
+    let kind = store.kind();
+    let a = id("dedup-a");
+    let row = instance_row("dedup-a", "contract.dedup", InstanceStatus::Waiting);
+    let mut write = touch(&row);
+    write.received_event_ids = vec!["e1".into(), "e2".into()];
+    commit_ok(store, &[write], "dedup").await;
+    assert!(ok(store, store.event_seen(&a, "e1").await, "event_seen"), "[{kind}] e1 seen");
+    assert!(ok(store, store.event_seen(&a, "e2").await, "event_seen"), "[{kind}] e2 seen");
+    assert!(!ok(store, store.event_seen(&a, "e3").await, "event_seen"), "[{kind}] e3 not seen");
+    assert!(!ok(store, store.event_seen(&id("dedup-b"), "e1").await, "event_seen"), "[{kind}] per instance");
+
+    let mut again = touch(&row);
+    again.received_event_ids = vec!["e3".into(), "e1".into()];
+    expect_conflict(store, store.commit(&[again]).await, "accepting an event id twice");
+    assert!(!ok(store, store.event_seen(&a, "e3").await, "event_seen"), "[{kind}] e3 must not land");
+}
+
+/// Lists filter by status and orchestration and page by id.
+pub async fn list_instances_filters_and_pages(store: &dyn Store) {
+    let kind = store.kind();
+    let writes: Vec<InstanceWrite> = (0..10)
+        .map(|n| {
+            let orchestration = if n < 7 { "contract.list" } else { "contract.list2" };
+            let status = if n % 3 == 0 { InstanceStatus::Waiting } else { InstanceStatus::Running };
+            touch(&instance_row(&format!("list-{n:02}"), orchestration, status))
+        })
+        .collect();
+    commit_ok(store, &writes, "list").await;
+    let list = async |filter: InstanceFilter| -> Vec<String> {
+        let rows = ok(store, store.list_instances(&filter).await, "list_instances");
+        rows.into_iter().map(|row| row.id.0).collect()
+    };
+    let by_orchestration = |after: Option<&str>| InstanceFilter {
+        orchestration: Some("contract.list".into()),
+        after: after.map(id),
+        limit: 3,
+        ..InstanceFilter::default()
+    };
+    assert_eq!(list(by_orchestration(None)).await, ["list-00", "list-01", "list-02"], "[{kind}] page 1");
+    assert_eq!(list(by_orchestration(Some("list-02"))).await, ["list-03", "list-04", "list-05"], "[{kind}] page 2");
+    assert_eq!(list(by_orchestration(Some("list-05"))).await, ["list-06"], "[{kind}] page 3");
+    assert!(list(by_orchestration(Some("list-06"))).await.is_empty(), "[{kind}] past the last page");
+
+    let both = |orchestration: &str| InstanceFilter {
+        status: Some(InstanceStatus::Waiting),
+        orchestration: Some(orchestration.into()),
+        limit: 100,
+        ..InstanceFilter::default()
+    };
+    assert_eq!(list(both("contract.list")).await, ["list-00", "list-03", "list-06"], "[{kind}] status + orchestration");
+    assert_eq!(list(both("contract.list2")).await, ["list-09"], "[{kind}] status + other orchestration");
+
+    let waiting = InstanceFilter {
+        status: Some(InstanceStatus::Waiting),
+        after: Some(id("list-")),
+        limit: 1000,
+        ..InstanceFilter::default()
+    };
+    let waiting: Vec<String> = list(waiting).await.into_iter().filter(|id| id.starts_with("list-")).collect();
+    assert_eq!(waiting, ["list-00", "list-03", "list-06", "list-09"], "[{kind}] status only");
+    for id in
+        list(InstanceFilter { status: Some(InstanceStatus::Waiting), limit: 1000, ..InstanceFilter::default() }).await
+    {
+        let row = ok(store, store.instance(&InstanceId(id.clone())).await, "instance").expect("listed instance exists");
+        assert_eq!(row.status, InstanceStatus::Waiting, "[{kind}] {id} listed as waiting");
+    }
+
+    let plain = InstanceFilter { after: Some(id("list-04")), limit: 2, ..InstanceFilter::default() };
+    assert_eq!(list(plain).await, ["list-05", "list-06"], "[{kind}] no filter, cursor and limit");
+    let default_limit = list(InstanceFilter::default()).await;
+    assert!(!default_limit.is_empty() && default_limit.len() <= 100, "[{kind}] limit 0 means the default page");
+    assert!(default_limit.windows(2).all(|pair| pair[0] < pair[1]), "[{kind}] lists are ordered by id");
+}
+
+/// A list never returns more than 1,000 rows, and 0 asks for the default page of 100.
+pub async fn list_instances_limit_is_capped(store: &dyn Store) {
+    let kind = store.kind();
+    let writes: Vec<InstanceWrite> = (0..1001)
+        .map(|n| touch(&instance_row(&format!("cap-{n:04}"), "contract.cap", InstanceStatus::Running)))
+        .collect();
+    commit_ok(store, &writes, "cap").await;
+    let filter =
+        |limit| InstanceFilter { orchestration: Some("contract.cap".into()), limit, ..InstanceFilter::default() };
+    assert_eq!(ok(store, store.list_instances(&filter(5000)).await, "list").len(), 1000, "[{kind}] capped at 1000");
+    assert_eq!(ok(store, store.list_instances(&filter(0)).await, "list").len(), 100, "[{kind}] default 100");
+    assert_eq!(ok(store, store.list_instances(&filter(7)).await, "list").len(), 7, "[{kind}] explicit limit");
+}
+
+/// Stored times have millisecond precision, in every store, so memory and disk agree.
+pub async fn times_keep_milliseconds(store: &dyn Store) {
+    let kind = store.kind();
+    let fine = |ms: i64| at(ms) + Duration::microseconds(700);
+    let a = id("ms-a");
+    let mut row = instance_row("ms-a", "contract.ms", InstanceStatus::Running);
+    row.created_at = fine(1);
+    row.updated_at = fine(2);
+    let mut write = touch(&row);
+    write.tasks_added = vec![task("ms-a", 1, fine(3))];
+    write.timers_added = vec![timer("ms-a", 2, fine(-600))];
+    write.outbox = vec![OutboxRow { created_at: fine(5), ..outbox("ms-a", 3, "ms") }];
+    commit_ok(store, &[write], "fine times").await;
+
+    let stored = ok(store, store.instance(&a).await, "instance").expect("ms-a exists");
+    assert_eq!((stored.created_at, stored.updated_at), (at(1), at(2)), "[{kind}] row times truncated");
+    assert_eq!(ok(store, store.tasks_of(&a).await, "tasks_of")[0].visible_at, at(3), "[{kind}] task time");
+    assert_eq!(ok(store, store.timers_of(&a).await, "timers_of")[0].due_at, at(-600), "[{kind}] timer time");
+    let pending = ok(store, store.outbox_pending(100_000).await, "outbox_pending");
+    let message = pending.iter().find(|(_, row)| row.instance == a).expect("ms-a message");
+    assert_eq!(message.1.created_at, at(5), "[{kind}] outbox time");
+    // "Before" compares milliseconds too: a timer due at -600 ms is not due before -599.3 ms.
+    let due = ok(store, store.timers_due_before(fine(-600), 100_000).await, "timers_due_before");
+    assert!(due.iter().all(|timer| timer.instance != a), "[{kind}] sub-millisecond 'before' is truncated");
+    assert_eq!(history_time(fine(0)), at(0), "history_time truncates");
+}
+
+/// Bare sequence numbers and ids mean nothing without the instance row they belong to.
+pub async fn writes_that_need_their_row_are_refused_without_it(store: &dyn Store) {
+    let kind = store.kind();
+    let events = chained_events(&id("bare-a"), 0, 1, GENESIS_HASH);
+    let cases = [
+        InstanceWrite { events: events.clone(), tasks_removed: vec![1], ..InstanceWrite::default() },
+        InstanceWrite { events: events.clone(), timers_removed: vec![1], ..InstanceWrite::default() },
+        InstanceWrite {
+            events: events.clone(),
+            incident: Some(new_incident(IncidentKind::Nondeterminism, None, at(0))),
+            ..InstanceWrite::default()
+        },
+        InstanceWrite { events: events.clone(), incidents_resolved: vec![1], ..InstanceWrite::default() },
+        InstanceWrite { events: events.clone(), received_event_ids: vec!["x".into()], ..InstanceWrite::default() },
+    ];
+    for write in cases {
+        assert!(
+            store.commit(std::slice::from_ref(&write)).await.is_err(),
+            "[{kind}] a write without its row is refused"
+        );
+    }
+    assert!(ok(store, store.history(&id("bare-a"), 0, 10).await, "history").is_empty(), "[{kind}] nothing landed");
+    // Events alone carry their instance and may be written without a row.
+    commit_ok(store, &[InstanceWrite { events: events.clone(), ..InstanceWrite::default() }], "events only").await;
+    assert_eq!(ok(store, store.history(&id("bare-a"), 0, 10).await, "history"), events, "[{kind}] events only");
+}
+
+#[cfg(test)]
+mod tests {
+    use tempfile::TempDir;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+    use crate::store::{HistoryStore, OutboxStore, SettingsStore, StepStore, TaskStore, TimerStore};
+
+    /// JSON that text encodings like to mangle: escapes, non-ASCII, integers beyond f64.
+    fn sample_json() -> Value {
+        json!({ "text": "é ✓ \"quoted\" \\ slash", "big": 9_007_199_254_740_993_u64, "neg": -1, "f": 1.5e-7 })
+    }
+
+    async fn open_sqlite(dir: &TempDir) -> SqliteStore {
+        let path = dir.path().join("baton.db");
+        SqliteStore::open(path.to_str().expect("utf-8 temp path"), SqliteOptions::default())
+            .await
+            .expect("opens the SQLite store")
+    }
+
+    #[tokio::test]
+    async fn memory_store_passes_the_contract() {
+        run_all(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_contract() {
+        let dir = TempDir::new().expect("temp dir");
+        let store = open_sqlite(&dir).await;
+        run_all(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_data_survives_close_and_reopen() {
+        let dir = TempDir::new().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("nested/dir/baton.db").display());
+        let options = SqliteOptions { synchronous: Synchronous::Normal, read_connections: 2 };
+        let store = SqliteStore::open(&url, options.clone()).await.expect("opens");
+        let instance = id("reopen-a");
+        let events = chained_events(&instance, 0, 3, GENESIS_HASH);
+        let mut write = step(&instance_row("reopen-a", "contract.reopen", InstanceStatus::Running), events.clone());
+        write.tasks_added = vec![task("reopen-a", 1, at(0))];
+        write.outbox = vec![OutboxRow { payload: sample_json(), ..outbox("reopen-a", 2, "reopen") }];
+        let row = write.instance.clone().expect("row");
+        store.commit(&[write]).await.expect("commits");
+        store.set_setting("clock", "manual").await.expect("setting");
+        store.close().await;
+
+        let store = SqliteStore::open(&url, options).await.expect("reopens (migrations are not re-run)");
+        let loaded = store.load(&instance).await.expect("loads").expect("reopen-a exists");
+        assert_eq!(loaded.row, row);
+        assert_eq!(loaded.events, events);
+        assert_eq!(store.tasks_of(&instance).await.expect("tasks"), [task("reopen-a", 1, at(0))]);
+        let pending = store.outbox_pending(10).await.expect("outbox");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].1.payload, sample_json(), "JSON survives byte for byte");
+        assert_eq!(store.setting("clock").await.expect("setting").as_deref(), Some("manual"));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_commits_and_loads_a_thousand_instance_batch() {
+        let dir = TempDir::new().expect("temp dir");
+        let store = open_sqlite(&dir).await;
+        let ids: Vec<InstanceId> = (0..1000).map(|n| id(&format!("bulk-{n:04}"))).collect();
+        let writes: Vec<InstanceWrite> = ids
+            .iter()
+            .map(|instance| {
+                let mut write = step(
+                    &instance_row(instance.as_str(), "contract.bulk", InstanceStatus::Running),
+                    chained_events(instance, 0, 4, GENESIS_HASH),
+                );
+                write.tasks_added = vec![task(instance.as_str(), 1, at(0)), task(instance.as_str(), 2, at(1))];
+                write.timers_added = vec![timer(instance.as_str(), 3, at(5))];
+                write.outbox = vec![outbox(instance.as_str(), 3, "bulk")];
+                write.snapshot = Some(SnapshotRow { instance: instance.clone(), seq: 1, state: json!({ "n": 1 }) });
+                write.received_event_ids = vec!["bulk-event".into()];
+                write
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        store.commit(&writes).await.expect("a 1,000-instance batch commits");
+        eprintln!("TIMING commit {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        let loaded = store.load_many(&ids).await.expect("load_many");
+        eprintln!("TIMING load_many {:?}", t.elapsed());
+        assert_eq!(loaded.len(), 1000);
+        for (loaded, write) in loaded.iter().zip(&writes) {
+            assert_eq!(Some(&loaded.row), write.instance.as_ref());
+            assert_eq!(loaded.snapshot.as_ref().map(|s| s.seq), Some(1));
+            assert_eq!(loaded.events, write.events[2..], "events after the snapshot");
+        }
+        assert_eq!(store.open_tasks(5000).await.expect("open tasks").len(), 2000);
+        assert_eq!(store.timers_due_before(at(10), 5000).await.expect("timers").len(), 1000);
+        assert_eq!(store.outbox_pending(5000).await.expect("outbox").len(), 1000);
+
+        // Finishing every task of the batch in one commit is a handful of statements too.
+        let finish: Vec<InstanceWrite> = writes
+            .iter()
+            .map(|write| InstanceWrite {
+                instance: write.instance.clone(),
+                tasks_removed: vec![1, 2],
+                timers_removed: vec![3],
+                ..InstanceWrite::default()
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        store.commit(&finish).await.expect("finishing commits");
+        eprintln!("TIMING finish {:?}", t.elapsed());
+        assert!(store.open_tasks(5000).await.expect("open tasks").is_empty());
+        assert!(store.timers_due_before(at(10), 5000).await.expect("timers").is_empty());
+        store.close().await;
+    }
+}
