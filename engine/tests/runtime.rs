@@ -534,3 +534,97 @@ async fn history_events_record_the_definition_and_interpreter() {
     assert_eq!(started.interpreter_version, env!("CARGO_PKG_VERSION"));
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_drains_running_activities_and_recovery_finishes_the_rest() {
+    let store = memory();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let program = || Program::sequential("drain", "gated", 2);
+    let g = gate.clone();
+    let engine = noop_builder(store.clone(), clock())
+        .activity("gated", move |_, _| {
+            let gate = g.clone();
+            async move {
+                gate.acquire().await.map_err(|_| ActivityError::retryable("closed"))?.forget();
+                Ok(json!("done"))
+            }
+        })
+        .orchestration(program())
+        .build()
+        .await
+        .expect("engine");
+    let id = start(&engine, "drain", json!({})).await;
+    let shutdown = tokio::spawn(async move {
+        engine.shutdown().await;
+        engine
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!shutdown.is_finished(), "shutdown waits for the running activity");
+    gate.add_permits(1);
+    let engine = tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("drained").expect("joined");
+    let description = engine.describe(&id).await.expect("describe");
+    let history = kinds(&engine, &id).await;
+    assert_eq!(history.iter().filter(|k| *k == "ActivityCompleted").count(), 1, "the drained result is recorded");
+    assert_eq!(description.tasks.len(), 1, "the next activity waits in the store, not dispatched");
+
+    // A new engine on the same store picks the open task up.
+    gate.add_permits(1);
+    let engine = noop_builder(store.clone(), clock())
+        .activity("gated", move |_, _| {
+            let gate = gate.clone();
+            async move {
+                gate.acquire().await.map_err(|_| ActivityError::retryable("closed"))?.forget();
+                Ok(json!("done"))
+            }
+        })
+        .orchestration(program())
+        .build()
+        .await
+        .expect("engine again");
+    assert_eq!(wait(&engine, &id).await.status, InstanceStatus::Completed);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_drain_is_bounded() {
+    let store = memory();
+    let options = baton_engine::EngineOptions { drain_timeout: Duration::from_millis(100), ..Default::default() };
+    let engine = noop_builder(store.clone(), clock())
+        .options(options)
+        .activity("stuck", |_, _| async { std::future::pending::<Result<Value, ActivityError>>().await })
+        .orchestration(Program::sequential("stuck", "stuck", 1))
+        .build()
+        .await
+        .expect("engine");
+    let id = start(&engine, "stuck", json!({})).await;
+    tokio::time::timeout(Duration::from_secs(10), engine.shutdown())
+        .await
+        .expect("shutdown returns after the drain timeout");
+    assert_eq!(engine.describe(&id).await.expect("describe").tasks.len(), 1, "the task stays for recovery");
+    let refused = engine.start("stuck", json!({}), StartOptions::default()).await;
+    assert!(matches!(refused, Err(baton_engine::EngineError::ShuttingDown)), "{refused:?}");
+}
+
+#[tokio::test]
+async fn the_manual_clock_offset_survives_a_restart() {
+    let store = memory();
+    let options = || baton_engine::EngineOptions { clock: baton_engine::ClockMode::Manual, ..Default::default() };
+    let engine = Engine::builder().store(store.clone()).options(options()).build().await.expect("engine");
+    let before = engine.clock().now();
+    engine.advance_clock(Duration::from_secs(86_400)).await.expect("manual clock advances");
+    engine.shutdown().await;
+    let engine = Engine::builder().store(store.clone()).options(options()).build().await.expect("engine again");
+    let ahead = engine.clock().now() - before;
+    assert!(ahead >= chrono::Duration::hours(24) && ahead < chrono::Duration::hours(25), "{ahead}");
+    engine.shutdown().await;
+
+    // The system clock refuses to be moved, and so does the store it last ran on.
+    let engine = Engine::builder().store(store.clone()).build().await.expect("system clock engine");
+    assert!(matches!(
+        engine.advance_clock(Duration::from_secs(1)).await,
+        Err(baton_engine::EngineError::ClockNotManual)
+    ));
+    engine.shutdown().await;
+    let refused = baton_engine::runtime::advance_persisted_clock(store.as_ref(), Duration::from_secs(1)).await;
+    assert!(matches!(refused, Err(baton_engine::EngineError::ClockNotManual)));
+}

@@ -901,7 +901,20 @@ impl Core {
     }
 
     async fn commit(&mut self, batch: Batch) {
-        let Batch { writes, post, steps, .. } = batch;
+        let Batch { mut writes, post, steps, index, now, .. } = batch;
+        // Every write carries its instance's row, which tells the store whose rows it touches.
+        for (id, position) in index {
+            if writes[position].instance.is_none() {
+                match self.cache.get(&id) {
+                    Some(cached) => writes[position].instance = Some(cached.instance.row(now)),
+                    None => {
+                        tracing::warn!(wf.id = %id, "dropping a write for an instance that left the cache");
+                        writes[position] = InstanceWrite::default();
+                    }
+                }
+            }
+        }
+        writes.retain(|w| w.instance.is_some());
         let result = if writes.is_empty() {
             Ok(())
         } else {

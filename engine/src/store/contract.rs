@@ -822,12 +822,8 @@ mod tests {
                 write
             })
             .collect();
-        let t = std::time::Instant::now();
         store.commit(&writes).await.expect("a 1,000-instance batch commits");
-        eprintln!("TIMING commit {:?}", t.elapsed());
-        let t = std::time::Instant::now();
         let loaded = store.load_many(&ids).await.expect("load_many");
-        eprintln!("TIMING load_many {:?}", t.elapsed());
         assert_eq!(loaded.len(), 1000);
         for (loaded, write) in loaded.iter().zip(&writes) {
             assert_eq!(Some(&loaded.row), write.instance.as_ref());
@@ -848,9 +844,7 @@ mod tests {
                 ..InstanceWrite::default()
             })
             .collect();
-        let t = std::time::Instant::now();
         store.commit(&finish).await.expect("finishing commits");
-        eprintln!("TIMING finish {:?}", t.elapsed());
         assert!(store.open_tasks(5000).await.expect("open tasks").is_empty());
         assert!(store.timers_due_before(at(10), 5000).await.expect("timers").is_empty());
         store.close().await;

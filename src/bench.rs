@@ -1,0 +1,783 @@
+//! `baton bench`: the workloads of docs/PERFORMANCE (W1 throughput and latency, W2 approvals,
+//! W3 timers, reload), run against a real store with in-process no-op activities.
+//!
+//! Every run gets a fresh engine on a fresh temporary SQLite file (unless `--store` names one)
+//! and prints one report: with `--json` one JSON object per line, otherwise a short table.
+//! Figures that do not apply to a workload are `null`. Nothing is left out of a figure: failed
+//! instances and engine errors are counted in `errors` (and the exit status is a failure).
+//!
+//! Definitions used here:
+//! - a **step** is one activity completion, committed durably before that instance's next
+//!   activity is dispatched (the engine guarantees the order); `steps` is the engine's count of
+//!   activity completions over the measured phase;
+//! - `commits` is the engine's count of store transactions over the same phase;
+//! - memory figures are MiB read from `/proc/self/status` (`VmRSS`, `VmHWM`); the peak is reset
+//!   at the start of each run, so it is that run's peak. They are the whole process, the load
+//!   generator included.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use baton_engine::program::{Op, Program};
+use baton_engine::replay::Replayer;
+use baton_engine::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use baton_engine::{
+    ActivityOptions, Actor, Engine, EngineOptions, InstanceId, InstanceStatus, Outcome, RaiseEvent, StartOptions,
+    StatsSnapshot, Store,
+};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+/// Definition names of the bench programs. Their content (and so their hash) must never depend
+/// on the command line, so `baton replay` can replay any bench instance.
+const W1: &str = "bench-w1";
+const W2: &str = "bench-w2";
+const W3: &str = "bench-w3";
+const RELOAD: &str = "bench-reload";
+/// Iterations of the reload program: two events each, so 10,000 events (plus start and end).
+const RELOAD_ITERATIONS: u64 = 5_000;
+/// Starts in flight at once where a workload does not ask for "all at once" (W2, W3): twice the
+/// default group-commit batch, so the core always has a full batch waiting.
+const START_CONCURRENCY: usize = 4_000;
+/// Cold loads timed per kind in the reload workload.
+const RELOAD_REPETITIONS: usize = 21;
+/// The first errors are logged in full; after that only counted.
+const LOGGED_ERRORS: u64 = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// 10 sequential no-op activities, 500 instances started at once: steps/s, workflows/s.
+    #[value(name = "w1")]
+    W1,
+    /// The W1 program, one instance at a time: p50/p99 start-to-completion latency.
+    #[value(name = "w1-latency")]
+    W1Latency,
+    /// 10,000 instances waiting for an event: RSS while waiting, then completions/s once
+    /// every event is raised.
+    #[value(name = "w2")]
+    W2,
+    /// 100,000 instances on durable timers due at the same instant: RSS, timer lag.
+    #[value(name = "w3")]
+    W3,
+    /// Cold load of an instance with 10,000 history events, with and without its snapshot.
+    #[value(name = "reload")]
+    Reload,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Self::W1 => "w1",
+            Self::W1Latency => "w1-latency",
+            Self::W2 => "w2",
+            Self::W3 => "w3",
+            Self::Reload => "reload",
+        }
+    }
+
+    fn default_instances(self) -> usize {
+        match self {
+            Self::W1 => 500,
+            Self::W1Latency => 200,
+            Self::W2 => 10_000,
+            Self::W3 => 100_000,
+            Self::Reload => 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkerKind {
+    /// Activities run as in-process handlers.
+    #[value(name = "in-process")]
+    InProcess,
+    /// Activities run in a separate worker process (not available yet).
+    #[value(name = "remote")]
+    Remote,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    /// Every commit is fsynced before it returns: what every target means.
+    #[value(name = "full")]
+    Full,
+    /// Opt-in, not power-loss safe: WAL commits are not fsynced; reported apart.
+    #[value(name = "normal")]
+    Normal,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The workload to run.
+    #[arg(value_enum)]
+    workload: Workload,
+    /// The store, e.g. sqlite:///path/to/file.db (default: a fresh temporary SQLite file per
+    /// run). A given store is reused by every run; its earlier instances stay in it.
+    #[arg(long)]
+    store: Option<String>,
+    /// Where activities run.
+    #[arg(long, value_enum, default_value = "in-process")]
+    worker: WorkerKind,
+    /// SQLite's synchronous mode. `normal` is not power-loss safe and only an explicit opt-in;
+    /// the targets are meant with `full`.
+    #[arg(long, value_enum, default_value = "full")]
+    synchronous: SyncMode,
+    /// Print one JSON object per run instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Instances (w1: started at once, default 500; w1-latency: measured runs, default 200;
+    /// w2: default 10,000; w3: default 100,000). The reload workload has one instance.
+    #[arg(long)]
+    instances: Option<usize>,
+    /// Runs, each on a fresh engine (and a fresh store unless --store is given).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// w1-latency: unmeasured runs first.
+    #[arg(long, default_value_t = 20)]
+    warmups: usize,
+    /// w3: the timers are due this many seconds after the first start (default: 10 s plus 1 s
+    /// per 5,000 instances, which leaves time for the starts to finish).
+    #[arg(long)]
+    due_in_secs: Option<u64>,
+    /// The engine's instance cache capacity (default: the engine's default).
+    #[arg(long)]
+    cache_capacity: Option<usize>,
+    /// Gives up on a run that has not finished after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+}
+
+/// The W1 program: 10 sequential no-op activities.
+fn w1_program() -> Program {
+    Program::sequential(W1, "noop", 10)
+}
+
+/// The W2 program: wait for "approve", then one no-op activity.
+fn w2_program() -> Program {
+    Program::new(
+        W2,
+        vec![
+            Op::WaitEvent { name: "approve".into() },
+            Op::Activity { name: "noop".into(), options: ActivityOptions::default() },
+        ],
+    )
+}
+
+/// The W3 program: sleep until the instant (epoch ms) of the input field `due_ms`.
+fn w3_program() -> Program {
+    Program::new(W3, vec![Op::SleepUntilInput { field: "due_ms".into() }])
+}
+
+/// The reload program: a long loop of no-op activities that never continues as new.
+fn reload_program() -> Program {
+    Program::new(RELOAD, vec![Op::Loop { name: "noop".into(), times: RELOAD_ITERATIONS, every: 0 }])
+}
+
+/// Registers every orchestration the benches start, so their instances can be replayed.
+pub fn known_orchestrations(replayer: Replayer) -> Replayer {
+    replayer.orchestration(w1_program()).orchestration(w2_program()).orchestration(w3_program()).orchestration(reload_program())
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.worker == WorkerKind::Remote {
+        anyhow::bail!(
+            "--worker remote is not available yet: the remote worker process and its protocol are still to come; \
+             run with --worker in-process"
+        );
+    }
+    anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+    if let Some(instances) = args.instances {
+        anyhow::ensure!(instances >= 1, "--instances must be at least 1");
+    }
+    if let Some(store) = &args.store
+        && (store.starts_with("postgres://") || store.starts_with("postgresql://"))
+    {
+        anyhow::bail!("PostgreSQL stores are not available yet; use sqlite:///path/to/file.db");
+    }
+    let mut failed = false;
+    for run in 1..=args.runs {
+        let report = run_once(&args, run).await?;
+        failed |= report.errors > 0;
+        if args.json {
+            crate::write_out(&report.to_json())?;
+        } else {
+            crate::write_out(&report.to_table())?;
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// One run: a fresh store (unless given) and engine, the workload, then the report.
+async fn run_once(args: &BenchArgs, run: usize) -> anyhow::Result<Report> {
+    let began = Instant::now();
+    reset_peak_rss();
+    let mut _temp = None;
+    let (url, temporary) = match &args.store {
+        Some(url) => (url.clone(), false),
+        None => {
+            let dir = tempfile::Builder::new().prefix("baton-bench-").tempdir().context("creating a temporary directory")?;
+            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+            _temp = Some(dir);
+            (url, true)
+        }
+    };
+    let synchronous = match args.synchronous {
+        SyncMode::Full => Synchronous::Full,
+        SyncMode::Normal => Synchronous::Normal,
+    };
+    let sqlite = SqliteOptions { synchronous, ..SqliteOptions::default() };
+    let store = Arc::new(SqliteStore::open(&url, sqlite.clone()).await.with_context(|| format!("cannot open the store {url}"))?);
+    let mut options = EngineOptions::default();
+    if let Some(capacity) = args.cache_capacity {
+        options.cache_capacity = capacity;
+    }
+    let cache_capacity = options.cache_capacity;
+    let engine = Arc::new(build_engine(store.clone(), options).await?);
+    let mut report = Report::new(args, run, &url);
+    report.extra("store_temporary", json!(temporary));
+    report.extra("cache_capacity", json!(cache_capacity));
+    report.extra("rss_base_mb", json!(rss_mb().map(round3)));
+    let instances = args.instances.unwrap_or(args.workload.default_instances());
+    let bench = Bench { engine: engine.clone(), store: store.clone(), url: url.clone(), sqlite, errors: Errors::default() };
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let outcome = tokio::time::timeout(timeout, bench.run(args, instances, &mut report)).await;
+    report.rss_mb = rss_mb().map(round3);
+    engine.shutdown().await;
+    store.close().await;
+    let errors = match outcome {
+        Ok(Ok(errors)) => errors,
+        Ok(Err(err)) => return Err(err.context(format!("{} run {run} failed", args.workload.name()))),
+        Err(_) => anyhow::bail!(
+            "{} run {run} did not finish within {} s (the engine may be stuck; try RUST_LOG=debug)",
+            args.workload.name(),
+            args.timeout_secs
+        ),
+    };
+    report.errors = errors;
+    report.peak_rss_mb = peak_rss_mb().map(round3);
+    report.seconds = round3(began.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+async fn build_engine(store: Arc<SqliteStore>, options: EngineOptions) -> anyhow::Result<Engine> {
+    let store: Arc<dyn Store> = store;
+    let engine = Engine::builder()
+        .store(store)
+        .options(options)
+        .orchestration(w1_program())
+        .orchestration(w2_program())
+        .orchestration(w3_program())
+        .orchestration(reload_program())
+        .activity("noop", |_ctx, _input| async { Ok(Value::Null) })
+        .build()
+        .await
+        .context("cannot start the engine")?;
+    Ok(engine)
+}
+
+/// Counts errors; logs the first few in full.
+#[derive(Debug, Default)]
+struct Errors {
+    count: u64,
+}
+
+impl Errors {
+    fn add(&mut self, what: impl std::fmt::Display) {
+        self.count += 1;
+        if self.count <= LOGGED_ERRORS {
+            tracing::error!("bench: {what}");
+        } else if self.count == LOGGED_ERRORS + 1 {
+            tracing::error!("bench: more errors follow; they are only counted");
+        }
+    }
+
+    /// Checks how an instance ended.
+    fn check(&mut self, outcome: Result<Outcome, baton_engine::EngineError>) -> bool {
+        match outcome {
+            Ok(outcome) if outcome.status == InstanceStatus::Completed => true,
+            Ok(outcome) => {
+                self.add(format_args!("an instance ended {:?}: {}", outcome.status, outcome.result.unwrap_or(Value::Null)));
+                false
+            }
+            Err(err) => {
+                self.add(format_args!("wait: {err}"));
+                false
+            }
+        }
+    }
+}
+
+struct Bench {
+    engine: Arc<Engine>,
+    store: Arc<SqliteStore>,
+    url: String,
+    sqlite: SqliteOptions,
+    errors: Errors,
+}
+
+impl Bench {
+    async fn run(mut self, args: &BenchArgs, instances: usize, report: &mut Report) -> anyhow::Result<u64> {
+        match args.workload {
+            Workload::W1 => self.w1(instances, report).await?,
+            Workload::W1Latency => self.w1_latency(instances, args.warmups, report).await?,
+            Workload::W2 => self.w2(instances, report).await?,
+            Workload::W3 => self.w3(instances, args.due_in_secs, report).await?,
+            Workload::Reload => self.reload(report).await?,
+        }
+        let incidents = self.engine.stats().incidents;
+        report.extra("incidents", json!(incidents));
+        if incidents > 0 {
+            // An incident that did not already fail an instance is still an engine error.
+            self.errors.add(format_args!("{incidents} incidents were raised"));
+        }
+        Ok(self.errors.count)
+    }
+
+    /// W1: `n` instances of 10 sequential no-op activities, started at once.
+    async fn w1(&mut self, n: usize, report: &mut Report) -> anyhow::Result<()> {
+        let before = self.engine.stats();
+        let origin = Instant::now();
+        let mut set = JoinSet::new();
+        for _ in 0..n {
+            let engine = self.engine.clone();
+            set.spawn(async move {
+                let start = origin.elapsed();
+                let outcome = start_and_wait(&engine, W1, json!({})).await;
+                (start, origin.elapsed(), outcome)
+            });
+        }
+        let mut first_start = Duration::MAX;
+        let mut last_end = Duration::ZERO;
+        let mut latencies = Vec::with_capacity(n);
+        while let Some(joined) = set.join_next().await {
+            let Ok((start, end, outcome)) = joined.map_err(|err| self.errors.add(format_args!("instance task: {err}"))) else {
+                continue;
+            };
+            first_start = first_start.min(start);
+            last_end = last_end.max(end);
+            if self.errors.check(outcome) {
+                latencies.push(ms(end.saturating_sub(start)));
+            }
+        }
+        let delta = delta(before, self.engine.stats());
+        let window = last_end.saturating_sub(first_start).as_secs_f64();
+        report.instances = Some(n as u64);
+        report.set_steps(delta, window);
+        report.workflows_per_sec = rate(latencies.len(), window);
+        report.set_latencies(&mut latencies);
+        report.extra("measure_seconds", json!(round3(window)));
+        Ok(())
+    }
+
+    /// W1 latency: one instance alone at a time, after `warmups` unmeasured ones.
+    async fn w1_latency(&mut self, n: usize, warmups: usize, report: &mut Report) -> anyhow::Result<()> {
+        for _ in 0..warmups {
+            let outcome = start_and_wait(&self.engine, W1, json!({})).await;
+            self.errors.check(outcome);
+        }
+        let before = self.engine.stats();
+        let mut latencies = Vec::with_capacity(n);
+        let began = Instant::now();
+        for _ in 0..n {
+            let start = Instant::now();
+            let outcome = start_and_wait(&self.engine, W1, json!({})).await;
+            let took = start.elapsed();
+            if self.errors.check(outcome) {
+                latencies.push(ms(took));
+            }
+        }
+        let window = began.elapsed().as_secs_f64();
+        let delta = delta(before, self.engine.stats());
+        report.instances = Some(n as u64);
+        report.set_steps(delta, window);
+        report.workflows_per_sec = rate(latencies.len(), window);
+        report.set_latencies(&mut latencies);
+        report.extra("warmups", json!(warmups));
+        report.extra("measure_seconds", json!(round3(window)));
+        Ok(())
+    }
+
+    /// W2: `n` instances wait for "approve"; RSS once all wait; then every event is raised at
+    /// once and each instance runs one activity and completes.
+    async fn w2(&mut self, n: usize, report: &mut Report) -> anyhow::Result<()> {
+        let began = Instant::now();
+        let mut ids = Vec::with_capacity(n);
+        start_many(&self.engine, W2, n, |_| json!({}), &mut self.errors, |id| ids.push(id)).await;
+        let start_seconds = began.elapsed().as_secs_f64();
+        report.extra("start_seconds", json!(round3(start_seconds)));
+        report.extra("starts_per_sec", json!(rate(ids.len(), start_seconds)));
+        report.rss_waiting_mb = rss_mb().map(round3);
+        if let Some(id) = ids.first() {
+            let status = self.engine.describe(id).await?.row.status;
+            anyhow::ensure!(status == InstanceStatus::Waiting, "a started W2 instance is {status:?}, not waiting");
+        }
+        let before = self.engine.stats();
+        let origin = Instant::now();
+        let mut set = JoinSet::new();
+        for id in ids {
+            let engine = self.engine.clone();
+            set.spawn(async move {
+                let event = RaiseEvent {
+                    name: "approve".into(),
+                    payload: json!({ "approved": true }),
+                    event_id: None,
+                    actor: Actor::User { id: "bench".into() },
+                };
+                let start = origin.elapsed();
+                let outcome = match engine.raise_event(&id, event).await {
+                    Ok(_) => engine.wait(&id).await,
+                    Err(err) => Err(err),
+                };
+                (start, origin.elapsed(), outcome)
+            });
+        }
+        let mut last_end = Duration::ZERO;
+        let mut latencies = Vec::with_capacity(n);
+        while let Some(joined) = set.join_next().await {
+            let Ok((start, end, outcome)) = joined.map_err(|err| self.errors.add(format_args!("instance task: {err}"))) else {
+                continue;
+            };
+            last_end = last_end.max(end);
+            if self.errors.check(outcome) {
+                latencies.push(ms(end.saturating_sub(start)));
+            }
+        }
+        let window = last_end.as_secs_f64();
+        let delta = delta(before, self.engine.stats());
+        report.instances = Some(n as u64);
+        report.set_steps(delta, window);
+        report.completions_per_sec = rate(latencies.len(), window);
+        report.workflows_per_sec = report.completions_per_sec;
+        report.set_latencies(&mut latencies);
+        report.extra("measure_seconds", json!(round3(window)));
+        Ok(())
+    }
+
+    /// W3: `n` instances sleep until the same instant T; each completion is observed through
+    /// `engine.wait` on the system clock, and its lag is that time minus T.
+    async fn w3(&mut self, n: usize, due_in_secs: Option<u64>, report: &mut Report) -> anyhow::Result<()> {
+        let due_in_secs = due_in_secs.unwrap_or(10 + (n as u64).div_ceil(5_000));
+        let began = Instant::now();
+        let due_ms = chrono::Utc::now().timestamp_millis() + i64::try_from(due_in_secs)?.saturating_mul(1_000);
+        let mut waiters = JoinSet::new();
+        let engine = self.engine.clone();
+        start_many(&self.engine, W3, n, |_| json!({ "due_ms": due_ms }), &mut self.errors, |id| {
+            let engine = engine.clone();
+            waiters.spawn(async move {
+                let outcome = engine.wait(&id).await;
+                (chrono::Utc::now().timestamp_micros(), outcome)
+            });
+        })
+        .await;
+        let start_seconds = began.elapsed().as_secs_f64();
+        let margin_ms = due_ms - chrono::Utc::now().timestamp_millis();
+        report.extra("due_in_secs", json!(due_in_secs));
+        report.extra("start_seconds", json!(round3(start_seconds)));
+        report.extra("starts_per_sec", json!(rate(waiters.len(), start_seconds)));
+        report.extra("starts_done_before_due_ms", json!(margin_ms));
+        if margin_ms < 1_000 {
+            tracing::warn!(
+                "bench: the starts ended {margin_ms} ms before the timers were due; the lag includes late starts \
+                 (raise --due-in-secs)"
+            );
+        }
+        // RSS while everything waits: one second before the timers are due.
+        let sample_at = due_ms - 1_000;
+        let wait_ms = sample_at - chrono::Utc::now().timestamp_millis();
+        if wait_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms)?)).await;
+        }
+        report.rss_waiting_mb = rss_mb().map(round3);
+        let before = self.engine.stats();
+        let mut lags = Vec::with_capacity(n);
+        while let Some(joined) = waiters.join_next().await {
+            let Ok((done_us, outcome)) = joined.map_err(|err| self.errors.add(format_args!("waiter task: {err}"))) else {
+                continue;
+            };
+            if self.errors.check(outcome) {
+                lags.push((done_us - due_ms * 1_000) as f64 / 1_000.0);
+            }
+        }
+        let delta = delta(before, self.engine.stats());
+        lags.sort_by(f64::total_cmp);
+        report.instances = Some(n as u64);
+        report.commits = Some(delta.commits);
+        report.timer_lag_p99_ms = percentile(&lags, 99.0).map(round3);
+        report.timer_lag_max_ms = lags.last().copied().map(round3);
+        report.extra("timer_lag_p50_ms", json!(percentile(&lags, 50.0).map(round3)));
+        report.extra("timer_lag_min_ms", json!(lags.first().copied().map(round3)));
+        report.extra("timers_fired", json!(delta.timers_fired));
+        if let (Some(first), Some(last)) = (lags.first(), lags.last()) {
+            let spread = (last - first) / 1_000.0;
+            report.completions_per_sec = rate(lags.len(), spread);
+            report.extra("fire_seconds", json!(round3(spread)));
+        }
+        Ok(())
+    }
+
+    /// Reload: one instance with 10,000 history events; the engine shuts down; the store is
+    /// opened afresh and the instance cold-loaded with its snapshot and from history alone.
+    async fn reload(&mut self, report: &mut Report) -> anyhow::Result<()> {
+        let began = Instant::now();
+        let started = self.engine.start(RELOAD, json!({}), StartOptions::default()).await.context("starting")?;
+        let id = started.id;
+        let outcome = self.engine.wait(&id).await;
+        if !self.errors.check(outcome) {
+            anyhow::bail!("the reload instance did not complete");
+        }
+        report.extra("build_seconds", json!(round3(began.elapsed().as_secs_f64())));
+        report.instances = Some(1);
+        self.engine.shutdown().await;
+        self.store.close().await;
+        let store = SqliteStore::open(&self.url, self.sqlite.clone()).await.context("reopening the store")?;
+        let replayer = known_orchestrations(Replayer::new());
+        let history_events = store.history(&id, 0, u32::MAX).await?.len();
+        let first = Instant::now();
+        let snapshot_events = replayer.cold_load(&store, &id, true).await?;
+        report.extra("first_load_ms", json!(round3(ms(first.elapsed()))));
+        let (mut with_snapshot, mut from_history) = (Vec::new(), Vec::new());
+        let mut replayed = 0;
+        for _ in 0..RELOAD_REPETITIONS {
+            let start = Instant::now();
+            replayer.cold_load(&store, &id, true).await?;
+            with_snapshot.push(ms(start.elapsed()));
+            let start = Instant::now();
+            replayed = replayer.cold_load(&store, &id, false).await?;
+            from_history.push(ms(start.elapsed()));
+        }
+        store.close().await;
+        report.set_latencies(&mut with_snapshot);
+        from_history.sort_by(f64::total_cmp);
+        report.extra("history_load_ms", json!(percentile(&from_history, 50.0).map(round3)));
+        report.extra("history_load_p99_ms", json!(percentile(&from_history, 99.0).map(round3)));
+        report.extra("history_events", json!(history_events));
+        report.extra("snapshot_replayed_events", json!(snapshot_events));
+        report.extra("history_replayed_events", json!(replayed));
+        report.extra("repetitions", json!(RELOAD_REPETITIONS));
+        Ok(())
+    }
+}
+
+/// Starts an instance and waits for its end.
+async fn start_and_wait(engine: &Engine, definition: &str, input: Value) -> Result<Outcome, baton_engine::EngineError> {
+    let started = engine.start(definition, input, StartOptions::default()).await?;
+    engine.wait(&started.id).await
+}
+
+/// Starts `n` instances with at most [`START_CONCURRENCY`] starts in flight; `started` gets
+/// each new id as soon as its start is durable.
+async fn start_many(
+    engine: &Arc<Engine>,
+    definition: &'static str,
+    n: usize,
+    input: impl Fn(usize) -> Value,
+    errors: &mut Errors,
+    mut started: impl FnMut(InstanceId),
+) {
+    let mut set = JoinSet::new();
+    let mut next = 0;
+    loop {
+        while next < n && set.len() < START_CONCURRENCY {
+            let engine = engine.clone();
+            let input = input(next);
+            set.spawn(async move { engine.start(definition, input, StartOptions::default()).await });
+            next += 1;
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(start))) => started(start.id),
+            Some(Ok(Err(err))) => errors.add(format_args!("start: {err}")),
+            Some(Err(err)) => errors.add(format_args!("start task: {err}")),
+            None => break,
+        }
+    }
+}
+
+fn delta(before: StatsSnapshot, after: StatsSnapshot) -> StatsSnapshot {
+    StatsSnapshot {
+        commits: after.commits - before.commits,
+        steps: after.steps - before.steps,
+        events: after.events - before.events,
+        activity_completions: after.activity_completions - before.activity_completions,
+        timers_fired: after.timers_fired - before.timers_fired,
+        stale_completions: after.stale_completions - before.stale_completions,
+        incidents: after.incidents - before.incidents,
+        replays: after.replays - before.replays,
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1_000.0
+}
+
+fn rate(count: usize, seconds: f64) -> Option<f64> {
+    (seconds > 0.0).then(|| round3(count as f64 / seconds))
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1_000.0).round() / 1_000.0
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// A field of `/proc/self/status` given in kB, as MiB.
+fn proc_status_mb(key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    text.lines().find_map(|line| {
+        let kb: f64 = line.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+        Some(kb / 1_024.0)
+    })
+}
+
+fn rss_mb() -> Option<f64> {
+    proc_status_mb("VmRSS:")
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    proc_status_mb("VmHWM:")
+}
+
+/// Resets the peak RSS (`VmHWM`) to the current RSS, so each run reports its own peak.
+fn reset_peak_rss() {
+    if let Err(err) = std::fs::write("/proc/self/clear_refs", "5") {
+        tracing::debug!("cannot reset the peak RSS: {err}");
+    }
+}
+
+/// One run's figures. The fields every report has come first (null where they do not apply);
+/// workload-specific ones follow.
+#[derive(Debug)]
+struct Report {
+    workload: &'static str,
+    store: String,
+    worker: &'static str,
+    synchronous: &'static str,
+    run: usize,
+    instances: Option<u64>,
+    steps: Option<u64>,
+    commits: Option<u64>,
+    steps_per_commit: Option<f64>,
+    steps_per_sec: Option<f64>,
+    workflows_per_sec: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    rss_mb: Option<f64>,
+    rss_waiting_mb: Option<f64>,
+    peak_rss_mb: Option<f64>,
+    completions_per_sec: Option<f64>,
+    timer_lag_p99_ms: Option<f64>,
+    timer_lag_max_ms: Option<f64>,
+    errors: u64,
+    seconds: f64,
+    extra: Vec<(&'static str, Value)>,
+}
+
+impl Report {
+    fn new(args: &BenchArgs, run: usize, url: &str) -> Self {
+        Self {
+            workload: args.workload.name(),
+            store: url.to_owned(),
+            worker: "in-process",
+            synchronous: match args.synchronous {
+                SyncMode::Full => "full",
+                SyncMode::Normal => "normal",
+            },
+            run,
+            instances: None,
+            steps: None,
+            commits: None,
+            steps_per_commit: None,
+            steps_per_sec: None,
+            workflows_per_sec: None,
+            p50_ms: None,
+            p99_ms: None,
+            rss_mb: None,
+            rss_waiting_mb: None,
+            peak_rss_mb: None,
+            completions_per_sec: None,
+            timer_lag_p99_ms: None,
+            timer_lag_max_ms: None,
+            errors: 0,
+            seconds: 0.0,
+            extra: Vec::new(),
+        }
+    }
+
+    fn extra(&mut self, name: &'static str, value: Value) {
+        self.extra.push((name, value));
+    }
+
+    /// Steps (activity completions) and commits over a phase of `seconds`.
+    fn set_steps(&mut self, delta: StatsSnapshot, seconds: f64) {
+        self.steps = Some(delta.activity_completions);
+        self.commits = Some(delta.commits);
+        self.steps_per_commit = (delta.commits > 0).then(|| round3(delta.activity_completions as f64 / delta.commits as f64));
+        self.steps_per_sec = rate(usize::try_from(delta.activity_completions).unwrap_or(usize::MAX), seconds);
+    }
+
+    fn set_latencies(&mut self, latencies: &mut [f64]) {
+        latencies.sort_by(f64::total_cmp);
+        self.p50_ms = percentile(latencies, 50.0).map(round3);
+        self.p99_ms = percentile(latencies, 99.0).map(round3);
+        self.extra("max_ms", json!(latencies.last().copied().map(round3)));
+    }
+
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        let mut fields = vec![
+            ("workload", json!(self.workload)),
+            ("store", json!(self.store)),
+            ("worker", json!(self.worker)),
+            ("synchronous", json!(self.synchronous)),
+            ("version", json!(env!("CARGO_PKG_VERSION"))),
+            ("run", json!(self.run)),
+            ("instances", json!(self.instances)),
+            ("steps", json!(self.steps)),
+            ("commits", json!(self.commits)),
+            ("steps_per_commit", json!(self.steps_per_commit)),
+            ("steps_per_sec", json!(self.steps_per_sec)),
+            ("workflows_per_sec", json!(self.workflows_per_sec)),
+            ("p50_ms", json!(self.p50_ms)),
+            ("p99_ms", json!(self.p99_ms)),
+            ("rss_mb", json!(self.rss_mb)),
+            ("rss_waiting_mb", json!(self.rss_waiting_mb)),
+            ("peak_rss_mb", json!(self.peak_rss_mb)),
+            ("completions_per_sec", json!(self.completions_per_sec)),
+            ("timer_lag_p99_ms", json!(self.timer_lag_p99_ms)),
+            ("timer_lag_max_ms", json!(self.timer_lag_max_ms)),
+            ("errors", json!(self.errors)),
+            ("seconds", json!(self.seconds)),
+        ];
+        fields.extend(self.extra.iter().cloned());
+        fields
+    }
+
+    /// One JSON object on one line, fields in a stable order.
+    fn to_json(&self) -> String {
+        let body: Vec<String> =
+            self.fields().iter().map(|(name, value)| format!("{}:{}", Value::from(*name), value)).collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    /// A short table of the fields that apply.
+    fn to_table(&self) -> String {
+        let mut text = String::new();
+        for (name, value) in self.fields() {
+            let shown = match value {
+                Value::Null => continue,
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let _ = writeln!(text, "{name:<28} {shown}");
+        }
+        text
+    }
+}
