@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use baton_engine::program::{Op, Program};
 use baton_engine::replay::Replayer;
+use baton_engine::store::HistoryStore;
 use baton_engine::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use baton_engine::{
     ActivityOptions, Actor, Engine, EngineOptions, InstanceId, InstanceStatus, Outcome, RaiseEvent, StartOptions,

@@ -113,7 +113,9 @@ pub fn verify_history(events: &[StoredEvent]) -> anyhow::Result<Vec<HistoryEvent
         if event.seq != expected_seq {
             bail!("{}: expected seq {expected_seq}, found {} (gap or duplicate)", event.instance, event.seq);
         }
-        let ok = event.decode(Some(&prev)).with_context(|| format!("{}: event {} does not verify", event.instance, event.seq))?;
+        let ok = event
+            .decode(Some(&prev))
+            .with_context(|| format!("{}: event {} does not verify", event.instance, event.seq))?;
         prev = event.hash.clone();
         decoded.push(ok);
     }

@@ -117,7 +117,13 @@ async fn run_and_kill(files: &Files, progress: i64, pause: Duration) {
     tokio::time::sleep(pause).await;
     child.start_kill().expect("send SIGKILL");
     let status = child.wait().await.expect("reap the child");
-    assert_eq!(status.signal(), Some(SIGKILL), "the child died by the kill, not {}\n{}", describe(status), files.log_tail());
+    assert_eq!(
+        status.signal(),
+        Some(SIGKILL),
+        "the child died by the kill, not {}\n{}",
+        describe(status),
+        files.log_tail()
+    );
 }
 
 /// Runs the child with `failpoints` set and expects it to abort (SIGABRT), never to finish.
@@ -125,7 +131,9 @@ async fn run_until_failpoint(files: &Files, failpoints: &str) {
     let mut child = spawn_child(files, Some(failpoints), Stdio::null());
     let status = tokio::time::timeout(RUN_LIMIT, child.wait())
         .await
-        .unwrap_or_else(|_| panic!("FAILPOINTS={failpoints}: the child neither aborted nor finished\n{}", files.log_tail()))
+        .unwrap_or_else(|_| {
+            panic!("FAILPOINTS={failpoints}: the child neither aborted nor finished\n{}", files.log_tail())
+        })
         .expect("reap the child");
     assert!(!status.success(), "FAILPOINTS={failpoints}: the child ran to completion; the failpoint never fired");
     assert_eq!(
@@ -211,7 +219,11 @@ async fn killed_and_aborted_runs_lose_nothing_and_duplicate_nothing() {
         let tags: Vec<u16> = history.iter().map(|e| e.tag).collect();
         assert_eq!(tags.iter().filter(|t| **t == TAG_INSTANCE_COMPLETED).count(), 1, "{id}: one InstanceCompleted");
         assert_eq!(tags, expected_tags, "{id}: started, five scheduled/completed pairs, completed; nothing twice");
-        assert_eq!(*next_seq, i64::try_from(history.len()).expect("small"), "{id}: the row's next_seq follows the history");
+        assert_eq!(
+            *next_seq,
+            i64::try_from(history.len()).expect("small"),
+            "{id}: the row's next_seq follows the history"
+        );
         assert_eq!(Some(last_hash), history.last().map(|e| &e.hash), "{id}: the row's last_hash is the chain head");
         scheduled.extend(history.iter().filter(|e| e.tag == TAG_ACTIVITY_SCHEDULED).map(activity_key));
     }
@@ -220,7 +232,12 @@ async fn killed_and_aborted_runs_lose_nothing_and_duplicate_nothing() {
 
     let counts: BTreeMap<String, u32> = key_counts(&files.keys).expect("read the key file");
     let missing: Vec<&String> = scheduled.iter().filter(|key| !counts.contains_key(*key)).collect();
-    assert!(missing.is_empty(), "{} scheduled activities never ran, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} scheduled activities never ran, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     let unknown: Vec<&String> = counts.keys().filter(|key| !scheduled.contains(*key)).collect();
     assert!(unknown.is_empty(), "the key file holds keys no history scheduled: {unknown:?}");
     let executions: u32 = counts.values().sum();

@@ -20,16 +20,6 @@ use super::{
 };
 use crate::history::{InstanceId, Seq, StoredEvent, history_time};
 
-/// Instance lists return this many rows when the filter asks for none.
-const DEFAULT_LIST_LIMIT: u32 = 100;
-/// No instance list returns more rows than this.
-const MAX_LIST_LIMIT: u32 = 1000;
-
-fn list_limit(requested: u32) -> usize {
-    let limit = if requested == 0 { DEFAULT_LIST_LIMIT } else { requested.min(MAX_LIST_LIMIT) };
-    limit as usize
-}
-
 /// Row keys are `(instance, seq)`, so one instance's rows are a contiguous range.
 type Key = (InstanceId, Seq);
 
@@ -344,7 +334,7 @@ impl HistoryStore for MemoryStore {
             .map(|(_, row)| row)
             .filter(|row| filter.status.is_none_or(|status| row.status == status))
             .filter(|row| filter.orchestration.as_ref().is_none_or(|name| &row.orchestration == name))
-            .take(list_limit(filter.limit))
+            .take(filter.effective_limit() as usize)
             .cloned()
             .collect())
     }

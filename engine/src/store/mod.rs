@@ -274,6 +274,18 @@ pub struct InstanceFilter {
     pub limit: u32,
 }
 
+impl InstanceFilter {
+    /// Lists return this many rows when the filter asks for none.
+    pub const DEFAULT_LIMIT: u32 = 100;
+    /// No list returns more rows than this.
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// The number of rows a list with this filter returns at most.
+    pub fn effective_limit(&self) -> u32 {
+        if self.limit == 0 { Self::DEFAULT_LIMIT } else { self.limit.min(Self::MAX_LIMIT) }
+    }
+}
+
 /// Writes of the runtime's steps.
 #[async_trait]
 pub trait StepStore: Send + Sync {

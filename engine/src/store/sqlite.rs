@@ -32,10 +32,6 @@ use crate::history::{InstanceId, Seq, StoredEvent, time_from_ms};
 
 /// How long a connection waits for a lock held by another process before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Instance lists return this many rows when the filter asks for none.
-const DEFAULT_LIST_LIMIT: u32 = 100;
-/// No instance list returns more rows than this.
-const MAX_LIST_LIMIT: u32 = 1000;
 
 /// SQLite's primary result codes for "the database is locked" (the extended codes keep these in
 /// their low byte).
@@ -202,10 +198,6 @@ fn to_sql(n: u64, what: &str) -> StoreResult<i64> {
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|err| StoreError::Other(format!("encoding JSON: {err}")))
-}
-
-fn list_limit(requested: u32) -> i64 {
-    i64::from(if requested == 0 { DEFAULT_LIST_LIMIT } else { requested.min(MAX_LIST_LIMIT) })
 }
 
 /// The instance row a write's bare sequence numbers and ids belong to.
@@ -812,7 +804,7 @@ impl HistoryStore for SqliteStore {
             (true, true) => LIST_INSTANCES_BY_STATUS_AND_ORCHESTRATION,
         };
         let after = filter.after.as_ref().map_or("", InstanceId::as_str);
-        let mut query = sqlx::query(sql).bind(after).bind(list_limit(filter.limit));
+        let mut query = sqlx::query(sql).bind(after).bind(i64::from(filter.effective_limit()));
         if let Some(status) = filter.status {
             query = query.bind(status.as_str());
         }

@@ -95,7 +95,12 @@ async fn run(db: PathBuf, keys: PathBuf) -> anyhow::Result<()> {
             let started = engine.start(CRASH_DEFINITION, json!({ "i": i }), options).await.context("start")?;
             ensure!(started.id == id, "start of {id} answered with {}", started.id);
             let outcome = engine.wait(&id).await.context("wait")?;
-            ensure!(outcome.status == InstanceStatus::Completed, "{id} ended {:?}: {:?}", outcome.status, outcome.result);
+            ensure!(
+                outcome.status == InstanceStatus::Completed,
+                "{id} ended {:?}: {:?}",
+                outcome.status,
+                outcome.result
+            );
             anyhow::Ok(started.created)
         });
     }
