@@ -179,7 +179,11 @@ fn reload_program() -> Program {
 
 /// Registers every orchestration the benches start, so their instances can be replayed.
 pub fn known_orchestrations(replayer: Replayer) -> Replayer {
-    replayer.orchestration(w1_program()).orchestration(w2_program()).orchestration(w3_program()).orchestration(reload_program())
+    replayer
+        .orchestration(w1_program())
+        .orchestration(w2_program())
+        .orchestration(w3_program())
+        .orchestration(reload_program())
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -219,7 +223,8 @@ async fn run_once(args: &BenchArgs, run: usize) -> anyhow::Result<Report> {
     let (url, temporary) = match &args.store {
         Some(url) => (url.clone(), false),
         None => {
-            let dir = tempfile::Builder::new().prefix("baton-bench-").tempdir().context("creating a temporary directory")?;
+            let dir =
+                tempfile::Builder::new().prefix("baton-bench-").tempdir().context("creating a temporary directory")?;
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
             _temp = Some(dir);
             (url, true)
@@ -230,7 +235,9 @@ async fn run_once(args: &BenchArgs, run: usize) -> anyhow::Result<Report> {
         SyncMode::Normal => Synchronous::Normal,
     };
     let sqlite = SqliteOptions { synchronous, ..SqliteOptions::default() };
-    let store = Arc::new(SqliteStore::open(&url, sqlite.clone()).await.with_context(|| format!("cannot open the store {url}"))?);
+    let store = Arc::new(
+        SqliteStore::open(&url, sqlite.clone()).await.with_context(|| format!("cannot open the store {url}"))?,
+    );
     let mut options = EngineOptions::default();
     if let Some(capacity) = args.cache_capacity {
         options.cache_capacity = capacity;
@@ -242,7 +249,8 @@ async fn run_once(args: &BenchArgs, run: usize) -> anyhow::Result<Report> {
     report.extra("cache_capacity", json!(cache_capacity));
     report.extra("rss_base_mb", json!(rss_mb().map(round3)));
     let instances = args.instances.unwrap_or(args.workload.default_instances());
-    let bench = Bench { engine: engine.clone(), store: store.clone(), url: url.clone(), sqlite, errors: Errors::default() };
+    let bench =
+        Bench { engine: engine.clone(), store: store.clone(), url: url.clone(), sqlite, errors: Errors::default() };
     let timeout = Duration::from_secs(args.timeout_secs);
     let outcome = tokio::time::timeout(timeout, bench.run(args, instances, &mut report)).await;
     report.rss_mb = rss_mb().map(round3);
@@ -300,7 +308,11 @@ impl Errors {
         match outcome {
             Ok(outcome) if outcome.status == InstanceStatus::Completed => true,
             Ok(outcome) => {
-                self.add(format_args!("an instance ended {:?}: {}", outcome.status, outcome.result.unwrap_or(Value::Null)));
+                self.add(format_args!(
+                    "an instance ended {:?}: {}",
+                    outcome.status,
+                    outcome.result.unwrap_or(Value::Null)
+                ));
                 false
             }
             Err(err) => {
@@ -354,7 +366,8 @@ impl Bench {
         let mut last_end = Duration::ZERO;
         let mut latencies = Vec::with_capacity(n);
         while let Some(joined) = set.join_next().await {
-            let Ok((start, end, outcome)) = joined.map_err(|err| self.errors.add(format_args!("instance task: {err}"))) else {
+            let Ok((start, end, outcome)) = joined.map_err(|err| self.errors.add(format_args!("instance task: {err}")))
+            else {
                 continue;
             };
             first_start = first_start.min(start);
@@ -438,7 +451,8 @@ impl Bench {
         let mut last_end = Duration::ZERO;
         let mut latencies = Vec::with_capacity(n);
         while let Some(joined) = set.join_next().await {
-            let Ok((start, end, outcome)) = joined.map_err(|err| self.errors.add(format_args!("instance task: {err}"))) else {
+            let Ok((start, end, outcome)) = joined.map_err(|err| self.errors.add(format_args!("instance task: {err}")))
+            else {
                 continue;
             };
             last_end = last_end.max(end);
@@ -465,13 +479,20 @@ impl Bench {
         let due_ms = chrono::Utc::now().timestamp_millis() + i64::try_from(due_in_secs)?.saturating_mul(1_000);
         let mut waiters = JoinSet::new();
         let engine = self.engine.clone();
-        start_many(&self.engine, W3, n, |_| json!({ "due_ms": due_ms }), &mut self.errors, |id| {
-            let engine = engine.clone();
-            waiters.spawn(async move {
-                let outcome = engine.wait(&id).await;
-                (chrono::Utc::now().timestamp_micros(), outcome)
-            });
-        })
+        start_many(
+            &self.engine,
+            W3,
+            n,
+            |_| json!({ "due_ms": due_ms }),
+            &mut self.errors,
+            |id| {
+                let engine = engine.clone();
+                waiters.spawn(async move {
+                    let outcome = engine.wait(&id).await;
+                    (chrono::Utc::now().timestamp_micros(), outcome)
+                });
+            },
+        )
         .await;
         let start_seconds = began.elapsed().as_secs_f64();
         let margin_ms = due_ms - chrono::Utc::now().timestamp_millis();
@@ -495,7 +516,8 @@ impl Bench {
         let before = self.engine.stats();
         let mut lags = Vec::with_capacity(n);
         while let Some(joined) = waiters.join_next().await {
-            let Ok((done_us, outcome)) = joined.map_err(|err| self.errors.add(format_args!("waiter task: {err}"))) else {
+            let Ok((done_us, outcome)) = joined.map_err(|err| self.errors.add(format_args!("waiter task: {err}")))
+            else {
                 continue;
             };
             if self.errors.check(outcome) {
@@ -536,6 +558,31 @@ impl Bench {
         let store = SqliteStore::open(&self.url, self.sqlite.clone()).await.context("reopening the store")?;
         let replayer = known_orchestrations(Replayer::new());
         let history_events = store.history(&id, 0, u32::MAX).await?.len();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let _ = store.instance(&id).await?;
+            let a = ms(t.elapsed());
+            let t = Instant::now();
+            let _ = store.load(&id).await?;
+            let b = ms(t.elapsed());
+            let t = Instant::now();
+            let _ = store.history(&id, 0, 10).await?;
+            let c = ms(t.elapsed());
+            tracing::warn!("TMP instance {a:.3} load {b:.3} history10 {c:.3}");
+        }
+        fn cpu() -> f64 { let t = std::fs::read_to_string("/proc/self/stat").unwrap_or_default(); let f: Vec<&str> = t.split_whitespace().collect(); (f[13].parse::<f64>().unwrap_or(0.0) + f[14].parse::<f64>().unwrap_or(0.0)) * 10.0 }
+        for round in 0..6 {
+            replayer.cold_load(&store, &id, false).await?;
+            let mut v = Vec::new();
+            for _ in 0..6 { let c = cpu(); let t = Instant::now(); let _ = store.load(&id).await?; v.push(format!("{:.2}/{:.0}", ms(t.elapsed()), cpu()-c)); }
+            tracing::warn!("TMP round {round} load {v:?}");
+        }
+        for round in 0..3 {
+            let h = store.history(&id, 0, 10_000).await?; drop(h);
+            let mut v = Vec::new();
+            for _ in 0..6 { let t = Instant::now(); let _ = store.load(&id).await?; v.push(format!("{:.2}", ms(t.elapsed()))); }
+            tracing::warn!("TMP after raw history round {round} load {v:?}");
+        }
         let first = Instant::now();
         let snapshot_events = replayer.cold_load(&store, &id, true).await?;
         report.extra("first_load_ms", json!(round3(ms(first.elapsed()))));
@@ -721,7 +768,8 @@ impl Report {
     fn set_steps(&mut self, delta: StatsSnapshot, seconds: f64) {
         self.steps = Some(delta.activity_completions);
         self.commits = Some(delta.commits);
-        self.steps_per_commit = (delta.commits > 0).then(|| round3(delta.activity_completions as f64 / delta.commits as f64));
+        self.steps_per_commit =
+            (delta.commits > 0).then(|| round3(delta.activity_completions as f64 / delta.commits as f64));
         self.steps_per_sec = rate(usize::try_from(delta.activity_completions).unwrap_or(usize::MAX), seconds);
     }
 

@@ -114,7 +114,10 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             text.push_str(&format!("replayed   {status:?}\n"));
         }
         if let Some(matches) = report.snapshot_matches {
-            text.push_str(&format!("snapshot   {}\n", if matches { "matches the replay" } else { "DIFFERS from the replay" }));
+            text.push_str(&format!(
+                "snapshot   {}\n",
+                if matches { "matches the replay" } else { "DIFFERS from the replay" }
+            ));
         }
         match &report.error {
             Some(error) => text.push_str(&format!("problem    {error}\n")),
@@ -122,7 +125,11 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
         write_out(&text)?;
     }
-    Ok(if report.error.is_some() || report.snapshot_matches == Some(false) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if report.error.is_some() || report.snapshot_matches == Some(false) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn clock(command: ClockCommand) -> anyhow::Result<ExitCode> {
@@ -148,7 +155,8 @@ async fn clock(command: ClockCommand) -> anyhow::Result<ExitCode> {
 
 /// Parses an ISO 8601 duration (`PT1H30M`, `P2D`) or a friendly one (`1h 30m`, `2 days`).
 fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
-    let span: jiff::Span = text.trim().parse().with_context(|| format!("{text:?} is not a duration (try PT1H or 2d)"))?;
+    let span: jiff::Span =
+        text.trim().parse().with_context(|| format!("{text:?} is not a duration (try PT1H or 2d)"))?;
     let signed = span
         .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
         .with_context(|| format!("{text:?} cannot be turned into a fixed length"))?;

@@ -118,6 +118,8 @@ struct Primitives {
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
     definition_hash: String,
+    /// Hash of the last event the snapshot includes: the events after it must chain to it.
+    last_hash: String,
     primitives: Primitives,
     status: InstanceStatus,
     result: Option<Value>,
@@ -244,6 +246,7 @@ impl Instance {
     pub fn snapshot(&self) -> SnapshotRow {
         let body = SnapshotBody {
             definition_hash: self.definition.content_hash.clone(),
+            last_hash: self.last_hash.clone(),
             primitives: self.primitives.clone(),
             status: self.status,
             result: self.result.clone(),
@@ -497,8 +500,10 @@ impl Instance {
             row.parent.clone(),
             row.created_at,
         );
-        let mut prev_hash: Option<String> = None;
-        if let Some(snapshot) = snapshot {
+        // The hash the first loaded event must chain to: the snapshot's head, the genesis hash
+        // for a history loaded from its start, or (the first event of a later run) its own claim,
+        // which the check against the row's chain head below covers.
+        let start_hash = if let Some(snapshot) = snapshot {
             let body: SnapshotBody = serde_json::from_value(snapshot.state.clone())
                 .map_err(|err| StepError::Corrupt(format!("snapshot at seq {}: {err}", snapshot.seq)))?;
             instance.check_definition(&body.definition_hash)?;
@@ -510,29 +515,27 @@ impl Instance {
                 .map_err(|err| StepError::Corrupt(format!("snapshot state at seq {}: {err}", snapshot.seq)))?;
             instance.next_seq = snapshot.seq + 1;
             instance.run_start = row.run_start;
-            match events.first() {
-                Some(first) => prev_hash = Some(first.prev_hash.clone()),
-                None => instance.last_hash = row.last_hash.clone(),
-            }
-        } else if let Some(first) = events.first() {
+            body.last_hash
+        } else {
+            let first = events.first().ok_or_else(|| StepError::Corrupt("the instance has no history".into()))?;
             instance.next_seq = first.seq;
             instance.run_start = first.seq;
-            prev_hash = Some(first.prev_hash.clone());
-        }
-        if let Some(prev) = &prev_hash {
-            instance.last_hash = prev.clone();
-        }
+            if first.seq == 0 { crate::history::GENESIS_HASH.to_owned() } else { first.prev_hash.clone() }
+        };
 
         let mut decoded = Vec::with_capacity(events.len());
+        let mut head = start_hash.clone();
         for stored in events {
-            let event = stored.decode(Some(&instance.last_hash))?;
-            instance.last_hash = stored.hash.clone();
-            decoded.push(event);
+            decoded.push(stored.decode(Some(&head))?);
+            head = stored.hash.clone();
         }
-        // Replay restarts the hash chain from the first event; it is checked above.
-        if let Some(prev) = prev_hash {
-            instance.last_hash = prev;
+        if head != row.last_hash {
+            return Err(StepError::Corrupt(format!(
+                "hash chain broken: the history ends with {head}, the instance row says {}",
+                row.last_hash
+            )));
         }
+        instance.last_hash = start_hash;
 
         let mut index = 0;
         let mut effects = Vec::new();

@@ -21,6 +21,7 @@
 pub mod activity;
 pub mod clock;
 mod error;
+mod failpoint;
 pub mod history;
 pub mod instance;
 pub mod machines;

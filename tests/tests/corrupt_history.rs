@@ -156,7 +156,6 @@ async fn corrupt_histories_fault_their_instances_and_nothing_else() {
 
     let mut event = wait_event(&pool, BROKEN_CHAIN).await;
     event.payload = r#"{"name":"gone"}"#.into();
-    event.reseal();
     write_back(&pool, &event, false).await;
     let tampered = [
         (BAD_TAG, last_event(&pool, BAD_TAG).await),
@@ -219,4 +218,84 @@ async fn corrupt_histories_fault_their_instances_and_nothing_else() {
         assert_eq!(last_event(&pool, id).await, event, "{id}: history untouched");
     }
     pool.close().await;
+}
+
+/// A history rewritten and resealed end to end (here: a forged activity result) is internally
+/// consistent; only the instance row's chain head (`last_hash`) still tells the truth. The
+/// engine should compare the two when it loads the instance and refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resealed_history_that_disagrees_with_the_row_chain_head_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("forged.db");
+    let clock = Arc::new(ManualClock::frozen(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).single().expect("valid time")));
+    let forged = InstanceId::new("forged");
+    let program = || {
+        Program::new(
+            "work-then-wait",
+            vec![
+                Op::Activity { name: "noop".into(), options: ActivityOptions::default() },
+                Op::WaitEvent { name: "go".into() },
+            ],
+        )
+    };
+    let open = || async {
+        let sqlite =
+            SqliteStore::open(path.to_str().expect("utf-8 path"), SqliteOptions::default()).await.expect("open");
+        let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+        let engine = Engine::builder()
+            .store(store)
+            .clock(clock.clone())
+            .orchestration(program())
+            .activity("noop", |ctx, _| async move { Ok(json!({ "seq": ctx.seq })) })
+            .build()
+            .await
+            .expect("engine");
+        (engine, sqlite)
+    };
+
+    let (engine, sqlite) = open().await;
+    let options = StartOptions { id: Some(forged.clone()), idempotency_key: None };
+    engine.start("work-then-wait", json!({}), options).await.expect("start");
+    // Started, ActivityScheduled, ActivityCompleted, EventWaitStarted.
+    let mut waiting = false;
+    for _ in 0..2_000 {
+        if engine.history(&forged, 0, 100).await.expect("history").len() == 4 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(waiting, "the activity completed and the instance waits for go");
+    stop(engine, sqlite).await;
+
+    // Forge the activity's result and reseal the chain from there to the end; the row is untouched.
+    let pool = open_db(&path).await.expect("open the database");
+    let mut history = history_of(&pool, forged.as_str()).await.expect("history");
+    assert_eq!(history[2].payload, r#"{"activity":1,"result":{"seq":1},"attempt":1}"#);
+    history[2].payload = r#"{"activity":1,"result":{"seq":999},"attempt":1}"#.into();
+    history[2].reseal();
+    history[3].prev_hash = history[2].hash.clone();
+    history[3].reseal();
+    overwrite_event(&pool, &history[2]).await.expect("forge");
+    sqlx::query("UPDATE history SET prev_hash = ?2, hash = ?3 WHERE instance_id = ?1 AND seq = 3")
+        .bind(forged.as_str())
+        .bind(&history[3].prev_hash)
+        .bind(&history[3].hash)
+        .execute(&pool)
+        .await
+        .expect("reseal the successor");
+    let head: String = sqlx::query_scalar("SELECT last_hash FROM instances WHERE id = ?1")
+        .bind(forged.as_str())
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+    assert_ne!(head, history[3].hash, "the row's chain head no longer matches the history");
+    pool.close().await;
+
+    let (engine, sqlite) = open().await;
+    assert_faulted(engine.raise_event(&forged, go()).await, &forged);
+    let incidents = engine.incidents(Some(&forged), true).await.expect("incidents");
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0].kind, IncidentKind::CorruptHistory);
+    stop(engine, sqlite).await;
 }

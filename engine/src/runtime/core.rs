@@ -624,6 +624,7 @@ impl Core {
         }
         batch.absent.remove(&id);
         self.insert_cache(instance, 0);
+        batch.steps += 1;
         let mut work = VecDeque::new();
         self.merge(batch, &id, step, &mut work);
         // Children of a first step start in this same turn.
@@ -918,7 +919,7 @@ impl Core {
         let result = if writes.is_empty() {
             Ok(())
         } else {
-            fail::fail_point!("step.before_commit", |_| std::process::abort());
+            crate::failpoint::hit("step.before_commit");
             self.shared.store.commit(&writes).await
         };
         match result {
@@ -926,7 +927,7 @@ impl Core {
                 if !writes.is_empty() {
                     self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.shared.stats.steps.fetch_add(steps, Ordering::Relaxed);
-                    fail::fail_point!("step.after_commit", |_| std::process::abort());
+                    crate::failpoint::hit("step.after_commit");
                 }
                 for item in post {
                     self.post(item).await;
