@@ -421,13 +421,19 @@ pub async fn tasks_lifecycle(store: &dyn Store) {
     assert_eq!(seqs_of_tasks(&ok(store, store.tasks_of(&a).await, "tasks_of")), [1, 2, 3], "[{kind}] tasks_of by seq");
     assert_eq!(open_of_a().await, [2, 3, 1], "[{kind}] open tasks by visible_at");
 
-    ok(store, store.record_attempt(&a, 1, 2, at(5), "boom").await, "record_attempt");
+    // A failed attempt is recorded as an update of the task row (the runtime's retry path).
+    let mut retried = task("task-a", 1, at(30));
+    retried.attempt = 2;
+    retried.visible_at = at(5);
+    retried.last_error = Some("boom".into());
+    let mut write = touch(&row);
+    write.tasks_updated = vec![retried];
+    commit_ok(store, &[write], "retry").await;
     let tasks = ok(store, store.tasks_of(&a).await, "tasks_of");
     assert_eq!(tasks[0].attempt, 2, "[{kind}] attempt recorded");
     assert_eq!(tasks[0].visible_at, at(5), "[{kind}] visible_at recorded");
     assert_eq!(tasks[0].last_error.as_deref(), Some("boom"), "[{kind}] error recorded");
     assert_eq!(open_of_a().await, [1, 2, 3], "[{kind}] open tasks after the retry is scheduled");
-    ok(store, store.record_attempt(&a, 99, 1, at(0), "gone").await, "record_attempt on a finished task");
 
     // Park task 2; an update of a task that no longer exists changes nothing.
     let mut parked = task("task-a", 2, at(10));

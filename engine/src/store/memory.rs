@@ -352,22 +352,6 @@ impl TaskStore for MemoryStore {
     async fn tasks_of(&self, id: &InstanceId) -> StoreResult<Vec<TaskRow>> {
         Ok(self.state().tasks.range(instance_range(id)).map(|(_, task)| task.clone()).collect())
     }
-
-    async fn record_attempt(
-        &self,
-        id: &InstanceId,
-        seq: Seq,
-        attempt: u32,
-        visible_at: DateTime<Utc>,
-        error: &str,
-    ) -> StoreResult<()> {
-        if let Some(task) = self.state().tasks.get_mut(&(id.clone(), seq)) {
-            task.attempt = attempt;
-            task.visible_at = history_time(visible_at);
-            task.last_error = Some(error.to_owned());
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]

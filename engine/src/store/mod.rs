@@ -308,21 +308,12 @@ pub trait HistoryStore: Send + Sync {
     async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<InstanceRow>>;
 }
 
-/// Activity tasks outside the step path: recovery and retry bookkeeping.
+/// Activity tasks outside the step path: recovery and inspection.
 #[async_trait]
 pub trait TaskStore: Send + Sync {
     /// Every task not parked, for recovery after a restart.
     async fn open_tasks(&self, limit: u32) -> StoreResult<Vec<TaskRow>>;
     async fn tasks_of(&self, id: &InstanceId) -> StoreResult<Vec<TaskRow>>;
-    /// Records a failed attempt: the new attempt count, when to try again, and why.
-    async fn record_attempt(
-        &self,
-        id: &InstanceId,
-        seq: Seq,
-        attempt: u32,
-        visible_at: DateTime<Utc>,
-        error: &str,
-    ) -> StoreResult<()>;
 }
 
 /// Durable timers, read by due time.

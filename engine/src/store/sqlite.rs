@@ -824,9 +824,6 @@ const TASKS_OF: &str = "
     SELECT instance_id, seq, name, input, options, attempt, visible_ms, parked, last_error
     FROM tasks WHERE instance_id = ?1 ORDER BY seq";
 
-const RECORD_ATTEMPT: &str = "
-    UPDATE tasks SET attempt = ?3, visible_ms = ?4, last_error = ?5 WHERE instance_id = ?1 AND seq = ?2";
-
 #[async_trait]
 impl TaskStore for SqliteStore {
     async fn open_tasks(&self, limit: u32) -> StoreResult<Vec<TaskRow>> {
@@ -845,27 +842,6 @@ impl TaskStore for SqliteStore {
             .await
             .map_err(|err| db_error("tasks", err))?;
         decode_all(&rows, decode_task)
-    }
-
-    async fn record_attempt(
-        &self,
-        id: &InstanceId,
-        seq: Seq,
-        attempt: u32,
-        visible_at: DateTime<Utc>,
-        error: &str,
-    ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(RECORD_ATTEMPT)
-            .bind(id.as_str())
-            .bind(to_sql(seq, "task seq")?)
-            .bind(i64::from(attempt))
-            .bind(visible_at.timestamp_millis())
-            .bind(error)
-            .execute(&mut *tx)
-            .await
-            .map_err(|err| db_error("tasks", err))?;
-        tx.commit().await.map_err(|err| db_error("commit", err))
     }
 }
 
