@@ -23,6 +23,9 @@ CREATE INDEX instances_by_status ON instances (status, id);
 CREATE INDEX instances_by_orchestration ON instances (orchestration, id);
 
 CREATE TABLE history (
+    -- Rows are appended in commit order, so a group commit writes a few new pages instead of
+    -- rewriting one page per instance; the unique key below is the fence against forks.
+    id          INTEGER PRIMARY KEY,
     instance_id TEXT    NOT NULL,
     seq         INTEGER NOT NULL,
     tag         INTEGER NOT NULL,
@@ -32,8 +35,8 @@ CREATE TABLE history (
     payload     TEXT    NOT NULL,
     prev_hash   TEXT    NOT NULL,
     hash        TEXT    NOT NULL,
-    PRIMARY KEY (instance_id, seq)
-) WITHOUT ROWID;
+    UNIQUE (instance_id, seq)
+);
 
 -- One snapshot per instance: the newest replaces the previous one.
 CREATE TABLE snapshots (

@@ -1003,6 +1003,11 @@ impl Core {
             let _ = reply.send(Ok(outcome));
             return;
         }
+        // A cached instance that has not ended needs no store read: its end will be posted.
+        if self.cache.contains_key(&id) {
+            self.watchers.entry(id).or_default().push(reply);
+            return;
+        }
         match self.shared.store.instance(&id).await {
             Ok(None) => {
                 let _ = reply.send(Err(EngineError::InstanceNotFound(id)));
