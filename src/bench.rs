@@ -38,6 +38,10 @@ const W1: &str = "bench-w1";
 const W2: &str = "bench-w2";
 const W3: &str = "bench-w3";
 const RELOAD: &str = "bench-reload";
+const LOOP: &str = "bench-loop";
+/// The loop workload's iterations, and how often it continues as new.
+const LOOP_ITERATIONS: u64 = 100_000;
+const LOOP_RUN_LENGTH: u64 = 1_000;
 /// Iterations of the reload program: two events each, so 10,000 events (plus start and end).
 const RELOAD_ITERATIONS: u64 = 5_000;
 /// Starts in flight at once where a workload does not ask for "all at once" (W2, W3): twice the
@@ -66,6 +70,10 @@ pub enum Workload {
     /// Cold load of an instance with 10,000 history events, with and without its snapshot.
     #[value(name = "reload")]
     Reload,
+    /// A 100,000-iteration loop that continues as new every 1,000: memory stays bounded, and
+    /// the instance still reloads fast at the end.
+    #[value(name = "loop")]
+    Loop,
 }
 
 impl Workload {
@@ -76,6 +84,7 @@ impl Workload {
             Self::W2 => "w2",
             Self::W3 => "w3",
             Self::Reload => "reload",
+            Self::Loop => "loop",
         }
     }
 
@@ -85,7 +94,7 @@ impl Workload {
             Self::W1Latency => 200,
             Self::W2 => 10_000,
             Self::W3 => 100_000,
-            Self::Reload => 1,
+            Self::Reload | Self::Loop => 1,
         }
     }
 }
@@ -177,6 +186,11 @@ fn reload_program() -> Program {
     Program::new(RELOAD, vec![Op::Loop { name: "noop".into(), times: RELOAD_ITERATIONS, every: 0 }])
 }
 
+/// The loop program: many iterations of a no-op activity, continuing as new as it goes.
+fn loop_program() -> Program {
+    Program::new(LOOP, vec![Op::Loop { name: "noop".into(), times: LOOP_ITERATIONS, every: LOOP_RUN_LENGTH }])
+}
+
 /// Registers every orchestration the benches start, so their instances can be replayed.
 pub fn known_orchestrations(replayer: Replayer) -> Replayer {
     replayer
@@ -184,6 +198,7 @@ pub fn known_orchestrations(replayer: Replayer) -> Replayer {
         .orchestration(w2_program())
         .orchestration(w3_program())
         .orchestration(reload_program())
+        .orchestration(loop_program())
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -284,6 +299,7 @@ async fn build_engine(store: Arc<SqliteStore>, options: EngineOptions) -> anyhow
         .orchestration(w2_program())
         .orchestration(w3_program())
         .orchestration(reload_program())
+        .orchestration(loop_program())
         .activity("noop", |_ctx, _input| async { Ok(Value::Null) })
         .build()
         .await
@@ -343,6 +359,7 @@ impl Bench {
             Workload::W2 => self.w2(instances, report).await?,
             Workload::W3 => self.w3(instances, args.due_in_secs, report).await?,
             Workload::Reload => self.reload(report).await?,
+            Workload::Loop => self.long_loop(report).await?,
         }
         let incidents = self.engine.stats().incidents;
         report.extra("incidents", json!(incidents));
@@ -589,6 +606,45 @@ impl Bench {
         report.extra("snapshot_replayed_events", json!(snapshot_events));
         report.extra("history_replayed_events", json!(replayed));
         report.extra("repetitions", json!(RELOAD_REPETITIONS));
+        Ok(())
+    }
+}
+
+impl Bench {
+    /// Loop: one instance runs 100,000 activities, continuing as new every 1,000; then it is
+    /// cold-loaded from a freshly opened store.
+    async fn long_loop(&mut self, report: &mut Report) -> anyhow::Result<()> {
+        let before = self.engine.stats();
+        let began = Instant::now();
+        let outcome = start_and_wait(&self.engine, LOOP, json!({})).await;
+        let seconds = began.elapsed().as_secs_f64();
+        if !self.errors.check(outcome) {
+            anyhow::bail!("the loop instance did not complete");
+        }
+        report.instances = Some(1);
+        report.set_steps(delta(before, self.engine.stats()), seconds);
+        report.extra("iterations", json!(LOOP_ITERATIONS));
+        report.extra("run_length", json!(LOOP_RUN_LENGTH));
+        report.extra("peak_rss_during_loop_mb", json!(peak_rss_mb()));
+        let id = self.engine.store().list_instances(&Default::default()).await?.remove(0).id;
+        self.engine.shutdown().await;
+        self.store.close().await;
+        let store = SqliteStore::open(&self.url, self.sqlite.clone()).await.context("reopening the store")?;
+        let replayer = known_orchestrations(Replayer::new());
+        let mut loads = Vec::with_capacity(RELOAD_REPETITIONS);
+        let mut replayed = 0;
+        for _ in 0..RELOAD_REPETITIONS {
+            let start = Instant::now();
+            replayed = replayer.cold_load(&store, &id, true).await?;
+            loads.push(ms(start.elapsed()));
+        }
+        // The row's next sequence number is the history's length (reading 200,000 events to
+        // count them would measure the bench, not the engine).
+        let row = store.instance(&id).await?.context("the loop instance is gone")?;
+        report.extra("history_events", json!(row.next_seq));
+        report.extra("reload_replayed_events", json!(replayed));
+        store.close().await;
+        report.set_latencies(&mut loads);
         Ok(())
     }
 }

@@ -71,7 +71,7 @@ impl Replayer {
             state: None,
             snapshot_matches: None,
         };
-        let history = read_all(store, id).await?;
+        let history = read_all(store, id, 0).await?;
         report.events = history.len() as u64;
         let mut prev = GENESIS_HASH.to_owned();
         for event in &history {
@@ -125,17 +125,15 @@ impl Replayer {
             Instance::replay(orchestration, &loaded.row, loaded.snapshot.as_ref(), &loaded.events)?;
             Ok(loaded.events.len())
         } else {
-            let events: Vec<StoredEvent> =
-                read_all(store, id).await?.into_iter().filter(|e| e.seq >= row.run_start).collect();
+            let events: Vec<StoredEvent> = read_all(store, id, row.run_start).await?;
             Instance::replay(orchestration, &row, None, &events)?;
             Ok(events.len())
         }
     }
 }
 
-async fn read_all(store: &dyn Store, id: &InstanceId) -> Result<Vec<StoredEvent>, EngineError> {
+async fn read_all(store: &dyn Store, id: &InstanceId, mut from: Seq) -> Result<Vec<StoredEvent>, EngineError> {
     let mut events = Vec::new();
-    let mut from: Seq = 0;
     loop {
         let page = store.history(id, from, 10_000).await?;
         let Some(last) = page.last() else { break };
