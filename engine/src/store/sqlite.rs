@@ -638,16 +638,32 @@ impl StepStore for SqliteStore {
         if statements.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
-        for statement in statements {
-            sqlx::query(statement.sql)
-                .bind(statement.rows)
-                .execute(&mut *tx)
-                .await
-                .map_err(|err| db_error(statement.table, err))?;
+        // The whole transaction (BEGIN IMMEDIATE, every table's statement, COMMIT) goes to
+        // SQLite's thread as one multi-statement query: one hand-off instead of one per
+        // statement (a hand-off costs tens of microseconds, as much as the work). Each
+        // statement's `?1` becomes an anonymous `?`, which sqlx binds in order across the
+        // statements (numbered parameters past the first statement are bound wrongly by
+        // sqlx-sqlite 0.9). The text comes only from the constants above; the few table
+        // combinations each get a cached prepared statement.
+        let tables: Vec<&str> = statements.iter().map(|statement| statement.table).collect();
+        let mut sql = String::from("BEGIN IMMEDIATE;\n");
+        for statement in &statements {
+            sql.push_str(&statement.sql.replace("?1", "?"));
+            sql.push_str(";\n");
         }
-        // Dropping the transaction on an error above rolls the whole batch back.
-        tx.commit().await.map_err(|err| db_error("commit", err))
+        sql.push_str("COMMIT;\n");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for statement in statements {
+            query = query.bind(statement.rows);
+        }
+        let mut conn = self.write.acquire().await.map_err(|err| db_error("begin", err))?;
+        if let Err(err) = query.execute(&mut *conn).await {
+            // A statement or the COMMIT failed: nothing of the batch may stay. The ROLLBACK's own
+            // error (no transaction left open) changes nothing.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(db_error(&tables.join(", "), err));
+        }
+        Ok(())
     }
 }
 
