@@ -47,6 +47,19 @@ async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
     panic!("never happened: {what}");
 }
 
+/// Waits until the instance's open task records `attempts` failed attempts (the retry is then
+/// scheduled from the clock's current time, so moving the clock afterwards is meaningful).
+async fn failed_attempts(engine: &Engine, id: &InstanceId, attempts: u32) {
+    for _ in 0..2_000 {
+        let tasks = engine.describe(id).await.expect("describe").tasks;
+        if tasks.first().is_some_and(|t| t.attempt >= attempts) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the task never recorded {attempts} failed attempts");
+}
+
 async fn kinds(engine: &Engine, id: &InstanceId) -> Vec<String> {
     let history = engine.history(id, 0, 10_000).await.expect("history");
     history.iter().map(|e| e.to_view()["type"].as_str().unwrap_or("?").to_owned()).collect()
@@ -148,7 +161,6 @@ async fn events_are_taken_whether_they_arrive_before_or_after_the_wait() {
     assert_eq!(engine.raise_event(&id, event("first", "e1")).await.expect("raise"), Raised::Accepted);
     assert_eq!(engine.raise_event(&id, event("first", "e1")).await.expect("raise"), Raised::Duplicate, "same event id");
     engine.advance_clock(Duration::from_secs(1)).await.expect("advance");
-    eventually("the instance waits for second", || true).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(engine.raise_event(&id, event("second", "e2")).await.expect("raise"), Raised::Accepted);
     let outcome = wait(&engine, &id).await;
@@ -223,14 +235,14 @@ async fn retries_back_off_on_the_engine_clock_then_succeed() {
         .await
         .expect("engine");
     let id = start(&engine, "retry", json!({})).await;
-    eventually("first attempt", || calls.load(Ordering::SeqCst) == 1).await;
+    failed_attempts(&engine, &id, 1).await;
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1, "no retry before the backoff has passed");
     let task = engine.describe(&id).await.expect("describe").tasks.remove(0);
     assert_eq!((task.attempt, task.last_error.as_deref()), (1, Some("failure 1")));
     assert_eq!(task.visible_at, clock.now() + chrono::Duration::seconds(1));
     engine.advance_clock(Duration::from_secs(1)).await.expect("advance");
-    eventually("second attempt", || calls.load(Ordering::SeqCst) == 2).await;
+    failed_attempts(&engine, &id, 2).await;
     engine.advance_clock(Duration::from_secs(2)).await.expect("advance");
     let outcome = wait(&engine, &id).await;
     assert_eq!(outcome.result.expect("output")["results"], json!([{"attempt": 3}]));
@@ -249,8 +261,7 @@ async fn an_unhandled_final_failure_becomes_a_retryable_incident() {
         .await
         .expect("engine");
     let id = start(&engine, "incident", json!({})).await;
-    eventually("first attempt", || calls.load(Ordering::SeqCst) == 1).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    failed_attempts(&engine, &id, 1).await;
     engine.advance_clock(Duration::from_secs(1)).await.expect("advance");
     eventually("second attempt", || calls.load(Ordering::SeqCst) == 2).await;
     let mut incidents = Vec::new();
@@ -332,7 +343,7 @@ async fn a_timed_out_attempt_is_retried_and_its_late_completion_is_dropped() {
     let id = start(&engine, "slow", json!({})).await;
     eventually("first attempt runs", || calls.load(Ordering::SeqCst) == 1).await;
     engine.advance_clock(Duration::from_secs(5)).await.expect("advance");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    failed_attempts(&engine, &id, 1).await;
     engine.advance_clock(Duration::from_secs(1)).await.expect("advance past the backoff");
     let outcome = wait(&engine, &id).await;
     assert_eq!(outcome.result.expect("output")["results"], json!(["on time"]));
@@ -348,21 +359,26 @@ async fn heartbeats_keep_an_attempt_alive_and_silence_times_it_out() {
     let options = ActivityOptions { heartbeat_timeout_ms: Some(10_000), ..retrying(2) };
     let program = Program::new("beats", vec![Op::Activity { name: "quiet".into(), options }]);
     let clock = clock();
+    let started = Arc::new(AtomicU32::new(0));
+    let counter = started.clone();
     let engine = noop_builder(memory(), clock.clone())
-        .activity("quiet", |ctx, _| async move {
-            if ctx.attempt == 1 {
-                std::future::pending::<()>().await;
+        .activity("quiet", move |ctx, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if ctx.attempt == 1 {
+                    std::future::pending::<()>().await;
+                }
+                Ok(json!(ctx.attempt))
             }
-            Ok(json!(ctx.attempt))
         })
         .orchestration(program)
         .build()
         .await
         .expect("engine");
     let id = start(&engine, "beats", json!({})).await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    eventually("the first attempt runs", || started.load(Ordering::SeqCst) == 1).await;
     engine.advance_clock(Duration::from_secs(10)).await.expect("advance");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    failed_attempts(&engine, &id, 1).await;
     engine.advance_clock(Duration::from_secs(1)).await.expect("advance past the backoff");
     let outcome = wait(&engine, &id).await;
     assert_eq!(outcome.result.expect("output")["results"], json!([2]));
@@ -464,7 +480,6 @@ async fn an_instance_survives_a_restart_of_the_engine_on_sqlite() {
     let id = {
         let engine = noop_builder(open().await, clock.clone()).orchestration(program()).build().await.expect("engine");
         let id = start(&engine, "two-phase", json!({})).await;
-        eventually("sleeping", || true).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         engine.shutdown().await;
         id
