@@ -100,6 +100,14 @@ impl Workload {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    #[value(name = "multi-thread")]
+    MultiThread,
+    #[value(name = "current-thread")]
+    CurrentThread,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum WorkerKind {
     /// Activities run as in-process handlers.
     #[value(name = "in-process")]
@@ -138,6 +146,10 @@ pub struct BenchArgs {
     /// Print one JSON object per run instead of a table.
     #[arg(long)]
     json: bool,
+    /// The async runtime the engine (and the load generator) run on. SQLite has its own
+    /// thread either way; `current-thread` saves the cross-thread wake-ups of the core loop.
+    #[arg(long, value_enum, default_value = "multi-thread")]
+    pub runtime: RuntimeKind,
     /// Instances (w1: started at once, default 500; w1-latency: measured runs, default 200;
     /// w2: default 10,000; w3: default 100,000). The reload workload has one instance.
     #[arg(long)]
@@ -261,6 +273,11 @@ async fn run_once(args: &BenchArgs, run: usize) -> anyhow::Result<Report> {
     let cache_capacity = options.cache_capacity;
     let engine = Arc::new(build_engine(store.clone(), options).await?);
     let mut report = Report::new(args, run, &url);
+    let runtime = match args.runtime {
+        RuntimeKind::MultiThread => "multi-thread",
+        RuntimeKind::CurrentThread => "current-thread",
+    };
+    report.extra("runtime", json!(runtime));
     report.extra("store_temporary", json!(temporary));
     report.extra("cache_capacity", json!(cache_capacity));
     report.extra("rss_base_mb", json!(rss_mb().map(round3)));
