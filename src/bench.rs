@@ -387,6 +387,26 @@ impl Bench {
         Ok(self.errors.count)
     }
 
+    /// Joins timed instance tasks (each gives its start and end since a common origin, and its
+    /// outcome): the earliest start, the latest end, and the latency of each success in ms.
+    async fn collect(&mut self, mut set: JoinSet<Timed>) -> (Duration, Duration, Vec<f64>) {
+        let mut first_start = Duration::MAX;
+        let mut last_end = Duration::ZERO;
+        let mut latencies = Vec::with_capacity(set.len());
+        while let Some(joined) = set.join_next().await {
+            let Ok((start, end, outcome)) = joined.map_err(|err| self.errors.add(format_args!("instance task: {err}")))
+            else {
+                continue;
+            };
+            first_start = first_start.min(start);
+            last_end = last_end.max(end);
+            if self.errors.check(outcome) {
+                latencies.push(ms(end.saturating_sub(start)));
+            }
+        }
+        (first_start, last_end, latencies)
+    }
+
     /// W1: `n` instances of 10 sequential no-op activities, started at once.
     async fn w1(&mut self, n: usize, report: &mut Report) -> anyhow::Result<()> {
         let before = self.engine.stats();
@@ -400,20 +420,7 @@ impl Bench {
                 (start, origin.elapsed(), outcome)
             });
         }
-        let mut first_start = Duration::MAX;
-        let mut last_end = Duration::ZERO;
-        let mut latencies = Vec::with_capacity(n);
-        while let Some(joined) = set.join_next().await {
-            let Ok((start, end, outcome)) = joined.map_err(|err| self.errors.add(format_args!("instance task: {err}")))
-            else {
-                continue;
-            };
-            first_start = first_start.min(start);
-            last_end = last_end.max(end);
-            if self.errors.check(outcome) {
-                latencies.push(ms(end.saturating_sub(start)));
-            }
-        }
+        let (first_start, last_end, mut latencies) = self.collect(set).await;
         let delta = delta(before, self.engine.stats());
         let window = last_end.saturating_sub(first_start).as_secs_f64();
         report.instances = Some(n as u64);
@@ -486,18 +493,7 @@ impl Bench {
                 (start, origin.elapsed(), outcome)
             });
         }
-        let mut last_end = Duration::ZERO;
-        let mut latencies = Vec::with_capacity(n);
-        while let Some(joined) = set.join_next().await {
-            let Ok((start, end, outcome)) = joined.map_err(|err| self.errors.add(format_args!("instance task: {err}")))
-            else {
-                continue;
-            };
-            last_end = last_end.max(end);
-            if self.errors.check(outcome) {
-                latencies.push(ms(end.saturating_sub(start)));
-            }
-        }
+        let (_, last_end, mut latencies) = self.collect(set).await;
         let window = last_end.as_secs_f64();
         let delta = delta(before, self.engine.stats());
         report.instances = Some(n as u64);
@@ -665,6 +661,9 @@ impl Bench {
         Ok(())
     }
 }
+
+/// An instance task's start and end (since a common origin) and its outcome.
+type Timed = (Duration, Duration, Result<Outcome, baton_engine::EngineError>);
 
 /// Starts an instance and waits for its end.
 async fn start_and_wait(engine: &Engine, definition: &str, input: Value) -> Result<Outcome, baton_engine::EngineError> {

@@ -860,9 +860,7 @@ impl Core {
             .ok_or(EngineError::IncidentNotFound(incident_id))?;
         let id = incident.instance.clone();
         // Reload from the store: a retry is also how a fixed definition gets a second chance.
-        if let Some(cached) = self.cache.remove(&id) {
-            drop(cached);
-        }
+        self.cache.remove(&id);
         if !self.ensure_loaded(&id, batch).await? {
             return Err(EngineError::InstanceNotFound(id));
         }
