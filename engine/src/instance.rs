@@ -221,6 +221,15 @@ impl Instance {
         self.primitives.timers.contains_key(&timer)
     }
 
+    /// Completed, failed or terminated: no further input changes it.
+    pub fn has_ended(&self) -> bool {
+        self.result.is_some()
+    }
+
+    pub fn has_child(&self, child: Seq) -> bool {
+        self.primitives.children.contains_key(&child)
+    }
+
     pub fn has_activity(&self, activity: Seq) -> bool {
         self.primitives.activities.contains_key(&activity)
     }
@@ -285,7 +294,14 @@ impl Instance {
             }
             let id = self.id.clone();
             let mut ctx = Ctx::new(&id, at, self.next_seq);
-            self.orchestration.on_trigger(self.user.as_mut(), trigger.borrow(), &mut ctx).map_err(StepError::Fault)?;
+            // A panicking orchestration faults this instance only (an incident), never the engine.
+            let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.orchestration.on_trigger(self.user.as_mut(), trigger.borrow(), &mut ctx)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(Fault::internal(format!("the orchestration panicked: {}", panic_message(&panic))))
+            });
+            decided.map_err(StepError::Fault)?;
             for command in ctx.into_commands() {
                 let kind = match command_event(command) {
                     EventKind::ContinuedAsNew(mut next) => {
@@ -448,6 +464,8 @@ impl Instance {
                 let failure = Failure::new("terminated", terminated.reason.clone());
                 self.end(InstanceStatus::Cancelled, Err(failure), triggers, effects);
             }
+            // An instance that has ended stays as it ended.
+            EventKind::IncidentRaised(_) if self.has_ended() => {}
             EventKind::IncidentRaised(_) => self.status = InstanceStatus::Faulted,
             EventKind::IncidentResolved(_) => {
                 self.status = InstanceStatus::Running;
@@ -628,6 +646,15 @@ fn finish<S: Clone>(
         }
     }
     Ok(())
+}
+
+/// The message of a caught panic, when it has one.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 fn describe(kind: &EventKind) -> String {

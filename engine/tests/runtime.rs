@@ -643,3 +643,88 @@ async fn the_manual_clock_offset_survives_a_restart() {
     let refused = baton_engine::runtime::advance_persisted_clock(store.as_ref(), Duration::from_secs(1)).await;
     assert!(matches!(refused, Err(baton_engine::EngineError::ClockNotManual)));
 }
+
+#[tokio::test]
+async fn children_started_in_first_steps_chain_through_one_turn() {
+    // The parent starts a child in its first step; that child starts a grandchild in its own
+    // first step; the grandchild completes at once. Every outcome must travel back up.
+    let grandchild = Program::new("grandchild", vec![Op::Emit { kind: "hello".into() }]);
+    let child = Program::new("child", vec![Op::Child { definition: "grandchild".into() }]);
+    let parent = Program::new(
+        "parent",
+        vec![Op::Child { definition: "child".into() }, Op::Child { definition: "child".into() }],
+    );
+    let engine = noop_builder(memory(), clock())
+        .orchestration(grandchild)
+        .orchestration(child)
+        .orchestration(parent)
+        .build()
+        .await
+        .expect("engine");
+    let id = start(&engine, "parent", json!({})).await;
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.status, InstanceStatus::Completed);
+    assert_eq!(outcome.result.expect("output")["results"].as_array().map(Vec::len), Some(2));
+
+    // A missing child definition fails the child and the parent hears of it (an incident here).
+    let orphan = Program::new("orphan", vec![Op::Child { definition: "nowhere".into() }]);
+    let engine2 = noop_builder(memory(), clock()).orchestration(orphan).build().await.expect("engine");
+    let id = start(&engine2, "orphan", json!({})).await;
+    let mut incidents = Vec::new();
+    for _ in 0..400 {
+        incidents = engine2.incidents(Some(&id), true).await.expect("incidents");
+        if !incidents.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(incidents.len(), 1, "the parent learns its child could not start");
+    engine.shutdown().await;
+    engine2.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_instance_stuck_in_an_incident_can_still_be_terminated() {
+    let program = Program::new("doomed", vec![Op::Activity { name: "broken".into(), options: retrying(1) }]);
+    let engine = noop_builder(memory(), clock())
+        .activity("broken", |_, _| async { Err(ActivityError::non_retryable("always")) })
+        .orchestration(program)
+        .build()
+        .await
+        .expect("engine");
+    let id = start(&engine, "doomed", json!({})).await;
+    for _ in 0..400 {
+        if !engine.incidents(Some(&id), true).await.expect("incidents").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    engine.terminate(&id, "giving up", Actor::User { id: "ops".into() }).await.expect("terminate");
+    assert_eq!(wait(&engine, &id).await.status, InstanceStatus::Cancelled);
+    assert!(engine.incidents(Some(&id), true).await.expect("incidents").is_empty(), "its incidents are closed");
+    assert!(engine.describe(&id).await.expect("describe").tasks.is_empty(), "the parked task is gone");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_panicking_activity_fails_its_attempt_and_is_retried() {
+    let program = Program::new("panicky", vec![Op::Activity { name: "panicky".into(), options: retrying(3) }]);
+    let engine = noop_builder(memory(), clock())
+        .activity("panicky", |ctx, _| async move {
+            if ctx.attempt == 1 {
+                panic!("handler bug");
+            }
+            Ok(json!(ctx.attempt))
+        })
+        .orchestration(program)
+        .build()
+        .await
+        .expect("engine");
+    let id = start(&engine, "panicky", json!({})).await;
+    failed_attempts(&engine, &id, 1).await;
+    let task = engine.describe(&id).await.expect("describe").tasks.remove(0);
+    assert!(task.last_error.as_deref().is_some_and(|e| e.contains("handler bug")), "{:?}", task.last_error);
+    engine.advance_clock(Duration::from_secs(1)).await.expect("advance");
+    assert_eq!(wait(&engine, &id).await.result.expect("output")["results"], json!([2]));
+    engine.shutdown().await;
+}

@@ -161,6 +161,8 @@ struct Batch {
     steps: u64,
     new_keys: HashMap<String, InstanceId>,
     new_event_ids: HashSet<(InstanceId, String)>,
+    /// Incidents retried in this turn (a second retry of one is already done).
+    retried: HashSet<i64>,
     /// Ids known not to exist in the store (from the turn's bulk load).
     absent: HashSet<InstanceId>,
 }
@@ -175,6 +177,7 @@ impl Batch {
             steps: 0,
             new_keys: HashMap::new(),
             new_event_ids: HashSet::new(),
+            retried: HashSet::new(),
             absent: HashSet::new(),
         }
     }
@@ -488,14 +491,14 @@ impl Core {
                     let _ = reply.send(Err(EngineError::ShuttingDown));
                     return;
                 }
-                match self.start(batch, id, &definition, input, idempotency_key, None).await {
+                match self.start(batch, id, &definition, input, idempotency_key, None, work).await {
                     Ok(Some(started)) => batch.post.push(Post::Started(reply, started)),
                     Ok(None) => {}
                     Err(err) => batch.post.push(Post::Fail(ReplyAny::Started(reply), err)),
                 }
             }
             Work::StartChild { id, definition, input, parent } => {
-                if let Err(err) = self.start(batch, id, &definition, input, None, Some(parent.clone())).await {
+                if let Err(err) = self.start(batch, id, &definition, input, None, Some(parent.clone()), work).await {
                     let failure = Failure::new("child.start", err.to_string());
                     work.push_back(Work::ChildOutcome { parent, outcome: Err(failure) });
                 }
@@ -511,16 +514,7 @@ impl Core {
                 }
             }
             Work::Input(Input::Terminate { id, reason, actor, reply }) => {
-                let result = async {
-                    let status = self.live_status(&id, batch).await?;
-                    if status.is_final() {
-                        return Err(EngineError::InstanceEnded { id: id.clone(), status });
-                    }
-                    let kind = EventKind::InstanceTerminated(InstanceTerminated { reason });
-                    self.step(batch, &id, kind, actor, None, work);
-                    Ok(())
-                }
-                .await;
+                let result = self.terminate(batch, &id, reason, actor, work).await;
                 match result {
                     Ok(()) => batch.post.push(Post::Done(reply)),
                     Err(err) => batch.post.push(Post::Fail(ReplyAny::Done(reply), err)),
@@ -553,6 +547,17 @@ impl Core {
                 if !matches!(self.ensure_loaded(&parent.instance, batch).await, Ok(true)) {
                     return;
                 }
+                // A parent that ended, moved on (continue-as-new) or no longer tracks the child
+                // has nothing to learn from it.
+                let waits = self.cache.get(&parent.instance).is_some_and(|c| {
+                    !c.instance.has_ended()
+                        && c.instance.status != InstanceStatus::Faulted
+                        && c.instance.has_child(parent.seq)
+                });
+                if !waits {
+                    tracing::warn!(wf.id = %parent.instance, wf.seq = parent.seq, "child outcome dropped: the parent does not wait for it");
+                    return;
+                }
                 let kind = match outcome {
                     Ok(output) => EventKind::ChildCompleted(ChildCompleted { child: parent.seq, output }),
                     Err(failure) => EventKind::ChildFailed(ChildFailed { child: parent.seq, failure }),
@@ -566,6 +571,38 @@ impl Core {
                 }
             }
         }
+    }
+
+    fn has_ended(&self, id: &InstanceId) -> bool {
+        self.cache.get(id).is_some_and(|c| c.instance.has_ended())
+    }
+
+    /// Ends an instance by hand. Allowed with open incidents (no orchestration code runs), which
+    /// it closes: an instance that can never get past its incident can still be stopped.
+    async fn terminate(
+        &mut self,
+        batch: &mut Batch,
+        id: &InstanceId,
+        reason: String,
+        actor: Actor,
+        work: &mut VecDeque<Work>,
+    ) -> Result<(), EngineError> {
+        if !self.ensure_loaded(id, batch).await? {
+            return Err(EngineError::InstanceNotFound(id.clone()));
+        }
+        if let Some(cached) = self.cache.get(id)
+            && cached.instance.has_ended()
+        {
+            return Err(EngineError::InstanceEnded { id: id.clone(), status: cached.instance.status });
+        }
+        let open: Vec<i64> = self.shared.store.incidents(Some(id), true).await?.iter().map(|i| i.id).collect();
+        if let Some(cached) = self.cache.get_mut(id) {
+            cached.instance.clear_fault();
+        }
+        let kind = EventKind::InstanceTerminated(InstanceTerminated { reason });
+        self.step(batch, id, kind, actor, None, work);
+        batch.write(id).incidents_resolved.extend(open);
+        Ok(())
     }
 
     async fn live_status(&mut self, id: &InstanceId, batch: &Batch) -> Result<InstanceStatus, EngineError> {
@@ -583,6 +620,7 @@ impl Core {
         Ok(status)
     }
 
+    #[allow(clippy::too_many_arguments)] // the start's fields, plus the turn it runs in
     async fn start(
         &mut self,
         batch: &mut Batch,
@@ -591,6 +629,7 @@ impl Core {
         input: Value,
         idempotency_key: Option<String>,
         parent: Option<ParentRef>,
+        work: &mut VecDeque<Work>,
     ) -> Result<Option<Started>, EngineError> {
         if let Some(key) = &idempotency_key {
             if let Some(existing) = batch.new_keys.get(key) {
@@ -625,12 +664,8 @@ impl Core {
         batch.absent.remove(&id);
         self.insert_cache(instance, 0);
         batch.steps += 1;
-        let mut work = VecDeque::new();
-        self.merge(batch, &id, step, &mut work);
-        // Children of a first step start in this same turn.
-        for item in work {
-            Box::pin(self.take(item, batch, &mut VecDeque::new())).await;
-        }
+        // Children of a first step start later in this same turn (the turn drains `work`).
+        self.merge(batch, &id, step, work);
         Ok(Some(Started { id, created: true }))
     }
 
@@ -642,7 +677,7 @@ impl Core {
         work: &mut VecDeque<Work>,
     ) -> Result<Raised, EngineError> {
         let status = self.live_status(id, batch).await?;
-        if status.is_final() {
+        if self.has_ended(id) {
             return Err(EngineError::InstanceEnded { id: id.clone(), status });
         }
         if let Some(event_id) = &event.event_id {
@@ -680,7 +715,12 @@ impl Core {
             return;
         }
         let Some(Inflight { task, .. }) = self.inflight.remove(&key) else { return };
-        if !matches!(self.ensure_loaded(&id, batch).await, Ok(true)) {
+        if let Err(err) = self.ensure_loaded(&id, batch).await {
+            // The result is lost with the attempt; the task runs again later rather than never.
+            tracing::warn!(wf.id = %id, error = %err, "instance not loadable; the activity runs again later");
+            let mut retry = task;
+            retry.visible_at = batch.now + chrono::Duration::seconds(5);
+            self.schedule_retry(retry);
             return;
         }
         let live = self
@@ -700,7 +740,8 @@ impl Core {
                 if let Some(delay) = options.retry.next_delay(attempt, &error) {
                     let mut retry = task.clone();
                     retry.attempt = attempt;
-                    retry.visible_at = batch.now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                    let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                    retry.visible_at = batch.now.checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC);
                     retry.last_error = Some(error.to_string());
                     batch.write(&id).tasks_updated.push(retry.clone());
                     batch.post.push(Post::ScheduleRetry(retry));
@@ -858,9 +899,15 @@ impl Core {
             .await?
             .filter(|i| i.resolved_at.is_none())
             .ok_or(EngineError::IncidentNotFound(incident_id))?;
+        if !batch.retried.insert(incident_id) {
+            return Ok(());
+        }
         let id = incident.instance.clone();
         // Reload from the store: a retry is also how a fixed definition gets a second chance.
-        self.cache.remove(&id);
+        // Not when this turn already stepped the instance: its cached state is ahead of the store.
+        if !batch.index.contains_key(&id) {
+            self.cache.remove(&id);
+        }
         if !self.ensure_loaded(&id, batch).await? {
             return Err(EngineError::InstanceNotFound(id));
         }

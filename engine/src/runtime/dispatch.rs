@@ -59,8 +59,15 @@ pub(crate) fn spawn_attempt(
                 }
             }
         };
+        // A panicking handler fails its attempt (retryable) instead of leaving it running forever.
+        let call = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(call));
         tokio::select! {
-            outcome = call => outcome,
+            outcome = call => outcome.unwrap_or_else(|panic| {
+                Err(ActivityError::retryable(format!(
+                    "the activity panicked: {}",
+                    crate::instance::panic_message(&*panic)
+                )))
+            }),
             _ = start_to_close => Err(ActivityError::retryable("start-to-close timeout")),
             _ = heartbeat_lost => Err(ActivityError::retryable("heartbeat timeout")),
         }
