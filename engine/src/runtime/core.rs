@@ -1076,7 +1076,9 @@ impl Core {
         match self.shared.store.tasks_of(id).await {
             Ok(tasks) => {
                 for task in tasks.into_iter().filter(|t| !t.parked) {
-                    if !self.inflight.contains_key(&(id.clone(), task.seq)) {
+                    let key = (id.clone(), task.seq);
+                    // Running, or waiting out its backoff: it is already accounted for.
+                    if !self.inflight.contains_key(&key) && !self.retry_tasks.contains_key(&key) {
                         self.dispatch_or_schedule(task, now);
                     }
                 }
