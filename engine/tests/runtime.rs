@@ -728,3 +728,51 @@ async fn a_panicking_activity_fails_its_attempt_and_is_retried() {
     assert_eq!(wait(&engine, &id).await.result.expect("output")["results"], json!([2]));
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unusable_snapshot_falls_back_to_the_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snap.db");
+    let url = path.to_str().expect("utf-8 path").to_owned();
+    let program = || {
+        let step = Op::Activity { name: "noop".into(), options: ActivityOptions::default() };
+        Program::new("snap", vec![step.clone(), step.clone(), step, Op::WaitEvent { name: "go".into() }])
+    };
+    let options = || baton_engine::EngineOptions { snapshot_every: 2, ..Default::default() };
+    let open =
+        || async { Arc::new(SqliteStore::open(&url, SqliteOptions::default()).await.expect("open")) as Arc<dyn Store> };
+    let id = {
+        let engine = noop_builder(open().await, clock())
+            .options(options())
+            .orchestration(program())
+            .build()
+            .await
+            .expect("engine");
+        let id = start(&engine, "snap", json!({})).await;
+        for _ in 0..400 {
+            if engine.describe(&id).await.expect("describe").row.status == InstanceStatus::Waiting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        engine.shutdown().await;
+        id
+    };
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{url}")).await.expect("pool");
+    let damaged =
+        sqlx::query("UPDATE snapshots SET state = '{\"not\": \"a snapshot\"}'").execute(&pool).await.expect("update");
+    assert_eq!(damaged.rows_affected(), 1, "the instance had a snapshot to damage");
+    pool.close().await;
+
+    let engine = noop_builder(open().await, clock())
+        .options(options())
+        .orchestration(program())
+        .build()
+        .await
+        .expect("engine again");
+    let go = RaiseEvent { name: "go".into(), payload: json!(1), event_id: None, actor: Actor::System };
+    assert_eq!(engine.raise_event(&id, go).await.expect("raise"), Raised::Accepted);
+    assert_eq!(wait(&engine, &id).await.status, InstanceStatus::Completed);
+    assert!(engine.incidents(Some(&id), false).await.expect("incidents").is_empty());
+    engine.shutdown().await;
+}

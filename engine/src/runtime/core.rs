@@ -416,7 +416,15 @@ impl Core {
             None => Err((IncidentKind::DefinitionMissing, format!("no orchestration is registered as {key}"))),
             Some(orchestration) => {
                 self.shared.stats.replays.fetch_add(1, Ordering::Relaxed);
-                Instance::replay(orchestration.clone(), &row, snapshot.as_ref(), &events).map_err(|err| {
+                let mut replayed = Instance::replay(orchestration.clone(), &row, snapshot.as_ref(), &events);
+                // A snapshot is only a shortcut: if it does not load, the history alone decides.
+                if let (Err(err), Some(snapshot)) = (&replayed, &snapshot) {
+                    tracing::warn!(wf.id = %row.id, snapshot.seq = snapshot.seq, error = %err, "snapshot unusable; replaying the history");
+                    if let Ok(history) = self.shared.store.history(&row.id, row.run_start, u32::MAX).await {
+                        replayed = Instance::replay(orchestration.clone(), &row, None, &history);
+                    }
+                }
+                replayed.map_err(|err| {
                     let kind = match &err {
                         StepError::Nondeterminism { .. } | StepError::Unexpected(_) | StepError::Fault(_) => {
                             IncidentKind::Nondeterminism
