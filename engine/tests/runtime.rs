@@ -60,6 +60,18 @@ async fn failed_attempts(engine: &Engine, id: &InstanceId, attempts: u32) {
     panic!("the task never recorded {attempts} failed attempts");
 }
 
+/// Waits until the instance has an open incident, and returns its open incidents.
+async fn open_incidents(engine: &Engine, id: &InstanceId) -> Vec<baton_engine::store::Incident> {
+    for _ in 0..2_000 {
+        let incidents = engine.incidents(Some(id), true).await.expect("incidents");
+        if !incidents.is_empty() {
+            return incidents;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("no incident was opened on {id}");
+}
+
 async fn kinds(engine: &Engine, id: &InstanceId) -> Vec<String> {
     let history = engine.history(id, 0, 10_000).await.expect("history");
     history.iter().map(|e| e.to_view()["type"].as_str().unwrap_or("?").to_owned()).collect()
@@ -264,14 +276,7 @@ async fn an_unhandled_final_failure_becomes_a_retryable_incident() {
     failed_attempts(&engine, &id, 1).await;
     engine.advance_clock(Duration::from_secs(1)).await.expect("advance");
     eventually("second attempt", || calls.load(Ordering::SeqCst) == 2).await;
-    let mut incidents = Vec::new();
-    for _ in 0..400 {
-        incidents = engine.incidents(Some(&id), true).await.expect("incidents");
-        if !incidents.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let incidents = open_incidents(&engine, &id).await;
     assert_eq!(incidents.len(), 1, "one open incident");
     assert!(incidents[0].reason.contains("failure 2"), "reason says why: {}", incidents[0].reason);
     let description = engine.describe(&id).await.expect("describe");
@@ -670,14 +675,7 @@ async fn children_started_in_first_steps_chain_through_one_turn() {
     let orphan = Program::new("orphan", vec![Op::Child { definition: "nowhere".into() }]);
     let engine2 = noop_builder(memory(), clock()).orchestration(orphan).build().await.expect("engine");
     let id = start(&engine2, "orphan", json!({})).await;
-    let mut incidents = Vec::new();
-    for _ in 0..400 {
-        incidents = engine2.incidents(Some(&id), true).await.expect("incidents");
-        if !incidents.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let incidents = open_incidents(&engine2, &id).await;
     assert_eq!(incidents.len(), 1, "the parent learns its child could not start");
     engine.shutdown().await;
     engine2.shutdown().await;
@@ -693,12 +691,7 @@ async fn an_instance_stuck_in_an_incident_can_still_be_terminated() {
         .await
         .expect("engine");
     let id = start(&engine, "doomed", json!({})).await;
-    for _ in 0..400 {
-        if !engine.incidents(Some(&id), true).await.expect("incidents").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    open_incidents(&engine, &id).await;
     engine.terminate(&id, "giving up", Actor::User { id: "ops".into() }).await.expect("terminate");
     assert_eq!(wait(&engine, &id).await.status, InstanceStatus::Cancelled);
     assert!(engine.incidents(Some(&id), true).await.expect("incidents").is_empty(), "its incidents are closed");

@@ -37,14 +37,14 @@ fn program() -> Program {
     )
 }
 
-async fn start_engine(path: &Path, clock: Arc<ManualClock>) -> (Engine, SqliteStore) {
+async fn start_engine(path: &Path, clock: Arc<ManualClock>, program: Program) -> (Engine, SqliteStore) {
     let sqlite =
         SqliteStore::open(path.to_str().expect("utf-8 path"), SqliteOptions::default()).await.expect("open store");
     let store: Arc<dyn Store> = Arc::new(sqlite.clone());
     let engine = Engine::builder()
         .store(store)
         .clock(clock)
-        .orchestration(program())
+        .orchestration(program)
         .activity("noop", |ctx, _| async move { Ok(json!({ "seq": ctx.seq })) })
         .build()
         .await
@@ -134,7 +134,7 @@ async fn corrupt_histories_fault_their_instances_and_nothing_else() {
     let clock = Arc::new(ManualClock::frozen(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).single().expect("valid time")));
     let ids: Vec<InstanceId> = [CLEAN, BAD_TAG, BAD_PAYLOAD, BROKEN_CHAIN].into_iter().map(InstanceId::new).collect();
 
-    let (first, sqlite) = start_engine(&path, clock.clone()).await;
+    let (first, sqlite) = start_engine(&path, clock.clone(), program()).await;
     for id in &ids {
         let options = StartOptions { id: Some(id.clone()), idempotency_key: None };
         assert!(first.start("gate", json!({}), options).await.expect("start").created);
@@ -164,7 +164,7 @@ async fn corrupt_histories_fault_their_instances_and_nothing_else() {
     ];
     pool.close().await;
 
-    let (engine, sqlite) = start_engine(&path, clock.clone()).await;
+    let (engine, sqlite) = start_engine(&path, clock.clone(), program()).await;
     let clean = &ids[0];
     // All four in one go, so they can share a turn (and its bulk load).
     let (r0, r1, r2, r3) = tokio::join!(
@@ -205,7 +205,7 @@ async fn corrupt_histories_fault_their_instances_and_nothing_else() {
     stop(engine, sqlite).await;
 
     // Another restart: still refused, still one incident each.
-    let (engine, sqlite) = start_engine(&path, clock).await;
+    let (engine, sqlite) = start_engine(&path, clock, program()).await;
     for id in &ids[1..] {
         assert_faulted(engine.raise_event(id, go()).await, id);
     }
@@ -238,20 +238,7 @@ async fn a_resealed_history_that_disagrees_with_the_row_chain_head_is_refused() 
             ],
         )
     };
-    let open = || async {
-        let sqlite =
-            SqliteStore::open(path.to_str().expect("utf-8 path"), SqliteOptions::default()).await.expect("open");
-        let store: Arc<dyn Store> = Arc::new(sqlite.clone());
-        let engine = Engine::builder()
-            .store(store)
-            .clock(clock.clone())
-            .orchestration(program())
-            .activity("noop", |ctx, _| async move { Ok(json!({ "seq": ctx.seq })) })
-            .build()
-            .await
-            .expect("engine");
-        (engine, sqlite)
-    };
+    let open = || start_engine(&path, clock.clone(), program());
 
     let (engine, sqlite) = open().await;
     let options = StartOptions { id: Some(forged.clone()), idempotency_key: None };
