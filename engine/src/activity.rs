@@ -54,6 +54,10 @@ pub enum ActivityError {
     /// Try again, but not before this delay (a rate limit's Retry-After, say).
     #[error("{message} (retry after {after:?})")]
     RetryAfter { message: String, after: Duration },
+    /// A failure with its own type and details (an HTTP call's status, say), passed to the
+    /// orchestration as it is. Not retried by the engine: the orchestration decides.
+    #[error("{0}")]
+    Failed(Failure),
 }
 
 impl ActivityError {
@@ -94,7 +98,7 @@ impl RetryPolicy {
             return None;
         }
         match error {
-            ActivityError::NonRetryable(_) => None,
+            ActivityError::NonRetryable(_) | ActivityError::Failed(_) => None,
             ActivityError::RetryAfter { after, .. } => Some(*after),
             ActivityError::Retryable(_) => {
                 let exponent = attempt.saturating_sub(1).min(64) as i32;

@@ -136,6 +136,11 @@ pub struct EventWaitStarted {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WaitRef {
+    pub wait: Seq,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventReceived {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,6 +272,7 @@ history_events! {
     17 => IncidentRaised(IncidentRaised),
     18 => IncidentResolved(IncidentResolved),
     19 => InstanceTerminated(InstanceTerminated),
+    20 => EventWaitCancelled(WaitRef),
 }
 
 impl EventKind {
@@ -279,6 +285,7 @@ impl EventKind {
                 | Self::TimerStarted(_)
                 | Self::TimerCancelled(_)
                 | Self::EventWaitStarted(_)
+                | Self::EventWaitCancelled(_)
                 | Self::ChildStarted(_)
                 | Self::Emitted(_)
                 | Self::InstanceCompleted(_)
@@ -450,6 +457,7 @@ mod tests {
             (17, "IncidentRaised"),
             (18, "IncidentResolved"),
             (19, "InstanceTerminated"),
+            (20, "EventWaitCancelled"),
         ];
         assert_eq!(EventKind::known_tags(), expected);
     }

@@ -18,13 +18,13 @@ use crate::activity::Failure;
 use crate::history::{
     ActivityScheduled, Actor, ChildStarted, ContinuedAsNew, DecodeError, DefinitionInfo, Emitted, EventKind,
     EventReceived, EventWaitStarted, HistoryEvent, InstanceCompleted, InstanceFailed, InstanceId, Seq, StoredEvent,
-    TimerRef, TimerStarted, time_from_ms,
+    TimerRef, TimerStarted, WaitRef, time_from_ms,
 };
 use crate::machines::{
     ActivityEvent, ActivityState, ChildEvent, ChildState, Next, TimerEvent, TimerState, Unexpected, WaitEvent,
     WaitState,
 };
-use crate::orchestration::{AnyState, Command, Ctx, DynOrchestration, Fault, Trigger};
+use crate::orchestration::{ANY_EVENT, AnyState, Command, Ctx, DynOrchestration, Fault, Trigger};
 use crate::store::{InstanceRow, InstanceStatus, OutboxRow, ParentRef, SnapshotRow, TaskRow, TimerRow};
 
 /// The version of this interpreter of histories, recorded in every started event.
@@ -408,7 +408,8 @@ impl Instance {
                 effects.push(Effect::DisarmTimer(*timer));
             }
             EventKind::EventWaitStarted(wait) => {
-                if let Some(index) = p.buffered.iter().position(|e| e.name == wait.name) {
+                let any = wait.name == ANY_EVENT;
+                if let Some(index) = p.buffered.iter().position(|e| any || e.name == wait.name) {
                     let received = p.buffered.remove(index).unwrap_or_else(|| unreachable!("index from position"));
                     triggers.push_back(OwnedTrigger::EventReceived(seq, received.name, received.payload));
                 } else {
@@ -416,7 +417,8 @@ impl Instance {
                 }
             }
             EventKind::EventReceived(received) => {
-                let waiting = p.waits.iter().find(|(_, WaitState::Waiting { name })| *name == received.name);
+                let waiting =
+                    p.waits.iter().find(|(_, WaitState::Waiting { name })| *name == received.name || name == ANY_EVENT);
                 if let Some((&wait, _)) = waiting {
                     finish(&mut p.waits, wait, |s| WaitState::on(s, wait, WaitEvent::Received))?;
                     triggers.push_back(OwnedTrigger::EventReceived(
@@ -426,6 +428,12 @@ impl Instance {
                     ));
                 } else {
                     p.buffered.push_back(received.clone());
+                }
+            }
+            EventKind::EventWaitCancelled(WaitRef { wait }) => {
+                // A wait whose event already came (and was delivered) has nothing to cancel.
+                if p.waits.contains_key(wait) {
+                    finish(&mut p.waits, *wait, |s| WaitState::on(s, *wait, WaitEvent::Cancelled))?;
                 }
             }
             EventKind::ChildStarted(child) => {
@@ -669,6 +677,7 @@ fn command_event(command: Command) -> EventKind {
         Command::StartTimer { fire_at } => EventKind::TimerStarted(TimerStarted { fire_at }),
         Command::CancelTimer { timer } => EventKind::TimerCancelled(TimerRef { timer }),
         Command::WaitEvent { name } => EventKind::EventWaitStarted(EventWaitStarted { name }),
+        Command::CancelWait { wait } => EventKind::EventWaitCancelled(WaitRef { wait }),
         Command::StartChild { definition, instance, input } => {
             EventKind::ChildStarted(ChildStarted { instance, definition, input })
         }

@@ -29,6 +29,7 @@ pub mod orchestration;
 pub mod program;
 pub mod replay;
 pub mod runtime;
+pub mod secrets;
 pub mod store;
 
 pub use activity::{ActivityContext, ActivityError, ActivityOptions, ActivityRegistry, Failure, RetryPolicy};
@@ -36,11 +37,12 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
 pub use history::{Actor, DefinitionInfo, EventKind, HistoryEvent, InstanceId, Seq, StoredEvent};
 pub use instance::{Effect, Instance, StepError};
-pub use orchestration::{Command, Ctx, Fault, FaultKind, Orchestration, Trigger};
+pub use orchestration::{ANY_EVENT, Command, Ctx, Fault, FaultKind, Orchestration, Trigger};
 pub use runtime::{
     ClockMode, Description, Engine, EngineBuilder, EngineOptions, Outcome, RaiseEvent, Raised, StartOptions, Started,
     StatsSnapshot,
 };
+pub use secrets::{ChainSecrets, EnvSecrets, FileSecrets, SecretProvider};
 pub use store::{InstanceStatus, Store, StoreError};
 
 #[cfg(test)]

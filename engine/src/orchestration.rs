@@ -19,6 +19,9 @@ use serde_json::Value;
 use crate::activity::{ActivityOptions, Failure};
 use crate::history::{DefinitionInfo, InstanceId, Seq};
 
+/// The wait name that takes an event of any name.
+pub const ANY_EVENT: &str = "*";
+
 /// What the orchestration is told about.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Trigger<'a> {
@@ -62,6 +65,7 @@ pub enum Command {
     StartTimer { fire_at: DateTime<Utc> },
     CancelTimer { timer: Seq },
     WaitEvent { name: String },
+    CancelWait { wait: Seq },
     StartChild { definition: String, instance: InstanceId, input: Value },
     Emit { kind: String, payload: Value },
     Complete { output: Value },
@@ -114,11 +118,14 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn new(instance: &'a InstanceId, now: DateTime<Utc>, next_seq: Seq) -> Self {
+    /// A context for driving an orchestration outside the engine (tests, benchmarks,
+    /// simulators): `next_seq` is the sequence number the first command gets.
+    pub fn new(instance: &'a InstanceId, now: DateTime<Utc>, next_seq: Seq) -> Self {
         Self { instance, now, next_seq, commands: Vec::new(), ended: false }
     }
 
-    pub(crate) fn into_commands(self) -> Vec<Command> {
+    /// The commands issued so far, in order.
+    pub fn into_commands(self) -> Vec<Command> {
         self.commands
     }
 
@@ -164,9 +171,16 @@ impl<'a> Ctx<'a> {
     }
 
     /// Waits for the next event named `name` (one that already arrived counts); returns the
-    /// wait's id, which [`Trigger::EventReceived`] carries.
+    /// wait's id, which [`Trigger::EventReceived`] carries. The name [`ANY_EVENT`] takes an
+    /// event of any name.
     pub fn wait_event(&mut self, name: impl Into<String>) -> Seq {
         self.push(Command::WaitEvent { name: name.into() })
+    }
+
+    /// Stops waiting: the wait takes no event any more (events that arrive stay buffered for
+    /// the next wait of their name).
+    pub fn cancel_wait(&mut self, wait: Seq) {
+        self.push(Command::CancelWait { wait });
     }
 
     /// Starts a child instance of the definition registered as `definition` (`name@version`);

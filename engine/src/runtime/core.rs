@@ -756,11 +756,11 @@ impl Core {
                     tracing::debug!(wf.id = %id, wf.seq = seq, activity.attempt = attempt, error = %error, "activity attempt failed; retrying");
                     return;
                 }
-                let kind = match error {
-                    ActivityError::NonRetryable(_) => "activity.non_retryable",
-                    _ => "activity.retries_exhausted",
+                let failure = match error {
+                    ActivityError::Failed(failure) => failure,
+                    ActivityError::NonRetryable(_) => Failure::new("activity.non_retryable", error.to_string()),
+                    _ => Failure::new("activity.retries_exhausted", error.to_string()),
                 };
-                let failure = Failure::new(kind, error.to_string());
                 EventKind::ActivityFailed(ActivityFailed { activity: seq, failure, attempt })
             }
         };
