@@ -1,4 +1,24 @@
 //! Built-in activity implementations: http, notify channels, document storage, SQL, AMQP.
 //!
-//! This crate is part of the workspace layout (docs/architecture.md); its contents arrive with
-//! the issue that owns them.
+//! Implemented so far: the `http` and `openapi` activities of the Serverless Workflow DSL's
+//! `call: http` and `call: openapi` tasks ([`http`], [`openapi`]); see docs/activities.md.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use baton_activities::{HttpConfig, NoSecrets};
+//! use baton_engine::ActivityRegistry;
+//!
+//! let mut registry = ActivityRegistry::new();
+//! baton_activities::register(&mut registry, HttpConfig::new(Arc::new(NoSecrets)));
+//! assert!(registry.contains("http") && registry.contains("openapi"));
+//! ```
+
+mod auth;
+pub mod http;
+mod oauth2;
+pub mod openapi;
+mod problem;
+mod uri;
+
+pub use http::{HttpActivities, HttpConfig, NoSecrets, register};
+pub use problem::ErrorType;
