@@ -1,4 +1,13 @@
-//! The Serverless Workflow DSL: model, parser with spans, validation, jq, the deterministic interpreter.
-//!
-//! This crate is part of the workspace layout (docs/architecture.md); its contents arrive with
-//! the issue that owns them.
+//! The Serverless Workflow DSL as Baton runs it: parsing with source spans, validation against
+//! Baton's schema and semantic rules, jq runtime expressions, and the deterministic interpreter
+//! that runs a definition as an [`baton_engine::Orchestration`].
+
+pub mod diagnostic;
+pub mod duration;
+pub mod expr;
+pub mod interp;
+pub mod model;
+pub mod parse;
+pub mod problem;
+pub mod run;
+pub mod validate;
