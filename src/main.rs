@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod bench;
+mod run_cmd;
 mod store_url;
+mod validate;
 
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, about = "Baton: a durable workflow engine driven by declarative YAML")]
@@ -24,6 +26,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check definitions: the schema, the flow between tasks, expressions, durations and the
+    /// functions they call; every problem is reported with its position.
+    Validate(validate::ValidateArgs),
+    /// Run one instance of a definition to its end and print its output (simulated time,
+    /// events and activity results given on the command line).
+    Run(run_cmd::RunArgs),
     /// Reload a stored instance, replay its history, and report its state or the first
     /// nondeterminism.
     Replay(ReplayArgs),
@@ -102,6 +110,8 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Run(args) => run_cmd::run(args).await,
         Command::Replay(args) => replay(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Admin { command: AdminCommand::Clock { command } } => clock(command).await,

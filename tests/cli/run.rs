@@ -1,0 +1,140 @@
+//! `baton run`: a designer tries a definition without writing Rust.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+fn run(dir: &Path, definition: &str, args: &[&str]) -> (i32, String, String) {
+    let file = dir.join("flow.yaml");
+    std::fs::write(&file, definition).expect("write the definition");
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_baton")).arg("run").arg(&file).args(args).output().expect("baton runs");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("utf-8 output");
+    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+const APPROVAL: &str = r#"document: { dsl: '1.0.3', namespace: demo, name: approval, version: '1.0.0' }
+do:
+  - reserve:
+      call: rooms.reserve
+      with: { room: '${ .room }' }
+  - remind:
+      wait: P2D
+  - decision:
+      listen:
+        to:
+          one:
+            with: { type: com.acme.decided }
+            correlate: { room: { from: '${ .data.room }', expect: '${ .room }' } }
+      output: { as: '${ .[0] }' }
+  - check:
+      switch:
+        - approved: { when: '.approved', then: done }
+        - default: { then: refuse }
+  - refuse:
+      raise:
+        error: { type: https://acme.example/errors/refused, status: 403, title: Refused }
+  - done:
+      set: { approved: true, by: '${ .by }' }
+"#;
+
+fn decided(room: &str, approved: bool) -> String {
+    json!({"specversion": "1.0", "id": format!("d-{room}-{approved}"), "source": "desk", "type": "com.acme.decided",
+           "data": {"room": room, "approved": approved, "by": "ana"}})
+    .to_string()
+}
+
+#[test]
+fn a_run_prints_the_output_after_simulated_time_events_and_activities() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let event = decided("R1", true);
+    let (code, stdout, stderr) = run(
+        dir.path(),
+        APPROVAL,
+        &[
+            "--input",
+            r#"{"room":"R1"}"#,
+            "--activity",
+            r#"rooms.reserve={"room":"R1","held":true}"#,
+            "--event",
+            &event,
+            "--trace",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let output: Value = serde_json::from_str(&stdout).expect("the output is JSON");
+    assert_eq!(output, json!({"approved": true, "by": "ana"}));
+    let started: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "io.serverlessworkflow.task.started.v1")
+        .map(|e| e["task"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(started, ["reserve", "remind", "decision", "check", "done"]);
+}
+
+#[test]
+fn a_fault_prints_the_problem_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let event = decided("R1", false);
+    let (code, stdout, _) = run(
+        dir.path(),
+        APPROVAL,
+        &["--input", r#"{"room":"R1"}"#, "--activity", r#"rooms.reserve={"room":"R1"}"#, "--event", &event],
+    );
+    assert_eq!(code, 1);
+    let problem: Value = serde_json::from_str(&stdout).expect("the problem is JSON");
+    assert_eq!(problem["type"], "https://acme.example/errors/refused");
+    assert_eq!(problem["status"], 403);
+    assert_eq!(problem["instance"], "/do/4/refuse");
+}
+
+#[test]
+fn a_missing_event_is_reported_instead_of_hanging() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, stderr) =
+        run(dir.path(), APPROVAL, &["--input", r#"{"room":"R1"}"#, "--activity", "rooms.reserve={}"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--event"), "{stderr}");
+}
+
+#[test]
+fn an_invalid_definition_shows_where_and_runs_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = "document: { dsl: '1.0.3', namespace: demo, name: broken, version: '1.0.0' }\ndo:\n  - a:\n      set: { x: 1 }\n      then: nowhere\n";
+    let (code, stdout, stderr) = run(dir.path(), broken, &[]);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stderr.contains("flow.yaml:5:"), "{stderr}");
+    assert!(stderr.contains("nowhere"), "{stderr}");
+}
+
+/// A one-shot HTTP server answering every request with `body`.
+fn answer_once(body: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut request = [0u8; 8192];
+            let _ = stream.read(&mut request);
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    format!("http://{address}/reserve")
+}
+
+#[test]
+fn an_activity_can_be_answered_by_an_http_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = answer_once(r#"{"held":true,"room":"R9"}"#);
+    let definition = "document: { dsl: '1.0.3', namespace: demo, name: http-stub, version: '1.0.0' }\ndo:\n  - reserve:\n      call: rooms.reserve\n      with: { room: R9 }\n";
+    let (code, stdout, stderr) = run(dir.path(), definition, &["--activity", &format!("rooms.reserve={url}")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&stdout).expect("json"), json!({"held": true, "room": "R9"}));
+}

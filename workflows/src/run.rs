@@ -1,0 +1,258 @@
+//! Runs one instance of a definition to its end: what `baton run` and the conformance kit use.
+//!
+//! The definition runs on a real engine (a temporary SQLite store unless a file is named) with
+//! simulated time: whenever the instance has nothing to do but wait for a timer, the clock
+//! jumps to that timer, so timers fire in order without waiting.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_engine::history::{Actor, InstanceId};
+use baton_engine::store::sqlite::{SqliteOptions, SqliteStore};
+use baton_engine::{
+    ActivityRegistry, ClockMode, Engine, EngineOptions, InstanceStatus, ManualClock, RaiseEvent, SecretProvider,
+    StartOptions, Store,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::diagnostic::Severity;
+use crate::interp::{Lifecycle, Observer, Workflow};
+use crate::model::Program;
+
+/// Where lifecycle events go as they happen.
+pub type LifecycleSink = Arc<dyn Fn(&Lifecycle) + Send + Sync>;
+
+/// What to run and with what.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The workflow's input.
+    pub input: Value,
+    /// CloudEvents (structured JSON) delivered in order once the instance has started; events
+    /// that come before their listener wait for it.
+    pub events: Vec<Value>,
+    /// Activities the definition may call, by name (`http` and the other built-ins included).
+    pub activities: ActivityRegistry,
+    /// The SQLite file to keep; a temporary one when `None`.
+    pub db: Option<PathBuf>,
+    /// Real time instead of simulated time.
+    pub real_clock: bool,
+    /// Where `use.secrets` come from.
+    pub secrets: Option<Arc<dyn SecretProvider>>,
+    /// Called with each lifecycle event as it happens (`--trace`).
+    pub on_lifecycle: Option<LifecycleSink>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("input", &self.input)
+            .field("events", &self.events.len())
+            .field("activities", &self.activities)
+            .field("db", &self.db)
+            .field("real_clock", &self.real_clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the run ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum RunOutcome {
+    Completed {
+        output: Value,
+    },
+    /// The workflow faulted: `error` is the RFC 7807 problem (type, status, title, detail, instance).
+    Faulted {
+        error: Value,
+    },
+}
+
+/// One task lifecycle event, in the order they happened.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TraceEvent {
+    /// `task.started`, `task.completed`, `task.faulted`, `task.cancelled`, `task.skipped`,
+    /// `task.retried`.
+    pub kind: String,
+    /// The task's name (`getPet`).
+    pub task: String,
+    /// The task's JSON pointer in the definition (`/do/0/getPet`).
+    pub reference: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunReport {
+    pub instance: String,
+    pub outcome: RunOutcome,
+    pub trace: Vec<TraceEvent>,
+}
+
+/// Why a run could not happen at all (the definition is invalid, the store cannot open...).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the definition is invalid:\n{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Engine(String),
+    /// Nothing left to do but the instance has not ended: it waits for an event nobody gave.
+    #[error("the instance is stuck: {0}")]
+    Stuck(String),
+}
+
+impl From<baton_engine::EngineError> for RunError {
+    fn from(error: baton_engine::EngineError) -> Self {
+        Self::Engine(error.to_string())
+    }
+}
+
+struct Collector {
+    instance: Mutex<Option<InstanceId>>,
+    events: Mutex<Vec<TraceEvent>>,
+    forward: Option<LifecycleSink>,
+}
+
+impl Observer for Collector {
+    fn observe(&self, instance: &InstanceId, event: &Lifecycle) {
+        let main = self.instance.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if main.as_ref().is_some_and(|m| m != instance) {
+            return;
+        }
+        if let Some(forward) = &self.forward {
+            forward(event);
+        }
+        if event.task.is_empty() {
+            return;
+        }
+        let kind = event.kind.trim_start_matches("io.serverlessworkflow.").trim_end_matches(".v1").to_owned();
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(TraceEvent {
+            kind,
+            task: event.task.clone(),
+            reference: event.reference.clone(),
+        });
+    }
+}
+
+/// Parses, validates and compiles a definition, or gives the rendered diagnostics.
+pub fn load(source: &str, file: &str) -> Result<Program, RunError> {
+    let (parsed, diagnostics) =
+        crate::validate::check(file, source.as_bytes(), &crate::validate::ValidateOptions::default());
+    let errors: Vec<_> = diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
+    if !errors.is_empty() {
+        return Err(RunError::Invalid(errors.iter().map(|d| d.render(source)).collect::<Vec<_>>().join("\n")));
+    }
+    let parsed = parsed.ok_or_else(|| RunError::Invalid(format!("{file}: could not be read")))?;
+    Program::compile(parsed.value).map_err(|e| RunError::Invalid(format!("{file}: {e}")))
+}
+
+/// A stable hash of a definition's text (FNV-1a, 64 bits): the engine refuses a different text
+/// under the same version.
+pub fn content_hash(source: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in source.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Parses, validates and runs `source` (YAML or JSON, named `file` in diagnostics) once.
+pub async fn run_definition(source: &str, file: &str, options: RunOptions) -> Result<RunReport, RunError> {
+    let program = Arc::new(load(source, file)?);
+    let collector = Arc::new(Collector {
+        instance: Mutex::new(None),
+        events: Mutex::new(Vec::new()),
+        forward: options.on_lifecycle.clone(),
+    });
+    let mut workflow = Workflow::new(Arc::clone(&program), content_hash(source)).with_observer(collector.clone());
+    if let Some(secrets) = &options.secrets {
+        workflow = workflow.with_secrets(Arc::clone(secrets));
+    }
+    let key = workflow.definition_key();
+
+    let temp =
+        tempfile::tempdir().map_err(|e| RunError::Engine(format!("cannot create a temporary directory: {e}")))?;
+    let path = options.db.clone().unwrap_or_else(|| temp.path().join("run.db"));
+    let path = path.to_str().ok_or_else(|| RunError::Engine("the database path is not UTF-8".into()))?.to_owned();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&path, SqliteOptions::default()).await.map_err(|e| RunError::Engine(e.to_string()))?,
+    );
+    let simulated = !options.real_clock;
+    let mut builder = Engine::builder().store(store).orchestration(workflow).activities(options.activities);
+    if simulated {
+        builder = builder
+            .clock(Arc::new(ManualClock::offset(0)))
+            .options(EngineOptions { clock: ClockMode::Manual, ..EngineOptions::default() });
+    }
+    let engine = builder.build().await?;
+    let result = drive(&engine, &key, options.input, options.events, simulated, &collector).await;
+    engine.shutdown().await;
+    let (instance, outcome) = result?;
+    let trace = std::mem::take(&mut *collector.events.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(RunReport { instance: instance.to_string(), outcome, trace })
+}
+
+async fn drive(
+    engine: &Engine,
+    key: &str,
+    input: Value,
+    events: Vec<Value>,
+    simulated: bool,
+    collector: &Collector,
+) -> Result<(InstanceId, RunOutcome), RunError> {
+    let id = InstanceId::new(format!("run-{}", uuid_like()));
+    *collector.instance.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+    engine.start(key, input, StartOptions { id: Some(id.clone()), ..StartOptions::default() }).await?;
+    for event in events {
+        let name = event.get("type").and_then(Value::as_str).unwrap_or(baton_engine::ANY_EVENT).to_owned();
+        let event_id = event.get("id").and_then(Value::as_str).map(str::to_owned);
+        engine.raise_event(&id, RaiseEvent { name, payload: event, event_id, actor: Actor::System }).await?;
+    }
+    let mut idle_rounds = 0u32;
+    loop {
+        let waited = tokio::time::timeout(Duration::from_millis(10), engine.wait(&id)).await;
+        if let Ok(outcome) = waited {
+            let outcome = outcome?;
+            let result = outcome.result.unwrap_or(Value::Null);
+            return Ok((
+                id,
+                match outcome.status {
+                    InstanceStatus::Completed => RunOutcome::Completed { output: result },
+                    _ => RunOutcome::Faulted { error: result.get("details").cloned().unwrap_or(result) },
+                },
+            ));
+        }
+        let description = engine.describe(&id).await?;
+        if !description.incidents.is_empty() {
+            let reasons: Vec<_> = description.incidents.iter().map(|i| i.reason.clone()).collect();
+            return Err(RunError::Stuck(format!("an incident was raised: {}", reasons.join("; "))));
+        }
+        if !description.tasks.is_empty() {
+            idle_rounds = 0;
+            continue;
+        }
+        match description.timers.iter().map(|t| t.due_at).min() {
+            Some(due) if simulated => {
+                idle_rounds = 0;
+                let now = engine.clock().now();
+                if due > now {
+                    engine.advance_clock((due - now).to_std().unwrap_or_default()).await?;
+                }
+            }
+            Some(_) => idle_rounds = 0,
+            None => {
+                idle_rounds += 1;
+                // Half a second with nothing running and nothing due: an event is missing.
+                if idle_rounds > 50 {
+                    return Err(RunError::Stuck("it waits for an event that was not given (--event)".into()));
+                }
+            }
+        }
+    }
+}
+
+/// An id unique enough for a run's instance (time and process based; the store is private).
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{:x}-{:x}", nanos, std::process::id())
+}
