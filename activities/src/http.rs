@@ -226,7 +226,7 @@ impl HttpActivities {
     async fn http(&self, input: Value, sensitive: &mut Sensitive) -> Result<Value, Problem> {
         let input: HttpInput = parse_input(input)?;
         let (template, authentication) = input.endpoint.into_parts();
-        let mut url = parse_url(&expand(&template, &input.arguments)?)?;
+        let mut url = parse_url(&expand(&template, &input.options.arguments)?)?;
         append_query(&mut url, input.query.as_ref());
         let mut headers = header_list(input.headers.as_ref())?;
         let body = match input.body {
@@ -239,13 +239,16 @@ impl HttpActivities {
             headers,
             body,
             authentication,
-            redirect: input.redirect.unwrap_or(false),
+            redirect: input.options.redirect.unwrap_or(false),
         };
-        let context = CallContext { authentications: input.authentications.as_ref(), arguments: &input.arguments };
-        let timeout = self.timeout(input.timeout_ms);
+        let context = CallContext {
+            authentications: input.options.authentications.as_ref(),
+            arguments: &input.options.arguments,
+        };
+        let timeout = self.timeout(input.options.timeout_ms);
         let description = format!("{} {}", request.method, request.url);
         let received = with_timeout(timeout, &description, self.send(request, &context, sensitive)).await?;
-        Ok(render(received, input.output.unwrap_or_default(), sensitive))
+        Ok(render(received, input.options.output.unwrap_or_default(), sensitive))
     }
 
     pub(crate) fn timeout(&self, timeout_ms: Option<u64>) -> Duration {
@@ -477,16 +480,25 @@ struct HttpInput {
     query: Option<Map<String, Value>>,
     #[serde(default)]
     body: Option<Value>,
+    #[serde(flatten)]
+    options: CallOptions,
+}
+
+/// What `http` and `openapi` calls share: how to give the answer, redirects, the deadline, the
+/// URI template's values and the workflow's named authentications.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CallOptions {
     #[serde(default)]
-    output: Option<OutputMode>,
+    pub output: Option<OutputMode>,
     #[serde(default)]
-    redirect: Option<bool>,
+    pub redirect: Option<bool>,
     #[serde(default)]
-    timeout_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
     #[serde(default)]
-    arguments: Value,
+    pub arguments: Value,
     #[serde(default)]
-    authentications: Option<Map<String, Value>>,
+    pub authentications: Option<Map<String, Value>>,
 }
 
 /// An endpoint as the DSL writes it: a URI template, or an object with one.

@@ -62,7 +62,7 @@ use tokio::time::Instant;
 
 use crate::auth::Sensitive;
 use crate::http::{
-    CallContext, Endpoint, FORM, HttpActivities, OutputMode, Request, encode_body, essence, finish, is_json,
+    CallContext, CallOptions, Endpoint, FORM, HttpActivities, Request, encode_body, essence, finish, is_json,
     parse_input, parse_method, parse_url, render, with_timeout,
 };
 use crate::problem::Problem;
@@ -87,16 +87,8 @@ struct OpenApiInput {
     parameters: Option<Map<String, Value>>,
     #[serde(default)]
     authentication: Option<Value>,
-    #[serde(default)]
-    output: Option<OutputMode>,
-    #[serde(default)]
-    redirect: Option<bool>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    arguments: Value,
-    #[serde(default)]
-    authentications: Option<Map<String, Value>>,
+    #[serde(flatten)]
+    options: CallOptions,
 }
 
 #[derive(Deserialize)]
@@ -114,21 +106,24 @@ impl HttpActivities {
 
     async fn openapi(&self, input: Value, sensitive: &mut Sensitive) -> Result<Value, Problem> {
         let input: OpenApiInput = parse_input(input)?;
-        let context = CallContext { authentications: input.authentications.as_ref(), arguments: &input.arguments };
-        let timeout = self.timeout(input.timeout_ms);
+        let context = CallContext {
+            authentications: input.options.authentications.as_ref(),
+            arguments: &input.options.arguments,
+        };
+        let timeout = self.timeout(input.options.timeout_ms);
         let description = format!("the operation '{}'", input.operation_id);
         let received = with_timeout(timeout, &description, async {
             let (template, document_auth) = input.document.endpoint.into_parts();
-            let document_url = parse_url(&expand(&template, &input.arguments)?)?;
+            let document_url = parse_url(&expand(&template, &input.options.arguments)?)?;
             let document = self.document(&document_url, document_auth, &context, sensitive).await?;
             let parameters = input.parameters.clone().unwrap_or_default();
             let mut request = build_request(&document, &document_url, &input.operation_id, &parameters)?;
             request.authentication = input.authentication.clone().filter(|policy| !policy.is_null());
-            request.redirect = input.redirect.unwrap_or(false);
+            request.redirect = input.options.redirect.unwrap_or(false);
             self.send(request, &context, sensitive).await
         })
         .await?;
-        Ok(render(received, input.output.unwrap_or_default(), sensitive))
+        Ok(render(received, input.options.output.unwrap_or_default(), sensitive))
     }
 
     async fn document(

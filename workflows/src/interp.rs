@@ -719,7 +719,9 @@ impl Machine<'_, '_> {
                         Ok(v) => match crate::duration::parse(&v) {
                             Some(d) => d,
                             None => {
-                                return Step::Fail(expression_error(format!("`wait` evaluated to {v}, not a duration")));
+                                return Step::Fail(expression_error(format!(
+                                    "`wait` evaluated to {v}, not a duration"
+                                )));
                             }
                         },
                         Err(e) => return Step::Fail(e),
@@ -1487,12 +1489,7 @@ fn jitter(
     if to <= from {
         return from;
     }
-    // FNV-1a: small, stable across platforms and releases (unlike std's hasher).
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in instance.0.bytes().chain(reference.bytes()).chain(attempt.to_le_bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    let hash = crate::model::stable_hash([instance.0.as_bytes(), reference.as_bytes(), &attempt.to_le_bytes()]);
     let span = (to - from).as_millis().max(1) as u64;
     from + std::time::Duration::from_millis(hash % span)
 }

@@ -954,6 +954,17 @@ impl Compiler {
     }
 }
 
+/// FNV-1a over some byte strings: small, and stable across platforms and releases (std's
+/// hasher promises neither), for content hashes and replay-stable jitter.
+pub fn stable_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in parts.into_iter().flatten() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
 /// Removes the value at `path` inside `value`, returning it.
 fn take(value: &mut Value, path: &[&str]) -> Option<Value> {
     let (last, parents) = path.split_last()?;

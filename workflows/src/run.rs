@@ -148,12 +148,7 @@ pub fn load(source: &str, file: &str) -> Result<Program, RunError> {
 /// A stable hash of a definition's text (FNV-1a, 64 bits): the engine refuses a different text
 /// under the same version.
 pub fn content_hash(source: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in source.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", crate::model::stable_hash([source.as_bytes()]))
 }
 
 /// Parses, validates and runs `source` (YAML or JSON, named `file` in diagnostics) once.

@@ -388,11 +388,7 @@ impl Reporter<'_, '_> {
             }
             ValidationErrorKind::UnevaluatedProperties { unexpected }
             | ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let mut known = BTreeSet::new();
-                known_properties(self.schema, node, &mut known, 0);
-                for name in unexpected.iter().filter(|name| !known.contains(name.as_str())) {
-                    self.unknown_property(&pointer, name, &known);
-                }
+                self.unknown_properties(node, &pointer, unexpected);
             }
             ValidationErrorKind::Enum { options }
                 if options.as_array().is_some_and(|o| o.iter().all(Value::is_string)) && !instance.is_string() =>
@@ -454,6 +450,16 @@ impl Reporter<'_, '_> {
 
     fn error(&self, code: &'static str, pointer: &str, message: String) -> Diagnostic {
         Diagnostic::error(code, self.cx.file, self.cx.span(pointer), pointer, message)
+    }
+
+    /// Reports the properties a schema node does not know (those another branch knows are left
+    /// to that branch's own error).
+    fn unknown_properties(&mut self, node: &Value, pointer: &str, unexpected: &[String]) {
+        let mut known = BTreeSet::new();
+        known_properties(self.schema, node, &mut known, 0);
+        for name in unexpected.iter().filter(|name| !known.contains(name.as_str())) {
+            self.unknown_property(pointer, name, &known);
+        }
     }
 
     fn unknown_property(&mut self, pointer: &str, name: &str, known: &BTreeSet<&str>) {
@@ -524,11 +530,7 @@ impl Reporter<'_, '_> {
         match error.kind() {
             ValidationErrorKind::UnevaluatedProperties { unexpected }
             | ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let mut known = BTreeSet::new();
-                known_properties(self.schema, node, &mut known, 0);
-                for name in unexpected.iter().filter(|name| !known.contains(name.as_str())) {
-                    self.unknown_property(&pointer, name, &known);
-                }
+                self.unknown_properties(node, &pointer, unexpected);
             }
             ValidationErrorKind::Type { .. } => {
                 let expected = self.schema.pointer(&location).map_or_else(|| "another type".to_owned(), type_names);
