@@ -769,3 +769,63 @@ async fn an_unusable_snapshot_falls_back_to_the_history() {
     assert!(engine.incidents(Some(&id), false).await.expect("incidents").is_empty());
     engine.shutdown().await;
 }
+
+/// Waits on "yes" and on any name; the first event cancels the other wait and starts a new
+/// "yes" wait, which must be the one the next "yes" event reaches.
+#[derive(Debug)]
+struct EitherThenYes;
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct EitherState {
+    waits: Vec<u64>,
+    first: Option<String>,
+}
+
+impl baton_engine::Orchestration for EitherThenYes {
+    type State = EitherState;
+
+    fn definition(&self) -> baton_engine::DefinitionInfo {
+        baton_engine::DefinitionInfo::new("either", "1", "h1")
+    }
+
+    fn on_trigger(
+        &self,
+        state: &mut EitherState,
+        trigger: baton_engine::Trigger<'_>,
+        ctx: &mut baton_engine::Ctx<'_>,
+    ) -> Result<(), baton_engine::Fault> {
+        match trigger {
+            baton_engine::Trigger::Started { .. } => {
+                state.waits.push(ctx.wait_event("yes"));
+                state.waits.push(ctx.wait_event(baton_engine::ANY_EVENT));
+            }
+            baton_engine::Trigger::EventReceived { wait, name, .. } if state.first.is_none() => {
+                state.first = Some(name.to_owned());
+                for other in state.waits.clone().into_iter().filter(|w| *w != wait) {
+                    ctx.cancel_wait(other);
+                }
+                state.waits = vec![ctx.wait_event("yes")];
+            }
+            baton_engine::Trigger::EventReceived { wait, name, .. } => {
+                ctx.complete(json!({ "first": state.first, "second": name, "by_new_wait": state.waits == [wait] }));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_wait_takes_no_event_and_any_name_takes_any() {
+    let engine =
+        Engine::builder().store(memory()).clock(clock()).orchestration(EitherThenYes).build().await.expect("engine");
+    let id = engine.start("either@1", json!({}), StartOptions::default()).await.expect("start").id;
+    for name in ["no", "yes"] {
+        let event = RaiseEvent { name: name.into(), payload: json!({}), event_id: None, actor: Actor::System };
+        assert_eq!(engine.raise_event(&id, event).await.expect("raise"), Raised::Accepted);
+    }
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.result, Some(json!({ "first": "no", "second": "yes", "by_new_wait": true })));
+    let history = engine.history(&id, 0, 100).await.expect("history");
+    assert!(history.iter().any(|e| e.tag == 20), "the cancel (EventWaitCancelled, tag 20) is in history");
+}
