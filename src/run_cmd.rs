@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// there as JSON and the JSON answer is the result). Repeatable.
     #[arg(long = "activity")]
     activities: Vec<String>,
+    /// How long an event given before its listener is kept for it (ISO 8601, e.g. PT1H);
+    /// kept until taken when absent.
+    #[arg(long)]
+    event_retention: Option<String>,
     /// Print the task lifecycle (started, completed, faulted, cancelled) on stderr as JSON lines.
     #[arg(long)]
     trace: bool,
@@ -132,6 +136,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let input = read_value(&args.input, "--input")?;
+    let event_retention = match &args.event_retention {
+        Some(text) => Some(
+            baton_workflows::duration::parse_iso8601(text)
+                .with_context(|| format!("--event-retention {text}: expected an ISO 8601 duration such as PT1H"))?,
+        ),
+        None => None,
+    };
     let events = args.events.iter().map(|e| read_value(e, "--event")).collect::<anyhow::Result<Vec<_>>>()?;
     let secrets: Arc<dyn baton_engine::SecretProvider> = {
         let env = Arc::new(baton_engine::secrets::EnvSecrets::default());
@@ -162,6 +173,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         db: args.db,
         real_clock: args.clock == ClockArg::Real,
         secrets: Some(secrets),
+        event_retention,
         on_lifecycle,
     };
     match run_definition(&source, &file, options).await {

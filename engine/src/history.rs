@@ -133,6 +133,10 @@ pub struct TimerRef {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventWaitStarted {
     pub name: String,
+    /// Only events received at most this long before the wait started count; older buffered
+    /// events are left for other waits. Recorded, so a replay decides the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -143,6 +147,9 @@ pub struct WaitRef {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventReceived {
     pub name: String,
+    /// When the event arrived, kept with a buffered event (history has it on the event itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
     pub payload: Value,
@@ -469,6 +476,7 @@ mod tests {
             actor: Actor::User { id: "alice".into() },
             kind: EventKind::EventReceived(EventReceived {
                 name: "approve".into(),
+                received_at_ms: None,
                 event_id: Some("e1".into()),
                 payload: serde_json::json!({"ok": true}),
             }),

@@ -409,7 +409,14 @@ impl Instance {
             }
             EventKind::EventWaitStarted(wait) => {
                 let any = wait.name == ANY_EVENT;
-                if let Some(index) = p.buffered.iter().position(|e| any || e.name == wait.name) {
+                let now_ms = event.at.timestamp_millis();
+                let fresh = |e: &EventReceived| match (wait.max_age_ms, e.received_at_ms) {
+                    (Some(max_age), Some(received)) => {
+                        now_ms.saturating_sub(received) <= i64::try_from(max_age).unwrap_or(i64::MAX)
+                    }
+                    _ => true,
+                };
+                if let Some(index) = p.buffered.iter().position(|e| (any || e.name == wait.name) && fresh(e)) {
                     let received = p.buffered.remove(index).unwrap_or_else(|| unreachable!("index from position"));
                     triggers.push_back(OwnedTrigger::EventReceived(seq, received.name, received.payload));
                 } else {
@@ -427,7 +434,9 @@ impl Instance {
                         received.payload.clone(),
                     ));
                 } else {
-                    p.buffered.push_back(received.clone());
+                    let mut kept = received.clone();
+                    kept.received_at_ms = Some(event.at.timestamp_millis());
+                    p.buffered.push_back(kept);
                 }
             }
             EventKind::EventWaitCancelled(WaitRef { wait }) => {
@@ -676,7 +685,7 @@ fn command_event(command: Command) -> EventKind {
         }
         Command::StartTimer { fire_at } => EventKind::TimerStarted(TimerStarted { fire_at }),
         Command::CancelTimer { timer } => EventKind::TimerCancelled(TimerRef { timer }),
-        Command::WaitEvent { name } => EventKind::EventWaitStarted(EventWaitStarted { name }),
+        Command::WaitEvent { name, max_age_ms } => EventKind::EventWaitStarted(EventWaitStarted { name, max_age_ms }),
         Command::CancelWait { wait } => EventKind::EventWaitCancelled(WaitRef { wait }),
         Command::StartChild { definition, instance, input } => {
             EventKind::ChildStarted(ChildStarted { instance, definition, input })

@@ -64,7 +64,7 @@ pub enum Command {
     ScheduleActivity { name: String, input: Value, options: ActivityOptions },
     StartTimer { fire_at: DateTime<Utc> },
     CancelTimer { timer: Seq },
-    WaitEvent { name: String },
+    WaitEvent { name: String, max_age_ms: Option<u64> },
     CancelWait { wait: Seq },
     StartChild { definition: String, instance: InstanceId, input: Value },
     Emit { kind: String, payload: Value },
@@ -174,7 +174,14 @@ impl<'a> Ctx<'a> {
     /// wait's id, which [`Trigger::EventReceived`] carries. The name [`ANY_EVENT`] takes an
     /// event of any name.
     pub fn wait_event(&mut self, name: impl Into<String>) -> Seq {
-        self.push(Command::WaitEvent { name: name.into() })
+        self.push(Command::WaitEvent { name: name.into(), max_age_ms: None })
+    }
+
+    /// Like [`Ctx::wait_event`], but an event that arrived before the wait counts only if it
+    /// arrived at most `max_age` before it: events kept for a limited time.
+    pub fn wait_event_within(&mut self, name: impl Into<String>, max_age: std::time::Duration) -> Seq {
+        let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+        self.push(Command::WaitEvent { name: name.into(), max_age_ms: Some(max_age_ms) })
     }
 
     /// Stops waiting: the wait takes no event any more (events that arrive stay buffered for

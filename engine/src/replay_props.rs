@@ -125,6 +125,7 @@ impl Driver {
             Action::Fire(i) => Self::pick(&self.timers, *i).map(|timer| EventKind::TimerFired(TimerRef { timer })),
             Action::Raise(x) => Some(EventKind::EventReceived(EventReceived {
                 name: if *x { "x" } else { "y" }.into(),
+                received_at_ms: None,
                 event_id: None,
                 payload: json!({"x": x}),
             })),

@@ -61,6 +61,7 @@ pub struct Workflow {
     secrets: Option<Arc<dyn SecretProvider>>,
     observer: Option<Arc<dyn Observer>>,
     limits: Limits,
+    event_retention: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Workflow {
@@ -75,7 +76,7 @@ impl Workflow {
     pub fn new(program: Arc<Program>, content_hash: impl Into<String>) -> Self {
         let d = &program.document;
         let info = DefinitionInfo::new(d.qualified_name(), d.version.clone(), content_hash);
-        Self { program, info, secrets: None, observer: None, limits: Limits::default() }
+        Self { program, info, secrets: None, observer: None, limits: Limits::default(), event_retention: None }
     }
 
     pub fn with_secrets(mut self, secrets: Arc<dyn SecretProvider>) -> Self {
@@ -85,6 +86,15 @@ impl Workflow {
 
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// How long an event that arrives before its listener is kept for it. Without one, it is
+    /// kept until a listener takes it. Each wait records its retention in history; like the
+    /// expression limits, it belongs to the deployed definition version: a replay with another
+    /// retention reports nondeterminism.
+    pub fn with_event_retention(mut self, retention: std::time::Duration) -> Self {
+        self.event_retention = Some(retention);
         self
     }
 
@@ -674,6 +684,15 @@ impl Machine<'_, '_> {
         self.run_kind(id, node, input)
     }
 
+    /// Waits for an event; with an event retention, one that came earlier counts only if it is
+    /// recent enough.
+    fn wait_event(&mut self, name: String) -> Seq {
+        match self.wf.event_retention {
+            Some(retention) => self.ctx.wait_event_within(name, retention),
+            None => self.ctx.wait_event(name),
+        }
+    }
+
     fn set_body(&mut self, id: FrameId, body: Body) {
         if let Some(task) = self.task_frame(id) {
             task.body = body;
@@ -799,18 +818,18 @@ impl Machine<'_, '_> {
                     Strategy::Any { filters, until } => (filters.as_slice(), until.as_ref()),
                 };
                 if filters.is_empty() {
-                    let seq = self.ctx.wait_event(ANY_EVENT);
+                    let seq = self.wait_event(ANY_EVENT.into());
                     self.wait_on(id, seq);
                     state.waits.insert(seq, (usize::MAX, false));
                 }
                 for (i, filter) in filters.iter().enumerate() {
-                    let seq = self.ctx.wait_event(filter.event_type.clone().unwrap_or_else(|| ANY_EVENT.into()));
+                    let seq = self.wait_event(filter.event_type.clone().unwrap_or_else(|| ANY_EVENT.into()));
                     self.wait_on(id, seq);
                     state.waits.insert(seq, (i, false));
                 }
                 if let Some(Until::Events(strategy)) = until {
                     for (i, filter) in strategy_filters(strategy).iter().enumerate() {
-                        let seq = self.ctx.wait_event(filter.event_type.clone().unwrap_or_else(|| ANY_EVENT.into()));
+                        let seq = self.wait_event(filter.event_type.clone().unwrap_or_else(|| ANY_EVENT.into()));
                         self.wait_on(id, seq);
                         state.waits.insert(seq, (i, true));
                     }
@@ -1132,7 +1151,7 @@ impl Machine<'_, '_> {
                 };
                 let name = filters.get(index).and_then(|f| f.event_type.clone()).unwrap_or_else(|| ANY_EVENT.into());
                 let rewait = |m: &mut Self, listen: &mut ListenState| {
-                    let seq = m.ctx.wait_event(name.clone());
+                    let seq = m.wait_event(name.clone());
                     m.wait_on(id, seq);
                     listen.waits.insert(seq, (index, until));
                 };

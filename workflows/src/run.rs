@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub real_clock: bool,
     /// Where `use.secrets` come from.
     pub secrets: Option<Arc<dyn SecretProvider>>,
+    /// How long an event that arrives before its listener is kept (forever when `None`).
+    pub event_retention: Option<Duration>,
     /// Called with each lifecycle event as it happens (`--trace`).
     pub on_lifecycle: Option<LifecycleSink>,
 }
@@ -162,6 +164,9 @@ pub async fn run_definition(source: &str, file: &str, options: RunOptions) -> Re
     let mut workflow = Workflow::new(Arc::clone(&program), content_hash(source)).with_observer(collector.clone());
     if let Some(secrets) = &options.secrets {
         workflow = workflow.with_secrets(Arc::clone(secrets));
+    }
+    if let Some(retention) = options.event_retention {
+        workflow = workflow.with_event_retention(retention);
     }
     let key = workflow.definition_key();
 

@@ -20,12 +20,16 @@ async fn run_with(source: &str, mut options: RunOptions) -> RunReport {
     let db = dir.path().join("run.db");
     options.db = Some(db.clone());
     let secrets = options.secrets.clone();
+    let retention = options.event_retention;
     let report = run_definition(source, "test.yaml", options).await.expect("the run ends");
     // The stored history replays to the same end without nondeterminism.
     let program = Arc::new(load(source, "test.yaml").expect("loads"));
     let mut workflow = Workflow::new(program, content_hash(source));
     if let Some(secrets) = secrets {
         workflow = workflow.with_secrets(secrets);
+    }
+    if let Some(retention) = retention {
+        workflow = workflow.with_event_retention(retention);
     }
     let replayer = Replayer::new().orchestration(workflow);
     let store = SqliteStore::open(db.to_str().expect("utf-8"), SqliteOptions::default()).await.expect("open");
@@ -600,4 +604,30 @@ async fn a_duplicate_event_id_is_taken_once() {
     ];
     let report = run_with(&source, RunOptions { events, ..RunOptions::default() }).await;
     assert_eq!(output(&report), &json!([{"n": 1}, {"n": 3}]));
+}
+
+#[tokio::test]
+async fn an_early_event_is_kept_only_for_the_retention() {
+    let source = definition(
+        "retention",
+        r#"do:
+  - first: { wait: P1D }
+  - then:
+      listen: { to: { one: { with: { type: com.example.ready } } } }
+      timeout: { after: PT1H }
+"#,
+    );
+    let events = || vec![event("r1", "com.example.ready", json!({"ok": true}))];
+    let kept = run_with(&source, RunOptions { events: events(), ..RunOptions::default() }).await;
+    assert_eq!(output(&kept), &json!([{"ok": true}]));
+    let expired = run_with(
+        &source,
+        RunOptions {
+            events: events(),
+            event_retention: Some(std::time::Duration::from_secs(3600)),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(error(&expired)["status"], 408, "the day-old event no longer counts");
 }

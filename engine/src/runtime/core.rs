@@ -106,7 +106,7 @@ impl Redelivery {
             }
             Self::TimerFired { seq } => (EventKind::TimerFired(TimerRef { timer: seq }), Actor::System),
             Self::Event { name, event_id, payload, actor } => {
-                (EventKind::EventReceived(EventReceived { name, event_id, payload }), actor)
+                (EventKind::EventReceived(EventReceived { name, received_at_ms: None, event_id, payload }), actor)
             }
             Self::ChildCompleted { seq, output } => {
                 (EventKind::ChildCompleted(ChildCompleted { child: seq, output }), Actor::System)
@@ -698,6 +698,7 @@ impl Core {
         }
         let kind = EventKind::EventReceived(EventReceived {
             name: event.name,
+            received_at_ms: None,
             event_id: event.event_id,
             payload: event.payload,
         });
