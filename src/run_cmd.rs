@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// kept until taken when absent.
     #[arg(long)]
     event_retention: Option<String>,
+    /// Run `run: shell` and `run: script` tasks (refused otherwise): 60 s timeout, environment
+    /// limited to PATH plus the task's own `environment`.
+    #[arg(long)]
+    allow_processes: bool,
     /// Print the task lifecycle (started, completed, faulted, cancelled) on stderr as JSON lines.
     #[arg(long)]
     trace: bool,
@@ -156,6 +160,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut activities = ActivityRegistry::new();
     baton_activities::register(&mut activities, baton_activities::HttpConfig::new(Arc::clone(&secrets)));
+    if args.allow_processes {
+        baton_activities::register_processes(
+            &mut activities,
+            baton_activities::ProcessPolicy { shell: true, script: true, ..Default::default() },
+        );
+    }
     stub_activities(&mut activities, &args.activities)?;
     let on_lifecycle: Option<baton_workflows::run::LifecycleSink> = if args.trace {
         Some(Arc::new(|event| {
@@ -174,6 +184,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         real_clock: args.clock == ClockArg::Real,
         secrets: Some(secrets),
         event_retention,
+        allow_processes: args.allow_processes,
         on_lifecycle,
     };
     match run_definition(&source, &file, options).await {

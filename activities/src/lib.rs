@@ -1,7 +1,9 @@
 //! Built-in activity implementations: http, notify channels, document storage, SQL, AMQP.
 //!
 //! Implemented so far: the `http` and `openapi` activities of the Serverless Workflow DSL's
-//! `call: http` and `call: openapi` tasks ([`http`], [`openapi`]); see docs/activities.md.
+//! `call: http` and `call: openapi` tasks ([`http`], [`openapi`]); see docs/activities.md. The
+//! `baton.process` activity runs `run: shell` and `run: script` tasks when an administrator
+//! enables them ([`process`]).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -18,7 +20,9 @@ pub mod http;
 mod oauth2;
 pub mod openapi;
 mod problem;
+pub mod process;
 mod uri;
 
 pub use http::{HttpActivities, HttpConfig, NoSecrets, register};
 pub use problem::ErrorType;
+pub use process::{PROCESS_ACTIVITY, ProcessPolicy, register_processes, run_process};

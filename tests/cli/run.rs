@@ -138,3 +138,15 @@ fn an_activity_can_be_answered_by_an_http_endpoint() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(serde_json::from_str::<Value>(&stdout).expect("json"), json!({"held": true, "room": "R9"}));
 }
+
+#[test]
+fn shell_tasks_run_only_when_processes_are_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let definition = "document: { dsl: '1.0.3', namespace: demo, name: shell, version: '1.0.0' }\ndo:\n  - greet:\n      run:\n        shell:\n          command: 'echo \"$GREETING $1\"'\n          arguments: ['${ .name }']\n          environment: { GREETING: hello }\n";
+    let (code, stdout, stderr) = run(dir.path(), definition, &["--input", r#"{"name":"Ada"}"#]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.contains("refused"), "{stdout}");
+    let (code, stdout, stderr) = run(dir.path(), definition, &["--input", r#"{"name":"Ada"}"#, "--allow-processes"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&stdout).expect("json"), json!("hello Ada"));
+}

@@ -341,11 +341,28 @@ impl Program {
         &self.lists[id as usize]
     }
 
-    /// Compiles a parsed (and validated) definition.
+    /// Compiles a parsed (and validated) definition with the default options.
     pub fn compile(definition: Value) -> Result<Self, CompileError> {
-        Compiler::default().program(definition)
+        Self::compile_with(definition, &CompileOptions::default())
+    }
+
+    /// Compiles a parsed (and validated) definition with what the administrator allows.
+    pub fn compile_with(definition: Value, options: &CompileOptions) -> Result<Self, CompileError> {
+        Compiler { processes: options.processes, ..Compiler::default() }.program(definition)
     }
 }
+
+/// What an administrator allows definitions to do, decided when they are compiled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// Whether `run: shell` and `run: script` tasks run, as the `baton.process` activity (whose
+    /// own policy decides which kinds, with what timeout and environment). When false, the
+    /// default, they fault with a configuration error when reached.
+    pub processes: bool,
+}
+
+/// The activity that runs `run: shell` and `run: script` tasks when processes are allowed.
+pub const PROCESS_ACTIVITY: &str = "baton.process";
 
 const PROTOCOLS_RUN: &[&str] = &["http", "openapi"];
 const PROTOCOLS_REFUSED: &[&str] = &["grpc", "asyncapi", "a2a", "mcp"];
@@ -360,6 +377,8 @@ struct Compiler {
     use_: Value,
     functions: BTreeMap<String, NodeId>,
     uses_secrets: bool,
+    /// [`CompileOptions::processes`].
+    processes: bool,
 }
 
 fn get<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
@@ -659,7 +678,7 @@ impl Compiler {
             return Ok(Kind::Raise(Raise::Inline(self.template(&error, &at)?)));
         }
         if let Some(run) = field("run") {
-            return Ok(Kind::Run(self.run(run, pointer)?));
+            return self.run(run, pointer);
         }
         if let Some(set) = field("set") {
             return Ok(Kind::Set(self.template(set, &format!("{pointer}/set"))?));
@@ -781,7 +800,7 @@ impl Compiler {
         Ok(())
     }
 
-    fn run(&mut self, run: &Value, pointer: &str) -> Result<Run, CompileError> {
+    fn run(&mut self, run: &Value, pointer: &str) -> Result<Kind, CompileError> {
         let await_ = get(run, "await").and_then(Value::as_bool).unwrap_or(true);
         if let Some(workflow) = get(run, "workflow") {
             let text = |key: &str| get(workflow, key).and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -797,12 +816,32 @@ impl Compiler {
             } else {
                 self.template(&input, &format!("{pointer}/run/workflow/input"))?
             };
-            return Ok(Run::Workflow { definition: format!("{namespace}/{name}@{version}"), input, await_ });
+            return Ok(Kind::Run(Run::Workflow { definition: format!("{namespace}/{name}@{version}"), input, await_ }));
         }
         let kind = ["shell", "script", "container"].into_iter().find(|k| get(run, k).is_some()).unwrap_or("process");
-        Ok(Run::Refused(format!(
+        if kind == "container" && self.processes {
+            return Ok(Kind::Run(Run::Refused(
+                "`run: container` is refused: no container runtime is configured".to_owned(),
+            )));
+        }
+        if let (true, Some(spec)) = (self.processes, get(run, kind)) {
+            // The whole task goes to the activity, its `${ }` expressions (command, arguments,
+            // environment) evaluated here, so history records what was run.
+            let returns = get(run, "return").cloned().unwrap_or_else(|| Value::String("stdout".into()));
+            let mut with = serde_json::Map::new();
+            with.insert(kind.to_owned(), spec.clone());
+            with.insert("return".to_owned(), returns);
+            let with = self.template(&Value::Object(with), &format!("{pointer}/run"))?;
+            return Ok(Kind::Call(Call::Activity {
+                name: PROCESS_ACTIVITY.to_owned(),
+                with,
+                passthrough: vec![],
+                protocol: false,
+            }));
+        }
+        Ok(Kind::Run(Run::Refused(format!(
             "`run: {kind}` is refused: running processes is disabled by the administrator's policy (see docs/language.md)"
-        )))
+        ))))
     }
 
     fn listen(&mut self, listen: &Value, foreach: Option<&Value>, pointer: &str) -> Result<Listen, CompileError> {

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::diagnostic::Severity;
 use crate::interp::{Lifecycle, Observer, Workflow};
-use crate::model::Program;
+use crate::model::{CompileOptions, Program};
 
 /// Where lifecycle events go as they happen.
 pub type LifecycleSink = Arc<dyn Fn(&Lifecycle) + Send + Sync>;
@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub secrets: Option<Arc<dyn SecretProvider>>,
     /// How long an event that arrives before its listener is kept (forever when `None`).
     pub event_retention: Option<Duration>,
+    /// Compile `run: shell` and `run: script` tasks to the `baton.process` activity instead of
+    /// refusing them; the activity must be registered in `activities`.
+    pub allow_processes: bool,
     /// Called with each lifecycle event as it happens (`--trace`).
     pub on_lifecycle: Option<LifecycleSink>,
 }
@@ -137,6 +140,11 @@ impl Observer for Collector {
 
 /// Parses, validates and compiles a definition, or gives the rendered diagnostics.
 pub fn load(source: &str, file: &str) -> Result<Program, RunError> {
+    load_with(source, file, &CompileOptions::default())
+}
+
+/// [`load`] with what the administrator allows.
+pub fn load_with(source: &str, file: &str, options: &CompileOptions) -> Result<Program, RunError> {
     let (parsed, diagnostics) =
         crate::validate::check(file, source.as_bytes(), &crate::validate::ValidateOptions::default());
     let errors: Vec<_> = diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
@@ -144,7 +152,7 @@ pub fn load(source: &str, file: &str) -> Result<Program, RunError> {
         return Err(RunError::Invalid(errors.iter().map(|d| d.render(source)).collect::<Vec<_>>().join("\n")));
     }
     let parsed = parsed.ok_or_else(|| RunError::Invalid(format!("{file}: could not be read")))?;
-    Program::compile(parsed.value).map_err(|e| RunError::Invalid(format!("{file}: {e}")))
+    Program::compile_with(parsed.value, options).map_err(|e| RunError::Invalid(format!("{file}: {e}")))
 }
 
 /// A stable hash of a definition's text (FNV-1a, 64 bits): the engine refuses a different text
@@ -155,7 +163,7 @@ pub fn content_hash(source: &str) -> String {
 
 /// Parses, validates and runs `source` (YAML or JSON, named `file` in diagnostics) once.
 pub async fn run_definition(source: &str, file: &str, options: RunOptions) -> Result<RunReport, RunError> {
-    let program = Arc::new(load(source, file)?);
+    let program = Arc::new(load_with(source, file, &CompileOptions { processes: options.allow_processes })?);
     let collector = Arc::new(Collector {
         instance: Mutex::new(None),
         events: Mutex::new(Vec::new()),
