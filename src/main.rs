@@ -54,6 +54,12 @@ struct ReplayArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// A workflow definition (YAML or JSON) the instance may run; repeat for more.
+    #[arg(long = "definition")]
+    definitions: Vec<std::path::PathBuf>,
+    /// The definitions were run with processes allowed (`baton run --allow-processes`).
+    #[arg(long)]
+    allow_processes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,7 +126,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let store = store_url::open(&args.store).await?;
-    let replayer = bench::known_orchestrations(baton_engine::replay::Replayer::new());
+    let mut replayer = bench::known_orchestrations(baton_engine::replay::Replayer::new());
+    let options = baton_workflows::model::CompileOptions { processes: args.allow_processes };
+    for path in &args.definitions {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).with_context(|| format!("cannot read {file}"))?;
+        let program = baton_workflows::run::load_with(&source, &file, &options)?;
+        let hash = baton_workflows::run::content_hash(&source);
+        replayer = replayer.orchestration(baton_workflows::interp::Workflow::new(std::sync::Arc::new(program), hash));
+    }
     let id = baton_engine::InstanceId::new(args.instance);
     let report = replayer.replay(store.as_ref(), &id).await?;
     if args.json {

@@ -180,7 +180,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         input,
         events,
         activities,
-        db: args.db,
+        db: args.db.clone(),
         real_clock: args.clock == ClockArg::Real,
         secrets: Some(secrets),
         event_retention,
@@ -188,16 +188,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         on_lifecycle,
     };
     match run_definition(&source, &file, options).await {
-        Ok(report) => match report.outcome {
-            RunOutcome::Completed { output } => {
-                crate::write_out(&serde_json::to_string_pretty(&output)?)?;
-                Ok(ExitCode::SUCCESS)
+        Ok(report) => {
+            if let Some(db) = &args.db {
+                eprintln!(
+                    "instance {} kept in {} (baton replay {} --store sqlite://{} --definition {file})",
+                    report.instance,
+                    db.display(),
+                    report.instance,
+                    db.display()
+                );
             }
-            RunOutcome::Faulted { error } => {
-                crate::write_out(&serde_json::to_string_pretty(&error)?)?;
-                Ok(ExitCode::FAILURE)
+            match report.outcome {
+                RunOutcome::Completed { output } => {
+                    crate::write_out(&serde_json::to_string_pretty(&output)?)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                RunOutcome::Faulted { error } => {
+                    crate::write_out(&serde_json::to_string_pretty(&error)?)?;
+                    Ok(ExitCode::FAILURE)
+                }
             }
-        },
+        }
         Err(RunError::Invalid(diagnostics)) => {
             eprintln!("{diagnostics}");
             Ok(ExitCode::from(2))

@@ -150,3 +150,43 @@ fn shell_tasks_run_only_when_processes_are_allowed() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(serde_json::from_str::<Value>(&stdout).expect("json"), json!("hello Ada"));
 }
+
+#[test]
+fn a_kept_run_replays_from_its_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("kept.db");
+    let event = decided("R1", true);
+    let db_arg = db.display().to_string();
+    let (code, _, stderr) = run(
+        dir.path(),
+        APPROVAL,
+        &[
+            "--input",
+            r#"{"room":"R1"}"#,
+            "--activity",
+            r#"rooms.reserve={"room":"R1"}"#,
+            "--event",
+            &event,
+            "--db",
+            &db_arg,
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let store = format!("sqlite://{db_arg}");
+    let instance = stderr
+        .split_whitespace()
+        .skip_while(|w| *w != "instance")
+        .nth(1)
+        .expect("baton run names the kept instance")
+        .to_owned();
+    let definition = dir.path().join("flow.yaml");
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["replay", &instance, "--store", &store, "--json", "--definition"])
+        .arg(&definition)
+        .output()
+        .expect("baton runs");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    assert!(output.status.success(), "{report}");
+    assert_eq!(report["error"], Value::Null);
+    assert_eq!(report["replayed_status"], report["status"]);
+}
