@@ -1241,13 +1241,7 @@ impl Machine<'_, '_> {
                 self.state.waits.remove(seq);
                 self.ctx.cancel_wait(*seq);
             }
-            let output = if spec.foreach.is_some() {
-                listen.outputs
-            } else if let Strategy::All(_) = spec.strategy {
-                listen.consumed
-            } else {
-                listen.consumed
-            };
+            let output = if spec.foreach.is_some() { listen.outputs } else { listen.consumed };
             return Step::Done(Value::Array(output));
         }
         self.set_body(id, Body::Listen(Box::new(listen)));
@@ -1438,10 +1432,9 @@ fn put(target: &mut Value, path: &[String], value: Value) {
             .map(|o| o.entry(key.clone()).or_insert_with(|| Value::Object(Map::new())))
             .unwrap_or_else(|| unreachable!());
     }
+    // A string endpoint (`endpoint: https://...`) has no room for a policy: it stays as written.
     if let Value::Object(fields) = at {
         fields.insert(last.clone(), value);
-    } else if parents.is_empty() {
-        // `endpoint: "https://..."` with an authentication beside it cannot happen; keep the URI.
     }
 }
 
