@@ -585,17 +585,27 @@ impl Machine<'_, '_> {
     // ---- tasks -----------------------------------------------------------------------------
 
     fn on_task(&mut self, id: FrameId, signal: Signal) {
-        let Some(task) = self.task_frame(id).cloned() else { return };
+        // Only what this signal needs leaves the frame: a `for` over many items must not copy
+        // its list on every iteration.
+        let Some(task) = self.task_frame(id) else { return };
+        let (node_id, timer) = (task.node, task.timer);
         let program = Arc::clone(&self.wf.program);
-        let node = program.node(task.node);
+        let node = program.node(node_id);
         if let Signal::Timer(seq) = &signal
-            && task.timer == Some(*seq)
+            && timer == Some(*seq)
         {
             return self.time_out(id, node);
         }
+        let Some(task) = self.task_frame(id) else { return };
         let result = match signal {
-            Signal::Start => self.begin_task(id, node, &task),
-            signal => self.continue_task(id, node, task, signal),
+            Signal::Start => {
+                let raw = task.raw_input.clone();
+                self.begin_task(id, node, raw)
+            }
+            signal => {
+                let body = std::mem::replace(&mut task.body, Body::Ready);
+                self.continue_task(id, node, body, signal)
+            }
         };
         match result {
             Step::Pending => {}
@@ -637,8 +647,8 @@ impl Machine<'_, '_> {
         self.fail_task(id, node, error);
     }
 
-    fn begin_task(&mut self, id: FrameId, node: &Node, task: &TaskFrame) -> Step {
-        let raw = &task.raw_input;
+    fn begin_task(&mut self, id: FrameId, node: &Node, raw: Value) -> Step {
+        let raw = &raw;
         let scope = Scope { frame: Some(id), input: raw, output: None, extra: &[] };
         if let Some(condition) = &node.if_ {
             match self.eval_bool(condition, &scope) {
@@ -787,8 +797,7 @@ impl Machine<'_, '_> {
                     }
                     Err(e) => return Step::Fail(e),
                 };
-                self.set_body(id, Body::For { items, index: 0, current: input.clone() });
-                self.next_iteration(id, node)
+                self.next_iteration(id, node, items, 0, input.clone())
             }
             Kind::Fork { branches, compete: _ } => {
                 let entries = self.wf.program.list(*branches).entries.clone();
@@ -884,11 +893,10 @@ impl Machine<'_, '_> {
         }
     }
 
-    fn next_iteration(&mut self, id: FrameId, node: &Node) -> Step {
+    /// Starts iteration `index` of a `for` on `current` (the previous iteration's output), or
+    /// ends the task.
+    fn next_iteration(&mut self, id: FrameId, node: &Node, items: Vec<Value>, index: usize, current: Value) -> Step {
         let Kind::For(for_) = &node.kind else { return Step::Pending };
-        let Some(TaskFrame { body: Body::For { items, index, current }, .. }) = self.task_frame(id).cloned() else {
-            return Step::Pending;
-        };
         let Some(item) = items.get(index) else { return Step::Done(current) };
         let mut vars = self.vars_of(id);
         vars.insert(for_.each.clone(), item.clone());
@@ -903,19 +911,27 @@ impl Machine<'_, '_> {
                 Err(e) => return Step::Fail(e),
             }
         }
+        // The iteration's output comes back with its end; only the list and position stay.
+        self.set_body(id, Body::For { items, index, current: Value::Null });
         self.start_sequence(id, for_.body, current, vars);
         Step::Pending
     }
 
-    fn continue_task(&mut self, id: FrameId, node: &Node, task: TaskFrame, signal: Signal) -> Step {
-        match (task.body, signal) {
+    fn task_input(&mut self, id: FrameId) -> Value {
+        self.task_frame(id).map(|t| t.input.clone()).unwrap_or_default()
+    }
+
+    /// Takes a signal for a task whose body was taken out of its frame: each arm puts back the
+    /// body it still needs.
+    fn continue_task(&mut self, id: FrameId, node: &Node, body: Body, signal: Signal) -> Step {
+        match (body, signal) {
             (Body::Activity(_), Signal::Activity(Ok(output))) | (Body::Child(_), Signal::Child(Ok(output))) => {
                 Step::Done(output)
             }
             (Body::Activity(_), Signal::Activity(Err(failure))) | (Body::Child(_), Signal::Child(Err(failure))) => {
                 Step::Fail(problem_of(&failure))
             }
-            (Body::Timer(_), Signal::Timer(_)) => Step::Done(task.input),
+            (Body::Timer(_), Signal::Timer(_)) => Step::Done(self.task_input(id)),
             (Body::Sub, Signal::Done { output, then, .. }) => match then {
                 Then::End => Step::DoneThen(output, Then::End),
                 _ => Step::Done(output),
@@ -925,13 +941,15 @@ impl Machine<'_, '_> {
                 if then == Then::End {
                     return Step::DoneThen(output, Then::End);
                 }
-                self.set_body(id, Body::For { items, index: index + 1, current: output });
-                self.next_iteration(id, node)
+                self.next_iteration(id, node, items, index + 1, output)
             }
             (Body::For { .. }, Signal::Failed { error, .. }) => Step::Fail(error),
             (Body::Fork { branches, mut results }, Signal::Done { child, output, then }) => {
                 let Kind::Fork { compete, .. } = &node.kind else { return Step::Pending };
-                let Some(slot) = branches.iter().position(|b| *b == Some(child)) else { return Step::Pending };
+                let Some(slot) = branches.iter().position(|b| *b == Some(child)) else {
+                    self.set_body(id, Body::Fork { branches, results });
+                    return Step::Pending;
+                };
                 if *compete || then == Then::End {
                     for other in branches.iter().flatten().filter(|b| **b != child) {
                         self.cancel(*other);
@@ -958,14 +976,16 @@ impl Machine<'_, '_> {
                 if then == Then::End { Step::DoneThen(output, Then::End) } else { Step::Done(output) }
             }
             (Body::Try { attempt, first_at, phase: TryPhase::Body }, Signal::Failed { error, .. }) => {
-                self.catch(id, node, &task.input, attempt, first_at, error)
+                let input = self.task_input(id);
+                self.catch(id, node, &input, attempt, first_at, error)
             }
             (Body::Try { attempt, first_at, phase: TryPhase::Delay(_) }, Signal::Timer(_)) => {
                 let Kind::Try(try_) = &node.kind else { return Step::Pending };
                 self.set_body(id, Body::Try { attempt, first_at, phase: TryPhase::Body });
                 self.observe("task.retried", Some(node), None);
                 let vars = self.vars_of(id);
-                self.start_sequence(id, try_.body, task.input, vars);
+                let input = self.task_input(id);
+                self.start_sequence(id, try_.body, input, vars);
                 Step::Pending
             }
             (Body::Try { phase: TryPhase::Handler, .. }, Signal::Done { output, then, .. }) => {
@@ -976,8 +996,14 @@ impl Machine<'_, '_> {
                 }
             }
             (Body::Try { phase: TryPhase::Handler, .. }, Signal::Failed { error, .. }) => Step::Fail(error),
-            (Body::Listen(listen), signal) => self.listen_signal(id, node, &task.input, *listen, signal),
-            _ => Step::Pending,
+            (Body::Listen(listen), signal) => {
+                let input = self.task_input(id);
+                self.listen_signal(id, node, &input, *listen, signal)
+            }
+            (body, _) => {
+                self.set_body(id, body);
+                Step::Pending
+            }
         }
     }
 
@@ -1135,7 +1161,10 @@ impl Machine<'_, '_> {
         let Kind::Listen(spec) = &node.kind else { return Step::Pending };
         match signal {
             Signal::Event { wait, payload } => {
-                let Some((index, until)) = listen.waits.remove(&wait) else { return Step::Pending };
+                let Some((index, until)) = listen.waits.remove(&wait) else {
+                    self.set_body(id, Body::Listen(Box::new(listen)));
+                    return Step::Pending;
+                };
                 let filters: &[Filter] = match (&spec.strategy, until) {
                     (Strategy::Any { until: Some(Until::Events(s)), .. }, true) => strategy_filters(s),
                     (Strategy::One(f), false) => std::slice::from_ref(f),
@@ -1209,7 +1238,10 @@ impl Machine<'_, '_> {
                 self.listen_progress(id, node, listen)
             }
             Signal::Failed { error, .. } => Step::Fail(error),
-            _ => Step::Pending,
+            _ => {
+                self.set_body(id, Body::Listen(Box::new(listen)));
+                Step::Pending
+            }
         }
     }
 
