@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use baton_engine::replay::Replayer;
+use baton_engine::store::HistoryStore;
 use baton_engine::store::sqlite::{SqliteOptions, SqliteStore};
 use baton_engine::{ActivityError, ActivityRegistry, Failure, InstanceId, SecretProvider};
 use baton_workflows::interp::Workflow;
@@ -15,7 +16,12 @@ fn definition(name: &str, body: &str) -> String {
     format!("document:\n  dsl: '1.0.3'\n  namespace: test\n  name: {name}\n  version: '1.0.0'\n{body}")
 }
 
-async fn run_with(source: &str, mut options: RunOptions) -> RunReport {
+async fn run_with(source: &str, options: RunOptions) -> RunReport {
+    run_keeping_history(source, options).await.0
+}
+
+/// Runs, replays, and gives the stored history's payloads too.
+async fn run_keeping_history(source: &str, mut options: RunOptions) -> (RunReport, Vec<String>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("run.db");
     options.db = Some(db.clone());
@@ -36,7 +42,8 @@ async fn run_with(source: &str, mut options: RunOptions) -> RunReport {
     let replay = replayer.replay(&store, &InstanceId::new(report.instance.clone())).await.expect("replay");
     assert_eq!(replay.error, None, "replay of {}", report.instance);
     assert_eq!(replay.replayed_status, Some(replay.status));
-    report
+    let history = store.history(&InstanceId::new(report.instance.clone()), 0, u32::MAX).await.expect("history");
+    (report, history.into_iter().map(|e| e.payload).collect())
 }
 
 async fn run(source: &str, input: Value) -> RunReport {
@@ -540,12 +547,25 @@ do:
       set:
         present: '${ $secrets.api.token != null }'
         leaked: '${ $secrets.api.token }'
+  - send:
+      call: echo
+      with: { token: '${ "Bearer " + $secrets.api.token }', present: '${ .present }' }
+  - announce:
+      emit:
+        event:
+          with: { source: https://example.com/test, type: com.example.sent, data: { token: '${ $secrets.api.token }' } }
 "#,
     );
-    let report = run_with(&source, RunOptions { secrets: Some(Arc::new(OneSecret)), ..RunOptions::default() }).await;
-    let out = output(&report);
-    assert_eq!(out["present"], true);
-    assert!(!out.to_string().contains("s3cr3t-t0ken"), "{out}");
+    let mut activities = ActivityRegistry::new();
+    activities.register("echo", |_ctx, input: Value| async move { Ok(input) });
+    let options = RunOptions { secrets: Some(Arc::new(OneSecret)), activities, ..RunOptions::default() };
+    let (report, history) = run_keeping_history(&source, options).await;
+    assert_eq!(output(&report)["data"]["token"], "***");
+    assert!(history.iter().any(|p| p.contains(r#""present":true"#)), "the condition on the secret still works");
+    assert!(history.iter().any(|p| p.contains("Bearer ***")), "the activity input is in history, masked");
+    for payload in &history {
+        assert!(!payload.contains("s3cr3t-t0ken"), "a secret in history: {payload}");
+    }
 }
 
 #[tokio::test]
