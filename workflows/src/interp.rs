@@ -471,7 +471,7 @@ impl Machine<'_, '_> {
             }
         };
         if let Some(timeout) = program.timeout {
-            let seq = self.ctx.start_timer(now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX));
+            let seq = self.ctx.start_timer(later(now, timeout));
             self.state.waits.insert(seq, id);
             if let Some(Frame { kind: FrameKind::Workflow { timer }, .. }) = self.state.frames.get_mut(&id) {
                 *timer = Some(seq);
@@ -680,9 +680,7 @@ impl Machine<'_, '_> {
             },
         };
         let now = self.now();
-        let timer = node
-            .timeout
-            .map(|d| self.ctx.start_timer(now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)));
+        let timer = node.timeout.map(|d| self.ctx.start_timer(later(now, d)));
         if let Some(seq) = timer {
             self.state.waits.insert(seq, id);
         }
@@ -756,7 +754,7 @@ impl Machine<'_, '_> {
                         Err(e) => return Step::Fail(e),
                     },
                 };
-                let at = self.now() + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
+                let at = later(self.now(), duration);
                 let seq = self.ctx.start_timer(at);
                 self.wait_on(id, seq);
                 self.set_body(id, Body::Timer(seq));
@@ -917,6 +915,18 @@ impl Machine<'_, '_> {
         Step::Pending
     }
 
+    /// Cancels the event waits a listening task still has (it ended, or it faulted), so none of
+    /// them takes an event meant for a later listener.
+    fn stop_listening(&mut self, id: FrameId) {
+        let timer = self.task_frame(id).and_then(|t| t.timer);
+        let waits: Vec<Seq> =
+            self.state.waits.iter().filter(|&(&seq, &f)| f == id && Some(seq) != timer).map(|(&s, _)| s).collect();
+        for seq in waits {
+            self.state.waits.remove(&seq);
+            self.ctx.cancel_wait(seq);
+        }
+    }
+
     fn task_input(&mut self, id: FrameId) -> Value {
         self.task_frame(id).map(|t| t.input.clone()).unwrap_or_default()
     }
@@ -998,7 +1008,11 @@ impl Machine<'_, '_> {
             (Body::Try { phase: TryPhase::Handler, .. }, Signal::Failed { error, .. }) => Step::Fail(error),
             (Body::Listen(listen), signal) => {
                 let input = self.task_input(id);
-                self.listen_signal(id, node, &input, *listen, signal)
+                let step = self.listen_signal(id, node, &input, *listen, signal);
+                if !matches!(step, Step::Pending) {
+                    self.stop_listening(id);
+                }
+                step
             }
             (body, _) => {
                 self.set_body(id, body);
@@ -1055,9 +1069,9 @@ impl Machine<'_, '_> {
             if let Some((from, to)) = retry.jitter {
                 delay += jitter(self.ctx.instance_id(), &node.reference, next, from, to);
             }
-            let at = self.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            let at = later(self.now(), delay);
             if let Some(limit) = retry.max_duration {
-                retry_ok &= at - first_at <= chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
+                retry_ok &= at <= later(first_at, limit);
             }
             if retry_ok {
                 let seq = self.ctx.start_timer(at);
@@ -1306,6 +1320,8 @@ impl Machine<'_, '_> {
                 return Ok(false);
             }
         }
+        // First values are fixed only by an event that matches as a whole.
+        let mut first_seen = Vec::new();
         for c in &filter.correlate {
             let value = self.eval(&c.from, &Scope { frame: Some(id), input: event, output: None, extra: &[] })?;
             let expected = match &c.expect {
@@ -1315,11 +1331,10 @@ impl Machine<'_, '_> {
             match expected {
                 Some(expected) if expected != value => return Ok(false),
                 Some(_) => {}
-                None => {
-                    correlation.insert(c.key.clone(), value);
-                }
+                None => first_seen.push((c.key.clone(), value)),
             }
         }
+        correlation.extend(first_seen);
         Ok(true)
     }
 
@@ -1468,6 +1483,12 @@ fn put(target: &mut Value, path: &[String], value: Value) {
     if let Value::Object(fields) = at {
         fields.insert(last.clone(), value);
     }
+}
+
+/// `at + duration`, or the end of time when that is past it (a `wait` of a hundred million days
+/// must not overflow).
+fn later(at: DateTime<Utc>, duration: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(duration).ok().and_then(|d| at.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn check(schema: &Schema, value: &Value, title: &str, pointer: &str) -> Result<(), Problem> {

@@ -651,3 +651,48 @@ async fn an_early_event_is_kept_only_for_the_retention() {
     .await;
     assert_eq!(error(&expired)["status"], 408, "the day-old event no longer counts");
 }
+
+#[tokio::test]
+async fn a_listener_that_faults_leaves_no_wait_behind() {
+    let source = definition(
+        "listen-fault",
+        r#"do:
+  - guarded:
+      try:
+        - both:
+            listen: { to: { all: [ { with: { type: com.example.a } }, { with: { type: com.example.b } } ] } }
+            foreach:
+              do:
+                - boom: { raise: { error: { type: https://example.com/boom, status: 500 } } }
+      catch: {}
+  - later:
+      listen: { to: { one: { with: { type: com.example.b } } } }
+"#,
+    );
+    let events = vec![event("1", "com.example.a", json!({"n": 1})), event("2", "com.example.b", json!({"n": 2}))];
+    let report = run_with(&source, RunOptions { events, ..RunOptions::default() }).await;
+    assert_eq!(output(&report), &json!([{"n": 2}]), "the later listener gets the b event");
+}
+
+#[tokio::test]
+async fn an_event_that_fails_one_correlation_fixes_no_other() {
+    let source = definition(
+        "correlate",
+        r#"do:
+  - match:
+      listen:
+        to:
+          one:
+            with: { type: com.example.scan }
+            correlate:
+              doc: { from: '${ .data.doc }' }
+              desk: { from: '${ .data.desk }', expect: front }
+"#,
+    );
+    let events = vec![
+        event("1", "com.example.scan", json!({"doc": "D-1", "desk": "back"})),
+        event("2", "com.example.scan", json!({"doc": "D-2", "desk": "front"})),
+    ];
+    let report = run_with(&source, RunOptions { events, ..RunOptions::default() }).await;
+    assert_eq!(output(&report), &json!([{"doc": "D-2", "desk": "front"}]));
+}
