@@ -195,6 +195,9 @@ struct ListenState {
     outputs: Vec<Value>,
     /// The strategy is satisfied; the task completes once `foreach` has caught up.
     satisfied: bool,
+    /// For `until` events with `all`: which of its filters have matched.
+    #[serde(default)]
+    until_matched: Vec<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -1131,7 +1134,7 @@ impl Machine<'_, '_> {
     }
 
     fn fail_task(&mut self, id: FrameId, node: &Node, error: Problem) {
-        let error = error.with_instance(&node.reference);
+        let error = self.mask_problem(error.with_instance(&node.reference));
         self.observe("task.faulted", Some(node), Some(&error));
         let children: Vec<FrameId> =
             self.state.frames.iter().filter(|(_, f)| f.parent == Some(id)).map(|(&c, _)| c).collect();
@@ -1204,7 +1207,19 @@ impl Machine<'_, '_> {
                     return Step::Pending;
                 }
                 if until {
-                    listen.satisfied = true;
+                    listen.satisfied = match &spec.strategy {
+                        Strategy::Any { until: Some(Until::Events(strategy)), .. } => match strategy.as_ref() {
+                            Strategy::All(all) => {
+                                listen.until_matched.resize(all.len(), false);
+                                if let Some(slot) = listen.until_matched.get_mut(index) {
+                                    *slot = true;
+                                }
+                                listen.until_matched.iter().all(|m| *m)
+                            }
+                            Strategy::One(_) | Strategy::Any { .. } => true,
+                        },
+                        _ => true,
+                    };
                 } else {
                     let read = read_event(&payload, spec.read);
                     listen.consumed.push(read.clone());
@@ -1234,9 +1249,20 @@ impl Machine<'_, '_> {
                         listen.queue.push_back(read);
                     }
                 }
+                if listen.satisfied {
+                    // Done listening, even while `foreach` catches up: no wait stays to take an
+                    // event meant for a later listener.
+                    for seq in std::mem::take(&mut listen.waits).into_keys() {
+                        self.state.waits.remove(&seq);
+                        self.ctx.cancel_wait(seq);
+                    }
+                }
                 self.listen_progress(id, node, listen)
             }
-            Signal::Done { output, .. } => {
+            Signal::Done { output, then, .. } => {
+                if then == Then::End {
+                    return Step::DoneThen(output, Then::End);
+                }
                 listen.running = false;
                 let output = match spec.foreach.as_ref().and_then(|f| f.output_as.as_ref()) {
                     None => output,
@@ -1356,6 +1382,16 @@ impl Machine<'_, '_> {
         let secrets = Value::Object(map);
         self.secrets = Some(secrets.clone());
         secrets
+    }
+
+    /// An error's text can quote a value an expression saw; it goes to observers, `catch`
+    /// variables and history, so it is masked too.
+    fn mask_problem(&mut self, problem: Problem) -> Problem {
+        if !self.wf.program.uses_secrets {
+            return problem;
+        }
+        let masked = self.mask(problem.to_value());
+        serde_json::from_value(masked).unwrap_or(problem)
     }
 
     /// Replaces secret values in anything bound for history.

@@ -696,3 +696,29 @@ async fn an_event_that_fails_one_correlation_fixes_no_other() {
     let report = run_with(&source, RunOptions { events, ..RunOptions::default() }).await;
     assert_eq!(output(&report), &json!([{"doc": "D-2", "desk": "front"}]));
 }
+
+#[tokio::test]
+async fn until_all_events_waits_for_every_one_of_them() {
+    let source = definition(
+        "until-all",
+        r#"do:
+  - votes:
+      listen:
+        to:
+          any:
+            - with: { type: com.example.vote }
+          until:
+            all:
+              - with: { type: com.example.closed.left }
+              - with: { type: com.example.closed.right }
+"#,
+    );
+    let events = vec![
+        event("1", "com.example.vote", json!({"v": 1})),
+        event("2", "com.example.closed.left", json!({})),
+        event("3", "com.example.vote", json!({"v": 2})),
+        event("4", "com.example.closed.right", json!({})),
+    ];
+    let report = run_with(&source, RunOptions { events, ..RunOptions::default() }).await;
+    assert_eq!(output(&report), &json!([{"v": 1}, {"v": 2}]));
+}
