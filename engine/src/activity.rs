@@ -146,6 +146,12 @@ impl fmt::Debug for ActivityContext {
 }
 
 impl ActivityContext {
+    /// A context for running a handler outside the engine (tests, tools); heartbeats go
+    /// nowhere.
+    pub fn new(instance: InstanceId, seq: Seq, attempt: u32, name: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
+        Self { instance, seq, attempt, name: name.into(), heartbeat: Arc::new(AtomicI64::new(0)), clock }
+    }
+
     /// The key that identifies this activity across attempts and restarts: `instance:seq`.
     pub fn idempotency_key(&self) -> String {
         format!("{}:{}", self.instance, self.seq)

@@ -1,6 +1,7 @@
 //! The engine's errors, by kind. Mapping to HTTP problems or gRPC codes happens at the edge.
 
-use crate::history::InstanceId;
+use crate::history::{InstanceId, Seq};
+use crate::human::TaskRefusal;
 use crate::instance::StepError;
 use crate::store::{InstanceStatus, StoreError};
 
@@ -24,6 +25,12 @@ pub enum EngineError {
     ClockNotManual,
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("task {id}:{task} does not exist, or you may not see it")]
+    TaskNotFound { id: InstanceId, task: Seq },
+    #[error("task {id}:{task}: {refusal}")]
+    TaskRefused { id: InstanceId, task: Seq, refusal: TaskRefusal },
+    #[error("instance {0} is suspended; resume it first")]
+    InstanceSuspended(InstanceId),
     #[error(transparent)]
     Step(#[from] StepError),
     #[error(transparent)]
@@ -45,6 +52,9 @@ impl EngineError {
             Self::InvalidArgument(_) => "BATON-E009",
             Self::Step(_) => "BATON-E010",
             Self::Store(_) => "BATON-E011",
+            Self::TaskNotFound { .. } => "BATON-E012",
+            Self::TaskRefused { .. } => "BATON-E013",
+            Self::InstanceSuspended(_) => "BATON-E014",
         }
     }
 }
@@ -68,6 +78,9 @@ mod tests {
             EngineError::InvalidArgument("a".into()),
             EngineError::Step(StepError::Corrupt("c".into())),
             EngineError::Store(StoreError::Other("o".into())),
+            EngineError::TaskNotFound { id: InstanceId::new("i"), task: 1 },
+            EngineError::TaskRefused { id: InstanceId::new("i"), task: 1, refusal: TaskRefusal::NotOpen("completed") },
+            EngineError::InstanceSuspended(InstanceId::new("i")),
         ];
         let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/errors");
         let mut codes = std::collections::HashSet::new();

@@ -14,6 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::activity::{ActivityOptions, Failure};
+use crate::human::{Assignment, HumanTaskSpec};
 
 /// A position in an instance's history. Also the identity of the primitive a command created:
 /// the activity scheduled at seq 7 is "activity 7" for its whole life.
@@ -214,6 +215,102 @@ pub struct InstanceTerminated {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanTaskCreated {
+    pub spec: Box<HumanTaskSpec>,
+}
+
+/// A person's action on a task that needs nothing but the task (claim, unclaim).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanTaskRef {
+    pub task: Seq,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanTaskDelegated {
+    pub task: Seq,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanTaskReassigned {
+    pub task: Seq,
+    pub to: Assignment,
+    /// Reassigned by the orchestration (an escalation), not by a person: then it is a command.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_workflow: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanTaskCommented {
+    pub task: Seq,
+    pub text: String,
+}
+
+/// A person completed a task; who did it is the event's actor, when is its time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanTaskCompleted {
+    pub task: Seq,
+    pub outcome: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanTaskCancelled {
+    pub task: Seq,
+    pub reason: String,
+}
+
+/// An SLA clock starts. Target and at-risk instants are computed by the orchestration (which
+/// knows the calendar) and recorded, so dashboards compare them with now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaStarted {
+    /// What it covers: a task's name, or `workflow`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human_task: Option<Seq>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
+    pub within_ms: u64,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub target_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub at_risk_at: DateTime<Utc>,
+}
+
+/// An SLA clock's business time so far, when it pauses, breaches or stops.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaElapsed {
+    pub sla: Seq,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaResumed {
+    pub sla: Seq,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub target_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub at_risk_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaEscalated {
+    pub sla: Seq,
+    /// The rung's index in the ladder.
+    pub rung: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub reason: String,
+}
+
 macro_rules! history_events {
     ($( $tag:literal => $variant:ident($body:ty) ),* $(,)?) => {
         /// What happened. The number before each kind is its persisted tag: never reuse one.
@@ -280,6 +377,23 @@ history_events! {
     18 => IncidentResolved(IncidentResolved),
     19 => InstanceTerminated(InstanceTerminated),
     20 => EventWaitCancelled(WaitRef),
+    21 => HumanTaskCreated(HumanTaskCreated),
+    22 => HumanTaskClaimed(HumanTaskRef),
+    23 => HumanTaskUnclaimed(HumanTaskRef),
+    24 => HumanTaskDelegated(HumanTaskDelegated),
+    25 => HumanTaskReassigned(HumanTaskReassigned),
+    26 => HumanTaskCommented(HumanTaskCommented),
+    27 => HumanTaskCompleted(HumanTaskCompleted),
+    28 => HumanTaskCancelled(HumanTaskCancelled),
+    29 => HumanTaskExpired(HumanTaskRef),
+    30 => SlaStarted(SlaStarted),
+    31 => SlaPaused(SlaElapsed),
+    32 => SlaResumed(SlaResumed),
+    33 => SlaEscalated(SlaEscalated),
+    34 => SlaBreached(SlaElapsed),
+    35 => SlaStopped(SlaElapsed),
+    36 => InstanceSuspended(Reason),
+    37 => InstanceResumed(Reason),
 }
 
 impl EventKind {
@@ -298,7 +412,16 @@ impl EventKind {
                 | Self::InstanceCompleted(_)
                 | Self::InstanceFailed(_)
                 | Self::ContinuedAsNew(_)
-        )
+                | Self::HumanTaskCreated(_)
+                | Self::HumanTaskCancelled(_)
+                | Self::HumanTaskExpired(_)
+                | Self::SlaStarted(_)
+                | Self::SlaPaused(_)
+                | Self::SlaResumed(_)
+                | Self::SlaEscalated(_)
+                | Self::SlaBreached(_)
+                | Self::SlaStopped(_)
+        ) || matches!(self, Self::HumanTaskReassigned(r) if r.by_workflow)
     }
 }
 
@@ -465,6 +588,23 @@ mod tests {
             (18, "IncidentResolved"),
             (19, "InstanceTerminated"),
             (20, "EventWaitCancelled"),
+            (21, "HumanTaskCreated"),
+            (22, "HumanTaskClaimed"),
+            (23, "HumanTaskUnclaimed"),
+            (24, "HumanTaskDelegated"),
+            (25, "HumanTaskReassigned"),
+            (26, "HumanTaskCommented"),
+            (27, "HumanTaskCompleted"),
+            (28, "HumanTaskCancelled"),
+            (29, "HumanTaskExpired"),
+            (30, "SlaStarted"),
+            (31, "SlaPaused"),
+            (32, "SlaResumed"),
+            (33, "SlaEscalated"),
+            (34, "SlaBreached"),
+            (35, "SlaStopped"),
+            (36, "InstanceSuspended"),
+            (37, "InstanceResumed"),
         ];
         assert_eq!(EventKind::known_tags(), expected);
     }

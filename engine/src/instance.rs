@@ -17,15 +17,20 @@ use serde_json::Value;
 use crate::activity::Failure;
 use crate::history::{
     ActivityScheduled, Actor, ChildStarted, ContinuedAsNew, DecodeError, DefinitionInfo, Emitted, EventKind,
-    EventReceived, EventWaitStarted, HistoryEvent, InstanceCompleted, InstanceFailed, InstanceId, Seq, StoredEvent,
-    TimerRef, TimerStarted, WaitRef, time_from_ms,
+    EventReceived, EventWaitStarted, HistoryEvent, HumanTaskCancelled, HumanTaskCreated, HumanTaskReassigned,
+    HumanTaskRef, InstanceCompleted, InstanceFailed, InstanceId, Seq, SlaElapsed, SlaEscalated, SlaResumed, SlaStarted,
+    StoredEvent, TimerRef, TimerStarted, WaitRef, time_from_ms,
 };
+use crate::human::{Assignment, Comment, Completion, HumanTask, HumanTaskRow, HumanTaskStatus};
 use crate::machines::{
     ActivityEvent, ActivityState, ChildEvent, ChildState, Next, TimerEvent, TimerState, Unexpected, WaitEvent,
     WaitState,
 };
 use crate::orchestration::{ANY_EVENT, AnyState, Command, Ctx, DynOrchestration, Fault, Trigger};
-use crate::store::{InstanceRow, InstanceStatus, OutboxRow, ParentRef, SnapshotRow, TaskRow, TimerRow};
+use crate::store::{InstanceRow, InstanceStatus, OutboxRow, ParentRef, SlaRow, SnapshotRow, TaskRow, TimerRow};
+
+/// The outbox kind of the event the engine emits when an SLA is breached.
+pub const SLA_BREACHED: &str = "SLABreached";
 
 /// The version of this interpreter of histories, recorded in every started event.
 pub const INTERPRETER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -52,6 +57,10 @@ pub enum Effect {
         outcome: Result<Value, Failure>,
     },
     Outbox(OutboxRow),
+    /// A human task was created or changed: its inbox row is written with the step.
+    HumanTask(Box<HumanTaskRow>),
+    /// An SLA clock started or changed: its dashboard row is written with the step.
+    Sla(Box<SlaRow>),
     /// The instance ended (completed, failed, terminated): waiters are told after commit.
     Ended,
 }
@@ -79,28 +88,74 @@ impl From<DecodeError> for StepError {
     }
 }
 
-/// A trigger with owned data, queued while a step runs.
-#[derive(Clone, Debug)]
+/// A trigger with owned data, queued while a step runs (and kept in the state while the
+/// instance is suspended).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum OwnedTrigger {
-    Started(Value),
+    Started(Value, Option<String>),
     ActivityCompleted(Seq, Value),
     ActivityFailed(Seq, Failure),
     TimerFired(Seq),
     EventReceived(Seq, String, Value),
     ChildCompleted(Seq, Value),
     ChildFailed(Seq, Failure),
+    HumanTaskCompleted(Seq, Completion),
+    HumanTaskUpdated(Seq, Box<HumanTask>),
+    Suspended,
+    Resumed,
 }
 
 impl OwnedTrigger {
     fn borrow(&self) -> Trigger<'_> {
         match self {
-            Self::Started(input) => Trigger::Started { input },
+            Self::Started(input, by) => Trigger::Started { input, started_by: by.as_deref() },
             Self::ActivityCompleted(activity, result) => Trigger::ActivityCompleted { activity: *activity, result },
             Self::ActivityFailed(activity, failure) => Trigger::ActivityFailed { activity: *activity, failure },
             Self::TimerFired(timer) => Trigger::TimerFired { timer: *timer },
             Self::EventReceived(wait, name, payload) => Trigger::EventReceived { wait: *wait, name, payload },
             Self::ChildCompleted(child, output) => Trigger::ChildCompleted { child: *child, output },
             Self::ChildFailed(child, failure) => Trigger::ChildFailed { child: *child, failure },
+            Self::HumanTaskCompleted(task, completion) => Trigger::HumanTaskCompleted { task: *task, completion },
+            Self::HumanTaskUpdated(task, human) => Trigger::HumanTaskUpdated { task: *task, human },
+            Self::Suspended => Trigger::Suspended,
+            Self::Resumed => Trigger::Resumed,
+        }
+    }
+}
+
+/// An SLA clock as the instance keeps it, until it stops.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct SlaClockState {
+    started: SlaStarted,
+    started_at_ms: i64,
+    /// None while paused.
+    target_at_ms: Option<i64>,
+    at_risk_at_ms: Option<i64>,
+    elapsed_ms: u64,
+    running_since_ms: Option<i64>,
+    escalations: u32,
+    breached_at_ms: Option<i64>,
+}
+
+impl SlaClockState {
+    fn row(&self, instance: &InstanceId, seq: Seq, definition: &str, stopped_at: Option<DateTime<Utc>>) -> SlaRow {
+        SlaRow {
+            instance: instance.clone(),
+            seq,
+            definition: definition.to_owned(),
+            name: self.started.name.clone(),
+            human_task: self.started.human_task,
+            department: self.started.department.clone(),
+            calendar: self.started.calendar.clone(),
+            within_ms: self.started.within_ms,
+            started_at: time_from_ms(self.started_at_ms),
+            target_at: self.target_at_ms.map(time_from_ms),
+            at_risk_at: self.at_risk_at_ms.map(time_from_ms),
+            elapsed_ms: self.elapsed_ms,
+            running_since: self.running_since_ms.map(time_from_ms),
+            escalations: self.escalations,
+            breached_at: self.breached_at_ms.map(time_from_ms),
+            stopped_at,
         }
     }
 }
@@ -113,6 +168,16 @@ struct Primitives {
     waits: BTreeMap<Seq, WaitState>,
     children: BTreeMap<Seq, ChildState>,
     buffered: VecDeque<EventReceived>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    human_tasks: BTreeMap<Seq, HumanTask>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    slas: BTreeMap<Seq, SlaClockState>,
+    /// Triggers that came while the instance was suspended, delivered when it resumes.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    deferred: VecDeque<OwnedTrigger>,
+    /// The person who started the instance, if a person did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started_by: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -190,6 +255,10 @@ impl Instance {
                 waits: BTreeMap::new(),
                 children: BTreeMap::new(),
                 buffered: VecDeque::new(),
+                human_tasks: BTreeMap::new(),
+                slas: BTreeMap::new(),
+                deferred: VecDeque::new(),
+                started_by: None,
             },
             user: orchestration.new_state(),
             orchestration,
@@ -232,6 +301,32 @@ impl Instance {
 
     pub fn has_activity(&self, activity: Seq) -> bool {
         self.primitives.activities.contains_key(&activity)
+    }
+
+    /// An open human task of this instance.
+    pub fn human_task(&self, task: Seq) -> Option<&HumanTask> {
+        self.primitives.human_tasks.get(&task)
+    }
+
+    /// The open human tasks, by id.
+    pub fn human_tasks(&self) -> impl Iterator<Item = (Seq, &HumanTask)> {
+        self.primitives.human_tasks.iter().map(|(seq, task)| (*seq, task))
+    }
+
+    pub fn human_task_row(&self, seq: Seq, task: &HumanTask, now: DateTime<Utc>) -> HumanTaskRow {
+        HumanTaskRow {
+            instance: self.id.clone(),
+            seq,
+            definition: self.definition.name.clone(),
+            task: task.clone(),
+            updated_at: now,
+        }
+    }
+
+    /// The SLA clocks still running or paused, as dashboard rows.
+    pub fn sla_rows(&self) -> Vec<SlaRow> {
+        let p = &self.primitives;
+        p.slas.iter().map(|(seq, sla)| sla.row(&self.id, *seq, &self.definition.name, None)).collect()
     }
 
     /// The summary row for this state.
@@ -292,6 +387,10 @@ impl Instance {
             if self.status.is_final() || self.status == InstanceStatus::Faulted {
                 break;
             }
+            if self.status == InstanceStatus::Suspended && trigger != OwnedTrigger::Suspended {
+                self.primitives.deferred.push_back(trigger);
+                continue;
+            }
             let id = self.id.clone();
             let mut ctx = Ctx::new(&id, at, self.next_seq);
             // A panicking orchestration faults this instance only (an incident), never the engine.
@@ -320,7 +419,7 @@ impl Instance {
     }
 
     fn refresh_status(&mut self) {
-        if self.status.is_final() || self.status == InstanceStatus::Faulted {
+        if self.status.is_final() || matches!(self.status, InstanceStatus::Faulted | InstanceStatus::Suspended) {
             return;
         }
         self.status = if self.primitives.activities.is_empty() && self.primitives.children.is_empty() {
@@ -349,7 +448,12 @@ impl Instance {
                 }
                 self.check_definition(&started.definition.content_hash)?;
                 self.status = InstanceStatus::Running;
-                triggers.push_back(OwnedTrigger::Started(started.input.clone()));
+                let started_by = match &event.actor {
+                    Actor::User { id } => Some(id.clone()),
+                    _ => None,
+                };
+                self.primitives.started_by = started_by.clone();
+                triggers.push_back(OwnedTrigger::Started(started.input.clone(), started_by));
             }
             EventKind::ContinuedAsNew(next) => {
                 for (activity, _) in std::mem::take(&mut p.activities) {
@@ -360,11 +464,14 @@ impl Instance {
                 }
                 p.waits.clear();
                 p.children.clear();
+                p.deferred.clear();
                 p.buffered = next.carried_events.iter().cloned().collect();
+                let started_by = p.started_by.clone();
+                self.close_people_and_clocks(event.at, effects);
                 self.user = self.orchestration.new_state();
                 self.run_start = seq;
                 triggers.clear();
-                triggers.push_back(OwnedTrigger::Started(next.input.clone()));
+                triggers.push_back(OwnedTrigger::Started(next.input.clone(), started_by));
             }
             EventKind::ActivityScheduled(scheduled) => {
                 p.activities.insert(seq, ActivityState::Scheduled { name: scheduled.name.clone() });
@@ -472,14 +579,148 @@ impl Instance {
                 }));
             }
             EventKind::InstanceCompleted(done) => {
-                self.end(InstanceStatus::Completed, Ok(done.output.clone()), triggers, effects);
+                self.end(event.at, InstanceStatus::Completed, Ok(done.output.clone()), triggers, effects);
             }
             EventKind::InstanceFailed(failed) => {
-                self.end(InstanceStatus::Faulted, Err(failed.failure.clone()), triggers, effects);
+                self.end(event.at, InstanceStatus::Faulted, Err(failed.failure.clone()), triggers, effects);
             }
             EventKind::InstanceTerminated(terminated) => {
                 let failure = Failure::new("terminated", terminated.reason.clone());
-                self.end(InstanceStatus::Cancelled, Err(failure), triggers, effects);
+                self.end(event.at, InstanceStatus::Cancelled, Err(failure), triggers, effects);
+            }
+            EventKind::HumanTaskCreated(HumanTaskCreated { spec }) => {
+                let task = HumanTask::new(spec.as_ref().clone(), event.at);
+                effects.push(Effect::HumanTask(Box::new(self.human_task_row(seq, &task, event.at))));
+                self.primitives.human_tasks.insert(seq, task);
+            }
+            EventKind::HumanTaskClaimed(HumanTaskRef { task }) => {
+                let me = person(&event.actor, *task, "HumanTaskClaimed")?;
+                self.change_task(*task, event, effects, Some(triggers), |t| t.assignee = Some(me))?;
+            }
+            EventKind::HumanTaskUnclaimed(HumanTaskRef { task }) => {
+                self.change_task(*task, event, effects, Some(triggers), |t| {
+                    t.assignee = None;
+                    t.delegate = None;
+                })?;
+            }
+            EventKind::HumanTaskDelegated(delegated) => {
+                let to = delegated.to.clone();
+                self.change_task(delegated.task, event, effects, Some(triggers), |t| t.delegate = Some(to))?;
+            }
+            EventKind::HumanTaskReassigned(HumanTaskReassigned { task, to, by_workflow }) => {
+                let to = to.clone();
+                let tell = !*by_workflow;
+                self.change_task(*task, event, effects, if tell { Some(triggers) } else { None }, |t| reassign(t, to))?;
+            }
+            EventKind::HumanTaskCommented(commented) => {
+                let by = person(&event.actor, commented.task, "HumanTaskCommented")?;
+                let comment = Comment { by, at: event.at, text: commented.text.clone() };
+                self.change_task(commented.task, event, effects, Some(triggers), |t| t.comments.push(comment))?;
+            }
+            EventKind::HumanTaskCompleted(done) => {
+                let completed_by = person(&event.actor, done.task, "HumanTaskCompleted")?;
+                let completion = Completion {
+                    outcome: done.outcome.clone(),
+                    data: done.data.clone(),
+                    completed_by,
+                    completed_at: event.at,
+                    on_behalf_of: done.on_behalf_of.clone(),
+                };
+                let finished = completion.clone();
+                self.finish_task(done.task, event, HumanTaskStatus::Completed, effects, |t| {
+                    t.completion = Some(finished)
+                })?;
+                triggers.push_back(OwnedTrigger::HumanTaskCompleted(done.task, completion));
+            }
+            EventKind::HumanTaskCancelled(HumanTaskCancelled { task, .. }) => {
+                self.finish_task(*task, event, HumanTaskStatus::Cancelled, effects, |_| {})?;
+            }
+            EventKind::HumanTaskExpired(HumanTaskRef { task }) => {
+                self.finish_task(*task, event, HumanTaskStatus::Expired, effects, |_| {})?;
+            }
+            EventKind::SlaStarted(started) => {
+                let at = event.at.timestamp_millis();
+                let clock = SlaClockState {
+                    started: started.clone(),
+                    started_at_ms: at,
+                    target_at_ms: Some(started.target_at.timestamp_millis()),
+                    at_risk_at_ms: Some(started.at_risk_at.timestamp_millis()),
+                    elapsed_ms: 0,
+                    running_since_ms: Some(at),
+                    escalations: 0,
+                    breached_at_ms: None,
+                };
+                effects.push(Effect::Sla(Box::new(clock.row(&self.id, seq, &self.definition.name, None))));
+                self.primitives.slas.insert(seq, clock);
+            }
+            EventKind::SlaPaused(SlaElapsed { sla, elapsed_ms }) => {
+                self.change_sla(*sla, "SlaPaused", effects, |c| {
+                    c.elapsed_ms = *elapsed_ms;
+                    c.running_since_ms = None;
+                    c.target_at_ms = None;
+                    c.at_risk_at_ms = None;
+                })?;
+            }
+            EventKind::SlaResumed(SlaResumed { sla, target_at, at_risk_at }) => {
+                let at = event.at.timestamp_millis();
+                self.change_sla(*sla, "SlaResumed", effects, |c| {
+                    c.running_since_ms = Some(at);
+                    c.target_at_ms = Some(target_at.timestamp_millis());
+                    c.at_risk_at_ms = Some(at_risk_at.timestamp_millis());
+                })?;
+            }
+            EventKind::SlaEscalated(SlaEscalated { sla, .. }) => {
+                self.change_sla(*sla, "SlaEscalated", effects, |c| c.escalations = c.escalations.saturating_add(1))?;
+            }
+            EventKind::SlaBreached(SlaElapsed { sla, elapsed_ms }) => {
+                let at = event.at.timestamp_millis();
+                self.change_sla(*sla, "SlaBreached", effects, |c| c.breached_at_ms = Some(at))?;
+                let clock = &self.primitives.slas[sla];
+                let payload = serde_json::json!({
+                    "instance": self.id,
+                    "definition": self.definition.key(),
+                    "sla": sla,
+                    "name": clock.started.name,
+                    "humanTask": clock.started.human_task,
+                    "department": clock.started.department,
+                    "within": clock.started.within_ms,
+                    "elapsed": elapsed_ms,
+                    "target": clock.target_at_ms.map(time_from_ms),
+                });
+                effects.push(Effect::Outbox(OutboxRow {
+                    instance: self.id.clone(),
+                    seq,
+                    kind: SLA_BREACHED.into(),
+                    payload,
+                    created_at: event.at,
+                }));
+            }
+            EventKind::SlaStopped(SlaElapsed { sla, elapsed_ms }) => {
+                let stopped = self.primitives.slas.remove(sla).ok_or(Unexpected {
+                    primitive: "sla",
+                    id: *sla,
+                    event: "SlaStopped",
+                    state: "absent",
+                })?;
+                let mut last = stopped;
+                last.elapsed_ms = *elapsed_ms;
+                last.running_since_ms = None;
+                effects.push(Effect::Sla(Box::new(last.row(&self.id, *sla, &self.definition.name, Some(event.at)))));
+            }
+            EventKind::InstanceSuspended(_) => {
+                if self.status == InstanceStatus::Suspended {
+                    return Err(StepError::Corrupt("InstanceSuspended while suspended".into()));
+                }
+                self.status = InstanceStatus::Suspended;
+                triggers.push_back(OwnedTrigger::Suspended);
+            }
+            EventKind::InstanceResumed(_) => {
+                if self.status != InstanceStatus::Suspended {
+                    return Err(StepError::Corrupt("InstanceResumed while not suspended".into()));
+                }
+                self.status = InstanceStatus::Running;
+                triggers.push_back(OwnedTrigger::Resumed);
+                triggers.extend(std::mem::take(&mut self.primitives.deferred));
             }
             // An instance that has ended stays as it ended.
             EventKind::IncidentRaised(_) if self.has_ended() => {}
@@ -494,6 +735,7 @@ impl Instance {
 
     fn end(
         &mut self,
+        at: DateTime<Utc>,
         status: InstanceStatus,
         outcome: Result<Value, Failure>,
         triggers: &mut VecDeque<OwnedTrigger>,
@@ -508,7 +750,9 @@ impl Instance {
         }
         p.waits.clear();
         p.children.clear();
+        p.deferred.clear();
         triggers.clear();
+        self.close_people_and_clocks(at, effects);
         self.status = status;
         self.result = Some(match &outcome {
             Ok(output) => output.clone(),
@@ -518,6 +762,74 @@ impl Instance {
             effects.push(Effect::NotifyParent { parent: parent.clone(), outcome });
         }
         effects.push(Effect::Ended);
+    }
+
+    /// A run ended: its open human tasks leave every inbox (cancelled) and its SLA clocks
+    /// stop where they are. History has the end itself; these are the read models' rows.
+    fn close_people_and_clocks(&mut self, at: DateTime<Utc>, effects: &mut Vec<Effect>) {
+        for (seq, mut task) in std::mem::take(&mut self.primitives.human_tasks) {
+            task.status = HumanTaskStatus::Cancelled;
+            effects.push(Effect::HumanTask(Box::new(self.human_task_row(seq, &task, at))));
+        }
+        for (seq, mut clock) in std::mem::take(&mut self.primitives.slas) {
+            clock.running_since_ms = None;
+            effects.push(Effect::Sla(Box::new(clock.row(&self.id, seq, &self.definition.name, Some(at)))));
+        }
+    }
+
+    /// Applies a person's change to an open task, writes its row, and tells the orchestration
+    /// when `triggers` is given.
+    fn change_task(
+        &mut self,
+        seq: Seq,
+        event: &HistoryEvent,
+        effects: &mut Vec<Effect>,
+        triggers: Option<&mut VecDeque<OwnedTrigger>>,
+        change: impl FnOnce(&mut HumanTask),
+    ) -> Result<(), StepError> {
+        let task = open_task(&mut self.primitives.human_tasks, seq, event.kind.name())?;
+        change(task);
+        let task = task.clone();
+        effects.push(Effect::HumanTask(Box::new(self.human_task_row(seq, &task, event.at))));
+        if let Some(triggers) = triggers {
+            triggers.push_back(OwnedTrigger::HumanTaskUpdated(seq, Box::new(task)));
+        }
+        Ok(())
+    }
+
+    /// Ends an open task with `status`: it leaves the instance state, its row stays.
+    fn finish_task(
+        &mut self,
+        seq: Seq,
+        event: &HistoryEvent,
+        status: HumanTaskStatus,
+        effects: &mut Vec<Effect>,
+        change: impl FnOnce(&mut HumanTask),
+    ) -> Result<(), StepError> {
+        open_task(&mut self.primitives.human_tasks, seq, event.kind.name())?;
+        let Some(mut task) = self.primitives.human_tasks.remove(&seq) else { unreachable!("checked just above") };
+        task.status = status;
+        change(&mut task);
+        effects.push(Effect::HumanTask(Box::new(self.human_task_row(seq, &task, event.at))));
+        Ok(())
+    }
+
+    fn change_sla(
+        &mut self,
+        seq: Seq,
+        name: &'static str,
+        effects: &mut Vec<Effect>,
+        change: impl FnOnce(&mut SlaClockState),
+    ) -> Result<(), StepError> {
+        let clock = self.primitives.slas.get_mut(&seq).ok_or(Unexpected {
+            primitive: "sla",
+            id: seq,
+            event: name,
+            state: "absent",
+        })?;
+        change(clock);
+        effects.push(Effect::Sla(Box::new(clock.row(&self.id, seq, &self.definition.name, None))));
+        Ok(())
     }
 
     /// Rebuilds an instance from its snapshot (if any) and the history after it, checking the
@@ -649,6 +961,35 @@ impl Instance {
     }
 }
 
+fn open_task<'a>(
+    tasks: &'a mut BTreeMap<Seq, HumanTask>,
+    seq: Seq,
+    event: &'static str,
+) -> Result<&'a mut HumanTask, Unexpected> {
+    tasks.get_mut(&seq).ok_or(Unexpected { primitive: "human task", id: seq, event, state: "absent" })
+}
+
+/// The person behind an event on a task; a person's action recorded without one is corrupt.
+fn person(actor: &Actor, task: Seq, event: &'static str) -> Result<String, Unexpected> {
+    match actor {
+        Actor::User { id } => Ok(id.clone()),
+        _ => Err(Unexpected { primitive: "human task", id: task, event, state: "acted on by no person" }),
+    }
+}
+
+/// A reassignment to exactly one user makes them the owner; anything else offers the task to
+/// new candidates. Either way a delegation ends.
+fn reassign(task: &mut HumanTask, to: Assignment) {
+    task.delegate = None;
+    let single = to.users.len() == 1 && to.roles.is_empty() && to.groups.is_empty() && to.departments.is_empty();
+    if single {
+        task.assignee = to.users.into_iter().next();
+    } else {
+        task.assignee = None;
+        task.candidates = to;
+    }
+}
+
 fn finish<S: Clone>(
     map: &mut BTreeMap<Seq, S>,
     id: Seq,
@@ -696,5 +1037,19 @@ fn command_event(command: Command) -> EventKind {
         Command::ContinueAsNew { input } => {
             EventKind::ContinuedAsNew(ContinuedAsNew { input, carried_events: Vec::new() })
         }
+        Command::CreateHumanTask { spec } => EventKind::HumanTaskCreated(HumanTaskCreated { spec }),
+        Command::CancelHumanTask { task, reason } => EventKind::HumanTaskCancelled(HumanTaskCancelled { task, reason }),
+        Command::ExpireHumanTask { task } => EventKind::HumanTaskExpired(HumanTaskRef { task }),
+        Command::ReassignHumanTask { task, to } => {
+            EventKind::HumanTaskReassigned(HumanTaskReassigned { task, to, by_workflow: true })
+        }
+        Command::StartSla { sla } => EventKind::SlaStarted(sla),
+        Command::PauseSla { sla, elapsed_ms } => EventKind::SlaPaused(SlaElapsed { sla, elapsed_ms }),
+        Command::ResumeSla { sla, target_at, at_risk_at } => {
+            EventKind::SlaResumed(SlaResumed { sla, target_at, at_risk_at })
+        }
+        Command::EscalateSla { sla, rung } => EventKind::SlaEscalated(SlaEscalated { sla, rung }),
+        Command::BreachSla { sla, elapsed_ms } => EventKind::SlaBreached(SlaElapsed { sla, elapsed_ms }),
+        Command::StopSla { sla, elapsed_ms } => EventKind::SlaStopped(SlaElapsed { sla, elapsed_ms }),
     }
 }

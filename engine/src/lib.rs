@@ -20,9 +20,11 @@
 
 pub mod activity;
 pub mod clock;
+pub mod directory;
 mod error;
 mod failpoint;
 pub mod history;
+pub mod human;
 pub mod instance;
 pub mod machines;
 pub mod orchestration;

@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::activity::{ActivityOptions, Failure};
-use crate::history::{DefinitionInfo, InstanceId, Seq};
+use crate::history::{DefinitionInfo, InstanceId, Seq, SlaStarted};
+use crate::human::{Assignment, Completion, HumanTask, HumanTaskSpec};
 
 /// The wait name that takes an event of any name.
 pub const ANY_EVENT: &str = "*";
@@ -28,6 +29,8 @@ pub enum Trigger<'a> {
     /// The instance (or a new run after continue-as-new) starts with this input.
     Started {
         input: &'a Value,
+        /// The person who started the instance, when a person did (the request's initiator).
+        started_by: Option<&'a str>,
     },
     ActivityCompleted {
         activity: Seq,
@@ -56,6 +59,21 @@ pub enum Trigger<'a> {
         child: Seq,
         failure: &'a Failure,
     },
+    /// A person completed a human task; it is finished.
+    HumanTaskCompleted {
+        task: Seq,
+        completion: &'a Completion,
+    },
+    /// A person changed a human task (claimed, gave back, delegated, reassigned, commented);
+    /// it is still open.
+    HumanTaskUpdated {
+        task: Seq,
+        human: &'a HumanTask,
+    },
+    /// The instance was suspended: nothing reaches the orchestration until it is resumed
+    /// (inputs that arrive meanwhile are recorded and delivered after [`Trigger::Resumed`]).
+    Suspended,
+    Resumed,
 }
 
 /// A decision of the orchestration. Each becomes exactly one history event.
@@ -71,6 +89,16 @@ pub enum Command {
     Complete { output: Value },
     Fail { failure: Failure },
     ContinueAsNew { input: Value },
+    CreateHumanTask { spec: Box<HumanTaskSpec> },
+    CancelHumanTask { task: Seq, reason: String },
+    ExpireHumanTask { task: Seq },
+    ReassignHumanTask { task: Seq, to: Assignment },
+    StartSla { sla: SlaStarted },
+    PauseSla { sla: Seq, elapsed_ms: u64 },
+    ResumeSla { sla: Seq, target_at: DateTime<Utc>, at_risk_at: DateTime<Utc> },
+    EscalateSla { sla: Seq, rung: u32 },
+    BreachSla { sla: Seq, elapsed_ms: u64 },
+    StopSla { sla: Seq, elapsed_ms: u64 },
 }
 
 impl Command {
@@ -214,6 +242,59 @@ impl<'a> Ctx<'a> {
     /// Ends this run and starts a fresh one with `input`, so history per run stays bounded.
     pub fn continue_as_new(&mut self, input: Value) {
         self.push(Command::ContinueAsNew { input });
+    }
+
+    /// Creates a human task; returns its id, which [`Trigger::HumanTaskCompleted`] carries.
+    pub fn create_human_task(&mut self, mut spec: HumanTaskSpec) -> Seq {
+        spec.due_at = spec.due_at.map(crate::history::history_time);
+        self.push(Command::CreateHumanTask { spec: Box::new(spec) })
+    }
+
+    /// Withdraws an open task (its branch was cancelled, a quorum was reached...).
+    pub fn cancel_human_task(&mut self, task: Seq, reason: impl Into<String>) {
+        self.push(Command::CancelHumanTask { task, reason: reason.into() });
+    }
+
+    /// Ends an open task because its time ran out.
+    pub fn expire_human_task(&mut self, task: Seq) {
+        self.push(Command::ExpireHumanTask { task });
+    }
+
+    /// Moves an open task to other people (an escalation).
+    pub fn reassign_human_task(&mut self, task: Seq, to: Assignment) {
+        self.push(Command::ReassignHumanTask { task, to });
+    }
+
+    /// Starts an SLA clock; returns its id.
+    pub fn start_sla(&mut self, mut sla: SlaStarted) -> Seq {
+        sla.target_at = crate::history::history_time(sla.target_at);
+        sla.at_risk_at = crate::history::history_time(sla.at_risk_at);
+        self.push(Command::StartSla { sla })
+    }
+
+    pub fn pause_sla(&mut self, sla: Seq, elapsed_ms: u64) {
+        self.push(Command::PauseSla { sla, elapsed_ms });
+    }
+
+    pub fn resume_sla(&mut self, sla: Seq, target_at: DateTime<Utc>, at_risk_at: DateTime<Utc>) {
+        let target_at = crate::history::history_time(target_at);
+        let at_risk_at = crate::history::history_time(at_risk_at);
+        self.push(Command::ResumeSla { sla, target_at, at_risk_at });
+    }
+
+    /// Records that a rung of the SLA's escalation ladder was reached.
+    pub fn escalate_sla(&mut self, sla: Seq, rung: u32) {
+        self.push(Command::EscalateSla { sla, rung });
+    }
+
+    /// Records the breach: the engine emits an `SLABreached` event with it.
+    pub fn breach_sla(&mut self, sla: Seq, elapsed_ms: u64) {
+        self.push(Command::BreachSla { sla, elapsed_ms });
+    }
+
+    /// Stops the clock: the covered work is done (or abandoned).
+    pub fn stop_sla(&mut self, sla: Seq, elapsed_ms: u64) {
+        self.push(Command::StopSla { sla, elapsed_ms });
     }
 }
 

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::activity::ActivityOptions;
 use crate::history::{DefinitionInfo, Seq};
+use crate::human::HumanTaskSpec;
 use crate::orchestration::{Ctx, Fault, Orchestration, Trigger};
 
 /// One step of a [`Program`].
@@ -37,6 +38,9 @@ pub enum Op {
     Emit { kind: String },
     /// Calls the activity `name` `times` times in sequence, continuing as new every `every`.
     Loop { name: String, times: u64, every: u64 },
+    /// Creates a human task and waits until a person completes it; the completion joins the
+    /// results.
+    HumanTask { spec: Box<HumanTaskSpec> },
 }
 
 /// What a program remembers between triggers.
@@ -113,6 +117,9 @@ impl Program {
                     state.pc += 1;
                     continue;
                 }
+                Op::HumanTask { spec } => {
+                    state.pending.insert(ctx.create_human_task(spec.as_ref().clone()));
+                }
                 Op::Loop { name, times, every } => {
                     if state.iteration >= *times {
                         state.results.push(json!(state.iteration));
@@ -162,7 +169,7 @@ impl Orchestration for Program {
 
     fn on_trigger(&self, state: &mut ProgramState, trigger: Trigger<'_>, ctx: &mut Ctx<'_>) -> Result<(), Fault> {
         match trigger {
-            Trigger::Started { input } => {
+            Trigger::Started { input, .. } => {
                 *state = ProgramState { input: input.clone(), ..ProgramState::default() };
                 if let Some(resumed) = input.get("resumed").and_then(Value::as_u64) {
                     state.iteration = resumed;
@@ -199,6 +206,8 @@ impl Orchestration for Program {
             Trigger::ChildFailed { child, failure } => {
                 return Err(Fault::unhandled(format!("child {child} failed: {failure}")));
             }
+            Trigger::HumanTaskCompleted { task, completion } => self.settle(state, task, completion.to_output()),
+            Trigger::HumanTaskUpdated { .. } | Trigger::Suspended | Trigger::Resumed => return Ok(()),
         }
         self.advance(state, ctx);
         Ok(())

@@ -399,14 +399,19 @@ async fn starts_are_idempotent_by_key() {
         .build()
         .await
         .expect("engine");
-    let options = || StartOptions { id: None, idempotency_key: Some("order-42".into()) };
+    let options = || StartOptions { id: None, idempotency_key: Some("order-42".into()), ..StartOptions::default() };
     let first = engine.start("seq", json!({}), options()).await.expect("start");
     let second = engine.start("seq", json!({}), options()).await.expect("start");
     assert!(first.created);
     assert!(!second.created);
     assert_eq!(first.id, second.id);
-    let duplicate_id =
-        engine.start("seq", json!({}), StartOptions { id: Some(first.id.clone()), idempotency_key: None }).await;
+    let duplicate_id = engine
+        .start(
+            "seq",
+            json!({}),
+            StartOptions { id: Some(first.id.clone()), idempotency_key: None, ..StartOptions::default() },
+        )
+        .await;
     assert!(matches!(duplicate_id, Err(baton_engine::EngineError::InstanceExists(_))));
     engine.shutdown().await;
 }
@@ -828,4 +833,155 @@ async fn a_cancelled_wait_takes_no_event_and_any_name_takes_any() {
     assert_eq!(outcome.result, Some(json!({ "first": "no", "second": "yes", "by_new_wait": true })));
     let history = engine.history(&id, 0, 100).await.expect("history");
     assert!(history.iter().any(|e| e.tag == 20), "the cancel (EventWaitCancelled, tag 20) is in history");
+}
+
+mod people {
+    //! Human tasks and suspension through the engine's own API, with the Rust test program.
+
+    use baton_engine::EngineError;
+    use baton_engine::directory::Person;
+    use baton_engine::human::{
+        HumanTaskSpec, HumanTaskStatus, InboxQuery, Principal, RoleGrant, TaskAction, TaskRefusal,
+    };
+
+    use super::*;
+
+    fn review_program() -> Program {
+        let mut spec = HumanTaskSpec::new("review", "Review");
+        spec.candidates.roles = vec!["reviewer".into()];
+        spec.department = Some("assembly".into());
+        spec.outcomes = vec!["approve".into(), "reject".into()];
+        Program::new("review", vec![Op::HumanTask { spec: Box::new(spec) }])
+    }
+
+    fn reviewer(id: &str, department: &str) -> Principal {
+        Principal { roles: vec![RoleGrant::new("reviewer", Some(department))], ..Principal::user(id) }
+    }
+
+    async fn with_people(store: &Arc<dyn Store>) {
+        for id in ["ana", "bob", "cy"] {
+            store.put_person(&Person::new(id, id)).await.expect("person");
+        }
+    }
+
+    async fn first_task(engine: &Engine, principal: &Principal) -> (InstanceId, u64) {
+        for _ in 0..2_000 {
+            if let Some(row) = engine.inbox(&InboxQuery::default(), principal).await.expect("inbox").first() {
+                return (row.instance.clone(), row.seq);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("no task appeared for {}", principal.user);
+    }
+
+    fn complete(outcome: &str) -> TaskAction {
+        TaskAction::Complete { outcome: outcome.into(), data: Value::Null, on_behalf_of: None }
+    }
+
+    #[tokio::test]
+    async fn actions_are_recorded_with_their_actor_and_replayed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("people.db");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(path.to_str().expect("utf-8"), SqliteOptions::default()).await.expect("open"));
+        with_people(&store).await;
+        let engine =
+            noop_builder(store.clone(), clock()).orchestration(review_program()).build().await.expect("engine");
+        let id = start(&engine, "review", json!({})).await;
+        let ana = reviewer("ana", "assembly");
+        let (_, seq) = first_task(&engine, &ana).await;
+        engine.act_on_task(&id, seq, &ana, TaskAction::Claim).await.expect("claim");
+        // Claimed: bob, a reviewer of the same department, no longer sees or takes it.
+        let bob = reviewer("bob", "assembly");
+        assert!(engine.inbox(&InboxQuery::default(), &bob).await.expect("inbox").is_empty());
+        assert!(matches!(
+            engine.act_on_task(&id, seq, &bob, complete("approve")).await,
+            Err(EngineError::TaskNotFound { .. })
+        ));
+        engine
+            .act_on_task(&id, seq, &ana, TaskAction::Reassign { to: baton_engine::human::Assignment::user("bob") })
+            .await
+            .expect("reassign");
+        engine.act_on_task(&id, seq, &bob, complete("approve")).await.expect("complete");
+        let outcome = wait(&engine, &id).await;
+        assert_eq!(outcome.status, InstanceStatus::Completed);
+        assert_eq!(outcome.result.expect("output")["results"][0]["completedBy"], "bob");
+        // A second completion finds the task closed and records nothing.
+        let refused = engine.act_on_task(&id, seq, &bob, complete("reject")).await;
+        assert!(matches!(refused, Err(EngineError::TaskRefused { refusal: TaskRefusal::NotOpen("completed"), .. })));
+        let history = engine.history(&id, 0, 100).await.expect("history");
+        let actors: Vec<(String, Value)> = history
+            .iter()
+            .map(|e| e.to_view())
+            .filter(|v| v["type"].as_str().is_some_and(|t| t.starts_with("HumanTask")))
+            .map(|v| (v["type"].as_str().unwrap_or_default().to_owned(), v["actor"].clone()))
+            .collect();
+        assert_eq!(
+            actors,
+            [
+                ("HumanTaskCreated".to_owned(), json!({"kind": "system"})),
+                ("HumanTaskClaimed".to_owned(), json!({"kind": "user", "id": "ana"})),
+                ("HumanTaskReassigned".to_owned(), json!({"kind": "user", "id": "ana"})),
+                ("HumanTaskCompleted".to_owned(), json!({"kind": "user", "id": "bob"})),
+            ]
+        );
+        let row = store.human_task(&id, seq).await.expect("read").expect("row");
+        assert_eq!(row.task.status, HumanTaskStatus::Completed);
+        engine.shutdown().await;
+        let replay = baton_engine::replay::Replayer::new()
+            .orchestration(review_program())
+            .replay(store.as_ref(), &id)
+            .await
+            .expect("replay");
+        assert_eq!(replay.error, None);
+    }
+
+    #[tokio::test]
+    async fn a_terminated_instance_withdraws_its_tasks_from_every_inbox() {
+        let store = memory();
+        with_people(&store).await;
+        let engine =
+            noop_builder(store.clone(), clock()).orchestration(review_program()).build().await.expect("engine");
+        let id = start(&engine, "review", json!({})).await;
+        let ana = reviewer("ana", "assembly");
+        let (_, seq) = first_task(&engine, &ana).await;
+        assert!(
+            engine.inbox(&InboxQuery::default(), &reviewer("cy", "paint")).await.expect("inbox").is_empty(),
+            "another department's reviewer sees nothing"
+        );
+        engine.terminate(&id, "withdrawn", Actor::User { id: "ana".into() }).await.expect("terminate");
+        assert!(engine.inbox(&InboxQuery::default(), &ana).await.expect("inbox").is_empty());
+        let row = store.human_task(&id, seq).await.expect("read").expect("row");
+        assert_eq!(row.task.status, HumanTaskStatus::Cancelled);
+        engine.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_suspended_instance_gets_what_arrived_once_resumed() {
+        let program = Program::new(
+            "gate",
+            vec![
+                Op::WaitEvent { name: "go".into() },
+                Op::Activity { name: "noop".into(), options: ActivityOptions::default() },
+            ],
+        );
+        let engine = noop_builder(memory(), clock()).orchestration(program).build().await.expect("engine");
+        let id = start(&engine, "gate", json!({})).await;
+        let admin = Actor::User { id: "ops".into() };
+        engine.suspend(&id, "audit", admin.clone()).await.expect("suspend");
+        assert_eq!(engine.describe(&id).await.expect("describe").row.status, InstanceStatus::Suspended);
+        let event =
+            RaiseEvent { name: "go".into(), payload: json!({"ok": true}), event_id: None, actor: Actor::System };
+        // The raise returns once its step is durable: had the event reached the program, the
+        // activity it schedules would be there now.
+        assert_eq!(engine.raise_event(&id, event).await.expect("raise"), Raised::Accepted);
+        let description = engine.describe(&id).await.expect("describe");
+        assert_eq!(description.row.status, InstanceStatus::Suspended, "recorded, not acted on");
+        assert!(description.tasks.is_empty(), "no activity scheduled while suspended");
+        engine.resume(&id, "audit done", admin).await.expect("resume");
+        let outcome = wait(&engine, &id).await;
+        assert_eq!(outcome.status, InstanceStatus::Completed);
+        assert_eq!(outcome.result.expect("output")["results"][0], json!({"ok": true}));
+        engine.shutdown().await;
+    }
 }

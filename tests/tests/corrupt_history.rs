@@ -136,7 +136,7 @@ async fn corrupt_histories_fault_their_instances_and_nothing_else() {
 
     let (first, sqlite) = start_engine(&path, clock.clone(), program()).await;
     for id in &ids {
-        let options = StartOptions { id: Some(id.clone()), idempotency_key: None };
+        let options = StartOptions { id: Some(id.clone()), idempotency_key: None, ..StartOptions::default() };
         assert!(first.start("gate", json!({}), options).await.expect("start").created);
         assert_eq!(first.describe(id).await.expect("describe").row.status, InstanceStatus::Waiting);
     }
@@ -195,7 +195,11 @@ async fn corrupt_histories_fault_their_instances_and_nothing_else() {
     // The engine carries on: a new instance runs start to end.
     let fresh = InstanceId::new("fresh");
     engine
-        .start("gate", json!({}), StartOptions { id: Some(fresh.clone()), idempotency_key: None })
+        .start(
+            "gate",
+            json!({}),
+            StartOptions { id: Some(fresh.clone()), idempotency_key: None, ..StartOptions::default() },
+        )
         .await
         .expect("start");
     assert_eq!(engine.raise_event(&fresh, go()).await.expect("raise"), Raised::Accepted);
@@ -241,7 +245,7 @@ async fn a_resealed_history_that_disagrees_with_the_row_chain_head_is_refused() 
     let open = || start_engine(&path, clock.clone(), program());
 
     let (engine, sqlite) = open().await;
-    let options = StartOptions { id: Some(forged.clone()), idempotency_key: None };
+    let options = StartOptions { id: Some(forged.clone()), idempotency_key: None, ..StartOptions::default() };
     engine.start("work-then-wait", json!({}), options).await.expect("start");
     // Started, ActivityScheduled, ActivityCompleted, EventWaitStarted.
     let mut waiting = false;

@@ -16,10 +16,12 @@ use super::{Outcome, RaiseEvent, Raised, Shared, Started};
 use crate::activity::{ActivityError, ActivityOptions, Failure};
 use crate::error::EngineError;
 use crate::history::{
-    ActivityCompleted, ActivityFailed, Actor, ChildCompleted, ChildFailed, EventKind, EventReceived, IncidentRaised,
-    IncidentResolved, InstanceId, InstanceStarted, InstanceTerminated, Seq, TimerRef,
+    ActivityCompleted, ActivityFailed, Actor, ChildCompleted, ChildFailed, EventKind, EventReceived,
+    HumanTaskCommented, HumanTaskCompleted, HumanTaskDelegated, HumanTaskReassigned, HumanTaskRef, IncidentRaised,
+    IncidentResolved, InstanceId, InstanceStarted, InstanceTerminated, Reason, Seq, TimerRef,
 };
-use crate::instance::{Effect, INTERPRETER_VERSION, Instance, Step, StepError};
+use crate::human::{HumanTaskRow, Principal, TaskAction, TaskRefusal, check_action, may_see};
+use crate::instance::{Effect, INTERPRETER_VERSION, Instance, SLA_BREACHED, Step, StepError};
 use crate::orchestration::FaultKind;
 use crate::store::{
     IncidentKind, InstanceStatus, InstanceWrite, LoadedInstance, NewIncident, ParentRef, StoreError, TaskRow,
@@ -29,12 +31,101 @@ type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 /// What reaches the core through its channel.
 pub(crate) enum Input {
-    Start { id: InstanceId, definition: String, input: Value, idempotency_key: Option<String>, reply: Reply<Started> },
-    Raise { id: InstanceId, event: RaiseEvent, reply: Reply<Raised> },
-    Terminate { id: InstanceId, reason: String, actor: Actor, reply: Reply<()> },
-    RetryIncident { incident: i64, reply: Reply<()> },
-    Watch { id: InstanceId, reply: Reply<Outcome> },
-    ActivityDone { id: InstanceId, seq: Seq, token: u64, attempt: u32, outcome: Result<Value, ActivityError> },
+    Start {
+        id: InstanceId,
+        definition: String,
+        input: Value,
+        idempotency_key: Option<String>,
+        actor: Actor,
+        reply: Reply<Started>,
+    },
+    TaskAction {
+        id: InstanceId,
+        task: Seq,
+        principal: Principal,
+        action: TaskAction,
+        reply: Reply<HumanTaskRow>,
+    },
+    Suspend {
+        id: InstanceId,
+        reason: String,
+        actor: Actor,
+        resume: bool,
+        reply: Reply<()>,
+    },
+    Raise {
+        id: InstanceId,
+        event: RaiseEvent,
+        reply: Reply<Raised>,
+    },
+    Terminate {
+        id: InstanceId,
+        reason: String,
+        actor: Actor,
+        reply: Reply<()>,
+    },
+    RetryIncident {
+        incident: i64,
+        reply: Reply<()>,
+    },
+    Watch {
+        id: InstanceId,
+        reply: Reply<Outcome>,
+    },
+    ActivityDone {
+        id: InstanceId,
+        seq: Seq,
+        token: u64,
+        attempt: u32,
+        outcome: Result<Value, ActivityError>,
+    },
+}
+
+/// How an instance starts: by key, as a child, by whom.
+struct StartHow {
+    idempotency_key: Option<String>,
+    parent: Option<ParentRef>,
+    actor: Actor,
+}
+
+/// The people an action names, who must exist in the directory.
+fn action_people(action: &TaskAction) -> Vec<&str> {
+    match action {
+        TaskAction::Delegate { to } => vec![to.as_str()],
+        TaskAction::Reassign { to } => to.users.iter().map(String::as_str).collect(),
+        TaskAction::Complete { on_behalf_of: Some(other), .. } => vec![other.as_str()],
+        _ => Vec::new(),
+    }
+}
+
+/// The history event that records an accepted action.
+fn action_event(task: Seq, action: TaskAction) -> EventKind {
+    match action {
+        TaskAction::Claim => EventKind::HumanTaskClaimed(HumanTaskRef { task }),
+        TaskAction::Unclaim => EventKind::HumanTaskUnclaimed(HumanTaskRef { task }),
+        TaskAction::Delegate { to } => EventKind::HumanTaskDelegated(HumanTaskDelegated { task, to }),
+        TaskAction::Reassign { to } => {
+            EventKind::HumanTaskReassigned(HumanTaskReassigned { task, to, by_workflow: false })
+        }
+        TaskAction::Complete { outcome, data, on_behalf_of } => {
+            EventKind::HumanTaskCompleted(HumanTaskCompleted { task, outcome, data, on_behalf_of })
+        }
+        TaskAction::Comment { text } => EventKind::HumanTaskCommented(HumanTaskCommented { task, text }),
+    }
+}
+
+/// Validates completion data against the task's form (a JSON Schema); lists every problem.
+fn check_form(form: &Value, data: &Value) -> Result<(), Vec<String>> {
+    let validator =
+        jsonschema::validator_for(form).map_err(|err| vec![format!("the task's form is not a valid schema: {err}")])?;
+    let problems: Vec<String> = validator
+        .iter_errors(data)
+        .map(|err| {
+            let at = err.instance_path().to_string();
+            if at.is_empty() { err.to_string() } else { format!("{at}: {err}") }
+        })
+        .collect();
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
 }
 
 /// Work inside one turn: inputs, and what steps of this turn caused (children, parents, timers).
@@ -50,9 +141,13 @@ impl Work {
     fn instance(&self) -> Option<&InstanceId> {
         match self {
             Work::Input(Input::Start { id, .. }) => Some(id),
-            Work::Input(Input::Raise { id, .. } | Input::Terminate { id, .. } | Input::ActivityDone { id, .. }) => {
-                Some(id)
-            }
+            Work::Input(
+                Input::Raise { id, .. }
+                | Input::Terminate { id, .. }
+                | Input::ActivityDone { id, .. }
+                | Input::TaskAction { id, .. }
+                | Input::Suspend { id, .. },
+            ) => Some(id),
             Work::TimerFired { id, .. } | Work::Redeliver { id, .. } => Some(id),
             Work::ChildOutcome { parent, .. } => Some(&parent.instance),
             Work::Input(Input::Watch { .. } | Input::RetryIncident { .. }) | Work::StartChild { .. } => None,
@@ -129,6 +224,7 @@ enum Post {
     Watch(InstanceId, Reply<Outcome>),
     Started(Reply<Started>, Started),
     Raised(Reply<Raised>, Raised),
+    TaskActed(Reply<HumanTaskRow>, Box<HumanTaskRow>),
     Done(Reply<()>),
     Fail(ReplyAny, EngineError),
     /// After an incident retry: dispatch the instance's open tasks and arm its timers again.
@@ -139,6 +235,7 @@ enum Post {
 enum ReplyAny {
     Started(Reply<Started>),
     Raised(Reply<Raised>),
+    TaskActed(Reply<HumanTaskRow>),
     Done(Reply<()>),
 }
 
@@ -147,6 +244,7 @@ impl ReplyAny {
         let _ = match self {
             Self::Started(r) => r.send(Err(err)).map_err(drop),
             Self::Raised(r) => r.send(Err(err)).map_err(drop),
+            Self::TaskActed(r) => r.send(Err(err)).map_err(drop),
             Self::Done(r) => r.send(Err(err)).map_err(drop),
         };
     }
@@ -494,19 +592,21 @@ impl Core {
 
     async fn take(&mut self, item: Work, batch: &mut Batch, work: &mut VecDeque<Work>) {
         match item {
-            Work::Input(Input::Start { id, definition, input, idempotency_key, reply }) => {
+            Work::Input(Input::Start { id, definition, input, idempotency_key, actor, reply }) => {
                 if self.draining {
                     let _ = reply.send(Err(EngineError::ShuttingDown));
                     return;
                 }
-                match self.start(batch, id, &definition, input, idempotency_key, None, work).await {
+                let how = StartHow { idempotency_key, parent: None, actor };
+                match self.start(batch, id, &definition, input, how, work).await {
                     Ok(Some(started)) => batch.post.push(Post::Started(reply, started)),
                     Ok(None) => {}
                     Err(err) => batch.post.push(Post::Fail(ReplyAny::Started(reply), err)),
                 }
             }
             Work::StartChild { id, definition, input, parent } => {
-                if let Err(err) = self.start(batch, id, &definition, input, None, Some(parent.clone()), work).await {
+                let how = StartHow { idempotency_key: None, parent: Some(parent.clone()), actor: Actor::System };
+                if let Err(err) = self.start(batch, id, &definition, input, how, work).await {
                     let failure = Failure::new("child.start", err.to_string());
                     work.push_back(Work::ChildOutcome { parent, outcome: Err(failure) });
                 }
@@ -530,6 +630,22 @@ impl Core {
             }
             Work::Input(Input::RetryIncident { incident, reply }) => {
                 match self.retry_incident(batch, incident, work).await {
+                    Ok(()) => batch.post.push(Post::Done(reply)),
+                    Err(err) => batch.post.push(Post::Fail(ReplyAny::Done(reply), err)),
+                }
+            }
+            Work::Input(Input::TaskAction { id, task, principal, action, reply }) => {
+                if self.draining {
+                    let _ = reply.send(Err(EngineError::ShuttingDown));
+                    return;
+                }
+                match self.task_action(batch, &id, task, &principal, action, work).await {
+                    Ok(row) => batch.post.push(Post::TaskActed(reply, Box::new(row))),
+                    Err(err) => batch.post.push(Post::Fail(ReplyAny::TaskActed(reply), err)),
+                }
+            }
+            Work::Input(Input::Suspend { id, reason, actor, resume, reply }) => {
+                match self.suspend(batch, &id, reason, actor, resume, work).await {
                     Ok(()) => batch.post.push(Post::Done(reply)),
                     Err(err) => batch.post.push(Post::Fail(ReplyAny::Done(reply), err)),
                 }
@@ -628,17 +744,16 @@ impl Core {
         Ok(status)
     }
 
-    #[allow(clippy::too_many_arguments)] // the start's fields, plus the turn it runs in
     async fn start(
         &mut self,
         batch: &mut Batch,
         id: InstanceId,
         definition: &str,
         input: Value,
-        idempotency_key: Option<String>,
-        parent: Option<ParentRef>,
+        how: StartHow,
         work: &mut VecDeque<Work>,
     ) -> Result<Option<Started>, EngineError> {
+        let StartHow { idempotency_key, parent, actor } = how;
         if let Some(key) = &idempotency_key {
             if let Some(existing) = batch.new_keys.get(key) {
                 return Ok(Some(Started { id: existing.clone(), created: false }));
@@ -665,7 +780,7 @@ impl Core {
             input,
             idempotency_key: idempotency_key.clone(),
         });
-        let step = instance.handle(started, batch.now, Actor::System).map_err(EngineError::Step)?;
+        let step = instance.handle(started, batch.now, actor).map_err(EngineError::Step)?;
         if let Some(key) = idempotency_key {
             batch.new_keys.insert(key, id.clone());
         }
@@ -675,6 +790,97 @@ impl Core {
         // Children of a first step start later in this same turn (the turn drains `work`).
         self.merge(batch, &id, step, work);
         Ok(Some(Started { id, created: true }))
+    }
+
+    /// A person's action on a human task: checked against the task as the instance holds it
+    /// now, then recorded, in this step.
+    async fn task_action(
+        &mut self,
+        batch: &mut Batch,
+        id: &InstanceId,
+        seq: Seq,
+        principal: &Principal,
+        action: TaskAction,
+        work: &mut VecDeque<Work>,
+    ) -> Result<HumanTaskRow, EngineError> {
+        let not_found = || EngineError::TaskNotFound { id: id.clone(), task: seq };
+        if !self.ensure_loaded(id, batch).await? {
+            return Err(not_found());
+        }
+        let Some(cached) = self.cache.get(id) else { return Err(not_found()) };
+        let instance = &cached.instance;
+        let Some(task) = instance.human_task(seq) else {
+            // A finished task (or none): say which, to people who may see it.
+            return match self.shared.store.human_task(id, seq).await? {
+                Some(row) if may_see(principal, &row.task) => Err(EngineError::TaskRefused {
+                    id: id.clone(),
+                    task: seq,
+                    refusal: TaskRefusal::NotOpen(row.task.status.as_str()),
+                }),
+                _ => Err(not_found()),
+            };
+        };
+        let refused = |refusal| EngineError::TaskRefused { id: id.clone(), task: seq, refusal };
+        match check_action(principal, task, &action) {
+            Ok(()) => {}
+            Err(TaskRefusal::Forbidden { .. }) => return Err(not_found()),
+            Err(refusal) => return Err(refused(refusal)),
+        }
+        match instance.status {
+            InstanceStatus::Suspended => return Err(EngineError::InstanceSuspended(id.clone())),
+            InstanceStatus::Faulted => {
+                return Err(EngineError::InstanceFaulted {
+                    id: id.clone(),
+                    reason: "an incident is open; retry it first".into(),
+                });
+            }
+            _ => {}
+        }
+        if let (TaskAction::Complete { data, .. }, Some(form)) = (&action, &task.spec.form) {
+            check_form(form, data).map_err(|problems| refused(TaskRefusal::InvalidData(problems)))?;
+        }
+        for user in action_people(&action) {
+            if self.shared.store.person(user).await?.is_none() {
+                return Err(refused(TaskRefusal::Invalid(format!("{user} is not in the directory"))));
+            }
+        }
+        let kind = action_event(seq, action);
+        let actor = Actor::User { id: principal.user.clone() };
+        self.shared.stats.task_actions.fetch_add(1, Ordering::Relaxed);
+        self.step(batch, id, kind, actor, None, work);
+        // The step either changed the task or raised an incident; the row tells which.
+        let instance = self.cache.get(id).map(|c| &c.instance).ok_or_else(not_found)?;
+        if instance.status == InstanceStatus::Faulted {
+            return Err(EngineError::InstanceFaulted {
+                id: id.clone(),
+                reason: "the workflow could not take the action; see its incidents".into(),
+            });
+        }
+        let write = batch.write(id);
+        write.human_tasks.iter().rev().find(|r| r.seq == seq).cloned().ok_or_else(not_found)
+    }
+
+    async fn suspend(
+        &mut self,
+        batch: &mut Batch,
+        id: &InstanceId,
+        reason: String,
+        actor: Actor,
+        resume: bool,
+        work: &mut VecDeque<Work>,
+    ) -> Result<(), EngineError> {
+        let status = self.live_status(id, batch).await?;
+        if self.has_ended(id) {
+            return Err(EngineError::InstanceEnded { id: id.clone(), status });
+        }
+        let kind = match (resume, status == InstanceStatus::Suspended) {
+            (false, false) => EventKind::InstanceSuspended(Reason { reason }),
+            (true, true) => EventKind::InstanceResumed(Reason { reason }),
+            // Suspending a suspended instance, or resuming a running one, changes nothing.
+            _ => return Ok(()),
+        };
+        self.step(batch, id, kind, actor, None, work);
+        Ok(())
     }
 
     async fn raise(
@@ -883,7 +1089,20 @@ impl Core {
                     work.push_back(Work::StartChild { id: instance, definition, input, parent });
                 }
                 Effect::NotifyParent { parent, outcome } => work.push_back(Work::ChildOutcome { parent, outcome }),
-                Effect::Outbox(row) => write.outbox.push(row),
+                Effect::Outbox(row) => {
+                    if row.kind == SLA_BREACHED {
+                        self.shared.stats.sla_breaches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    write.outbox.push(row);
+                }
+                Effect::HumanTask(row) => {
+                    write.human_tasks.retain(|r| r.seq != row.seq);
+                    write.human_tasks.push(*row);
+                }
+                Effect::Sla(row) => {
+                    write.slas.retain(|r| r.seq != row.seq);
+                    write.slas.push(*row);
+                }
                 Effect::Ended => batch.post.push(Post::Ended(id.clone())),
             }
         }
@@ -999,6 +1218,7 @@ impl Core {
                     match item {
                         Post::Started(reply, _) => ReplyAny::Started(reply).send(store_error(&err, &message)),
                         Post::Raised(reply, _) => ReplyAny::Raised(reply).send(store_error(&err, &message)),
+                        Post::TaskActed(reply, _) => ReplyAny::TaskActed(reply).send(store_error(&err, &message)),
                         Post::Done(reply) => ReplyAny::Done(reply).send(store_error(&err, &message)),
                         Post::Fail(reply, err) => reply.send(err),
                         Post::Watch(id, reply) => self.watch(id, reply).await,
@@ -1036,6 +1256,9 @@ impl Core {
             }
             Post::Raised(reply, raised) => {
                 let _ = reply.send(Ok(raised));
+            }
+            Post::TaskActed(reply, row) => {
+                let _ = reply.send(Ok(*row));
             }
             Post::Done(reply) => {
                 let _ = reply.send(Ok(()));
@@ -1126,9 +1349,10 @@ fn refuse(input: Input) {
     match input {
         Input::Start { reply, .. } => ReplyAny::Started(reply).send(EngineError::ShuttingDown),
         Input::Raise { reply, .. } => ReplyAny::Raised(reply).send(EngineError::ShuttingDown),
-        Input::Terminate { reply, .. } | Input::RetryIncident { reply, .. } => {
+        Input::Terminate { reply, .. } | Input::RetryIncident { reply, .. } | Input::Suspend { reply, .. } => {
             ReplyAny::Done(reply).send(EngineError::ShuttingDown)
         }
+        Input::TaskAction { reply, .. } => ReplyAny::TaskActed(reply).send(EngineError::ShuttingDown),
         Input::Watch { reply, .. } => {
             let _ = reply.send(Err(EngineError::ShuttingDown));
         }

@@ -25,8 +25,9 @@ use crate::activity::{ActivityContext, ActivityError, ActivityRegistry};
 use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::error::EngineError;
 use crate::history::{Actor, InstanceId, Seq, StoredEvent};
+use crate::human::{HumanTaskRow, InboxQuery, Principal, TaskAction};
 use crate::orchestration::{DynOrchestration, Erased, Orchestration};
-use crate::store::{Incident, InstanceRow, InstanceStatus, Store, TaskRow, TimerRow};
+use crate::store::{Incident, InstanceRow, InstanceStatus, SlaQuery, SlaRow, Store, TaskRow, TimerRow};
 
 pub(crate) use self::core::Input;
 
@@ -94,6 +95,10 @@ pub struct Stats {
     pub stale_completions: AtomicU64,
     pub incidents: AtomicU64,
     pub replays: AtomicU64,
+    /// SLA clocks that passed their target (each also emitted an `SLABreached` event).
+    pub sla_breaches: AtomicU64,
+    /// Actions people took on human tasks (claims, completions...).
+    pub task_actions: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -107,6 +112,8 @@ pub struct StatsSnapshot {
     pub stale_completions: u64,
     pub incidents: u64,
     pub replays: u64,
+    pub sla_breaches: u64,
+    pub task_actions: u64,
 }
 
 impl Stats {
@@ -121,6 +128,8 @@ impl Stats {
             stale_completions: get(&self.stale_completions),
             incidents: get(&self.incidents),
             replays: get(&self.replays),
+            sla_breaches: get(&self.sla_breaches),
+            task_actions: get(&self.task_actions),
         }
     }
 }
@@ -132,6 +141,8 @@ pub struct StartOptions {
     pub id: Option<InstanceId>,
     /// A second start with the same key returns the first instance instead of a new one.
     pub idempotency_key: Option<String>,
+    /// Who starts it; a person here is the request's initiator (four-eyes).
+    pub actor: Option<Actor>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -389,9 +400,59 @@ impl Engine {
             definition: definition.to_owned(),
             input,
             idempotency_key: options.idempotency_key,
+            actor: options.actor.unwrap_or(Actor::System),
             reply,
         })
         .await
+    }
+
+    /// A person acts on a human task: the check ([`crate::human::check_action`], the form,
+    /// the instance's state) and the change happen in the instance's step, so nothing can come
+    /// in between. Returns the task's row after the change, once it is durable.
+    pub async fn act_on_task(
+        &self,
+        id: &InstanceId,
+        task: Seq,
+        principal: &Principal,
+        action: TaskAction,
+    ) -> Result<HumanTaskRow, EngineError> {
+        self.ask(|reply| Input::TaskAction { id: id.clone(), task, principal: principal.clone(), action, reply }).await
+    }
+
+    /// One task as `principal` may see it; a task they may not see is reported as missing.
+    pub async fn human_task(
+        &self,
+        id: &InstanceId,
+        task: Seq,
+        principal: &Principal,
+    ) -> Result<HumanTaskRow, EngineError> {
+        match self.shared.store.human_task(id, task).await? {
+            Some(row) if crate::human::may_see(principal, &row.task) => Ok(row),
+            _ => Err(EngineError::TaskNotFound { id: id.clone(), task }),
+        }
+    }
+
+    /// The tasks `principal` may see that pass `query` (the access check is in the query).
+    pub async fn inbox(&self, query: &InboxQuery, principal: &Principal) -> Result<Vec<HumanTaskRow>, EngineError> {
+        Ok(self.shared.store.inbox(query, principal).await?)
+    }
+
+    /// SLA clocks for dashboards; `query.now` defaults to the engine clock.
+    pub async fn slas(&self, query: &SlaQuery) -> Result<Vec<SlaRow>, EngineError> {
+        let mut query = query.clone();
+        query.now = Some(query.now.unwrap_or_else(|| self.shared.clock.now()));
+        Ok(self.shared.store.slas(&query).await?)
+    }
+
+    /// Suspends an instance: it takes no triggers until resumed (what arrives meanwhile is
+    /// recorded and delivered on resume), and SLA clocks that pause while suspended pause.
+    pub async fn suspend(&self, id: &InstanceId, reason: &str, actor: Actor) -> Result<(), EngineError> {
+        self.ask(|reply| Input::Suspend { id: id.clone(), reason: reason.to_owned(), actor, resume: false, reply })
+            .await
+    }
+
+    pub async fn resume(&self, id: &InstanceId, reason: &str, actor: Actor) -> Result<(), EngineError> {
+        self.ask(|reply| Input::Suspend { id: id.clone(), reason: reason.to_owned(), actor, resume: true, reply }).await
     }
 
     /// Delivers an event to an instance. Returns once it is durable.

@@ -9,11 +9,16 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
 use super::{
-    IncidentKind, InstanceFilter, InstanceRow, InstanceStatus, InstanceWrite, NewIncident, OutboxRow, ParentRef,
-    SnapshotRow, Store, StoreError, StoreResult, TaskRow, TimerRow,
+    DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate, InAppNotification, IncidentKind, InstanceFilter,
+    InstanceRow, InstanceStatus, InstanceWrite, NewDelivery, NewIncident, OutboxRow, ParentRef, SlaQuery, SlaRow,
+    SlaStateName, SnapshotRow, Store, StoreError, StoreResult, TaskRow, TimerRow,
 };
+use crate::directory::{Department, Group, Organisation, PeopleQuery, Person};
 use crate::history::{
     Actor, Emitted, EventKind, GENESIS_HASH, HistoryEvent, InstanceId, Seq, StoredEvent, history_time, time_from_ms,
+};
+use crate::human::{
+    Comment, Completion, HumanTask, HumanTaskRow, HumanTaskSpec, HumanTaskStatus, InboxQuery, Principal, RoleGrant,
 };
 
 /// Runs every check against one store.
@@ -33,6 +38,16 @@ pub async fn run_all(store: &dyn Store) {
     list_instances_limit_is_capped(store).await;
     times_keep_milliseconds(store).await;
     writes_that_need_their_row_are_refused_without_it(store).await;
+    human_tasks_round_trip(store).await;
+    human_task_access_follows_upserts(store).await;
+    inbox_scopes_roles_by_department(store).await;
+    inbox_filters(store).await;
+    inbox_pages(store).await;
+    slas_by_state(store).await;
+    deliveries_are_idempotent(store).await;
+    deliveries_come_due(store).await;
+    in_app_notifications(store).await;
+    directory_people_and_managers(store).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -247,6 +262,8 @@ pub async fn duplicate_seq_is_a_conflict_and_nothing_lands(store: &dyn Store) {
     b_write.snapshot = Some(SnapshotRow { instance: b.clone(), seq: 1, state: json!({}) });
     b_write.incident = Some(new_incident(IncidentKind::OrchestrationFault, None, at(0)));
     b_write.received_event_ids = vec!["dup-b-event".into()];
+    b_write.human_tasks = vec![human_task("dup-b", 1, "contract.dup", for_role("dup_role", None))];
+    b_write.slas = vec![sla("dup-b", None)];
     b_write.instance.as_mut().expect("row").idempotency_key = Some("dup-b-key".into());
     // A second writer appends seq 2 to dup-a, which already has it (with other content).
     let mut stale = a_row.clone();
@@ -262,6 +279,11 @@ pub async fn duplicate_seq_is_a_conflict_and_nothing_lands(store: &dyn Store) {
     assert!(ok(store, store.incidents(Some(&b), false).await, "incidents").is_empty(), "[{kind}] dup-b incident");
     assert!(!ok(store, store.event_seen(&b, "dup-b-event").await, "event_seen"), "[{kind}] dup-b received event");
     assert_eq!(ok(store, store.find_by_idempotency_key("dup-b-key").await, "find"), None, "[{kind}] dup-b key");
+    assert!(ok(store, store.human_tasks_of(&b).await, "human_tasks_of").is_empty(), "[{kind}] dup-b human task");
+    let b_slas = SlaQuery { instance: Some(b.clone()), ..SlaQuery::default() };
+    assert!(ok(store, store.slas(&b_slas).await, "slas").is_empty(), "[{kind}] dup-b SLA");
+    let b_inbox = InboxQuery { instance: Some(b.clone()), ..InboxQuery::default() };
+    assert!(ok(store, store.inbox(&b_inbox, &administrator()).await, "inbox").is_empty(), "[{kind}] dup-b inbox");
     let pending = ok(store, store.outbox_pending(10_000).await, "outbox_pending");
     assert!(pending.iter().all(|(_, row)| row.instance != b), "[{kind}] dup-b outbox must not land");
     assert_eq!(ok(store, store.instance(&a).await, "instance"), Some(a_row.clone()), "[{kind}] dup-a row unchanged");
@@ -742,6 +764,738 @@ pub async fn writes_that_need_their_row_are_refused_without_it(store: &dyn Store
     // Events alone carry their instance and may be written without a row.
     commit_ok(store, &[InstanceWrite { events: events.clone(), ..InstanceWrite::default() }], "events only").await;
     assert_eq!(ok(store, store.history(&id("bare-a"), 0, 10).await, "history"), events, "[{kind}] events only");
+}
+
+// ---------------------------------------------------------------------------------------------
+// People and deadlines: human tasks and inboxes, SLA clocks, notifications, the directory.
+
+fn human_task(instance: &str, seq: Seq, definition: &str, spec: HumanTaskSpec) -> HumanTaskRow {
+    let created = at(seq as i64);
+    HumanTaskRow {
+        instance: id(instance),
+        seq,
+        definition: definition.to_owned(),
+        task: HumanTask::new(spec, created),
+        updated_at: created,
+    }
+}
+
+/// A task offered to holders of `role`, scoped to `department`.
+fn for_role(role: &str, department: Option<&str>) -> HumanTaskSpec {
+    let mut spec = HumanTaskSpec::new("review", "Review");
+    spec.candidates.roles = vec![role.to_owned()];
+    spec.department = department.map(str::to_owned);
+    spec
+}
+
+fn role_holder(user: &str, role: &str, department: Option<&str>) -> Principal {
+    Principal { roles: vec![RoleGrant::new(role, department)], ..Principal::user(user) }
+}
+
+fn administrator() -> Principal {
+    Principal { admin: true, ..Principal::user("contract-admin") }
+}
+
+/// Commits `rows` with their instance's row, as a step that changes human tasks does.
+async fn commit_human_tasks(store: &dyn Store, instance: &str, rows: Vec<HumanTaskRow>, what: &str) {
+    let mut write = touch(&instance_row(instance, "contract.human", InstanceStatus::Waiting));
+    write.human_tasks = rows;
+    commit_ok(store, &[write], what).await;
+}
+
+fn references(rows: &[HumanTaskRow]) -> Vec<String> {
+    rows.iter().map(HumanTaskRow::reference).collect()
+}
+
+/// The references of `principal`'s inbox for `query`, only of instances starting with `prefix`
+/// (other checks share the store).
+async fn inbox_of(store: &dyn Store, query: &InboxQuery, principal: &Principal, prefix: &str) -> Vec<String> {
+    let rows = ok(store, store.inbox(query, principal).await, "inbox");
+    references(&rows).into_iter().filter(|reference| reference.starts_with(prefix)).collect()
+}
+
+/// A task written by a step comes back whole, with its times in milliseconds.
+pub async fn human_tasks_round_trip(store: &dyn Store) {
+    let kind = store.kind();
+    let instance = id("ht-rt");
+    let mut spec = for_role("ht_rt_role", Some("ht-rt-dept"));
+    spec.description = Some("Check the «request» ✓".into());
+    spec.candidates.users = vec!["ht-rt-ana".into()];
+    spec.candidates.groups = vec!["ht-rt-group".into()];
+    spec.candidates.departments = vec!["ht-rt-other".into()];
+    spec.form = Some(json!({ "type": "object", "required": ["ok"] }));
+    spec.outcomes = vec!["approve".into(), "reject".into()];
+    spec.priority = 7;
+    spec.due_at = Some(at(5000));
+    spec.initiator = Some("ht-rt-olga".into());
+    spec.on_behalf.roles = vec!["ht_rt_lead".into()];
+    spec.supervisors.users = vec!["ht-rt-boss".into()];
+    spec.data = json!({ "big": 9_007_199_254_740_993_u64, "text": "é \"q\" \\" });
+    let mut review = human_task("ht-rt", 2, "contract.human", spec);
+    review.task.comments = vec![Comment { by: "ht-rt-ana".into(), at: at(3), text: "looks fine".into() }];
+    let intake = human_task("ht-rt", 1, "contract.human", HumanTaskSpec::new("intake", "Intake"));
+    commit_human_tasks(store, "ht-rt", vec![review.clone(), intake.clone()], "human tasks").await;
+
+    let stored = ok(store, store.human_task(&instance, 2).await, "human_task");
+    assert_eq!(stored, Some(review.clone()), "[{kind}] a human task round trip");
+    let of = ok(store, store.human_tasks_of(&instance).await, "human_tasks_of");
+    assert_eq!(of, [intake, review], "[{kind}] human_tasks_of, by seq");
+    assert_eq!(ok(store, store.human_task(&instance, 9).await, "human_task"), None, "[{kind}] unknown seq");
+    assert!(ok(store, store.human_tasks_of(&id("ht-none")).await, "of").is_empty(), "[{kind}] unknown instance");
+
+    let fine = Duration::microseconds(700);
+    let mut precise = human_task("ht-rt", 3, "contract.human", HumanTaskSpec::new("precise", "Precise"));
+    precise.updated_at = at(7) + fine;
+    precise.task.created_at = at(6) + fine;
+    precise.task.spec.due_at = Some(at(8) + fine);
+    commit_human_tasks(store, "ht-rt", vec![precise], "fine times").await;
+    let stored = ok(store, store.human_task(&instance, 3).await, "human_task").expect("ht-rt:3 exists");
+    assert_eq!(stored.updated_at, at(7), "[{kind}] updated_at in milliseconds");
+    assert_eq!(stored.task.created_at, at(6), "[{kind}] created_at in milliseconds");
+    assert_eq!(stored.task.spec.due_at, Some(at(8)), "[{kind}] due_at in milliseconds");
+}
+
+/// A task's access keys are replaced whenever it is written: a claimed task leaves the other
+/// candidates' inboxes, and a finished one stays visible to whoever could see it last.
+pub async fn human_task_access_follows_upserts(store: &dyn Store) {
+    let kind = store.kind();
+    let leader = |user: &str| role_holder(user, "ht_claim_lead", Some("ht-claim-dept"));
+    let (ana, dan, eve) = (leader("ht-claim-ana"), leader("ht-claim-dan"), Principal::user("ht-claim-eve"));
+    let open = human_task("ht-claim", 1, "contract.claim", for_role("ht_claim_lead", Some("ht-claim-dept")));
+    commit_human_tasks(store, "ht-claim", vec![open.clone()], "open task").await;
+    let inbox = async |principal: &Principal, status: Option<HumanTaskStatus>| {
+        let query = InboxQuery { status, ..InboxQuery::default() };
+        inbox_of(store, &query, principal, "ht-claim").await
+    };
+    assert_eq!(inbox(&ana, None).await, ["ht-claim:1"], "[{kind}] a candidate sees an open task");
+    assert_eq!(inbox(&dan, None).await, ["ht-claim:1"], "[{kind}] every candidate sees it");
+
+    let mut claimed = open.clone();
+    claimed.task.assignee = Some("ht-claim-ana".into());
+    claimed.updated_at = at(10);
+    commit_human_tasks(store, "ht-claim", vec![claimed.clone()], "claim").await;
+    assert_eq!(inbox(&ana, None).await, ["ht-claim:1"], "[{kind}] the owner sees a claimed task");
+    assert!(inbox(&dan, None).await.is_empty(), "[{kind}] a claimed task leaves the other candidates");
+    let stored = ok(store, store.human_task(&id("ht-claim"), 1).await, "human_task");
+    assert_eq!(stored, Some(claimed.clone()), "[{kind}] the claimed row replaced the open one");
+
+    // Two versions of the task in one batch: the last one counts, keys included.
+    let mut to_dan = claimed.clone();
+    to_dan.task.assignee = Some("ht-claim-dan".into());
+    let mut write = touch(&instance_row("ht-claim", "contract.human", InstanceStatus::Waiting));
+    write.human_tasks = vec![to_dan, claimed.clone()];
+    commit_ok(store, &[write], "two versions in one batch").await;
+    assert_eq!(inbox(&ana, None).await, ["ht-claim:1"], "[{kind}] the batch's last version wins");
+    assert!(inbox(&dan, None).await.is_empty(), "[{kind}] an earlier version of the batch leaves no keys");
+
+    let mut delegated = claimed.clone();
+    delegated.task.delegate = Some("ht-claim-eve".into());
+    commit_human_tasks(store, "ht-claim", vec![delegated.clone()], "delegate").await;
+    assert_eq!(inbox(&eve, None).await, ["ht-claim:1"], "[{kind}] the delegate sees the task");
+
+    let mut completed = delegated;
+    completed.task.status = HumanTaskStatus::Completed;
+    completed.task.completion = Some(Completion {
+        outcome: "done".into(),
+        data: json!({ "ok": true }),
+        completed_by: "ht-claim-eve".into(),
+        completed_at: at(20),
+        on_behalf_of: None,
+    });
+    commit_human_tasks(store, "ht-claim", vec![completed], "complete").await;
+    for principal in [&ana, &dan, &eve] {
+        assert!(inbox(principal, None).await.is_empty(), "[{kind}] a completed task is in no open inbox");
+    }
+    let done = Some(HumanTaskStatus::Completed);
+    assert_eq!(inbox(&ana, done).await, ["ht-claim:1"], "[{kind}] the owner still sees it completed");
+    assert_eq!(inbox(&eve, done).await, ["ht-claim:1"], "[{kind}] who completed it still sees it");
+    assert!(inbox(&dan, done).await.is_empty(), "[{kind}] the other candidate does not");
+}
+
+/// Role candidates are scoped by the task's department; administrators see everything.
+pub async fn inbox_scopes_roles_by_department(store: &dyn Store) {
+    let kind = store.kind();
+    let role = "ht_scope_lead";
+    let in_a = human_task("ht-scope-a", 1, "contract.scope", for_role(role, Some("ht-scope-A")));
+    let in_b = human_task("ht-scope-b", 1, "contract.scope", for_role(role, Some("ht-scope-B")));
+    let anywhere = human_task("ht-scope-c", 1, "contract.scope", for_role(role, None));
+    let mut for_members = HumanTaskSpec::new("notice", "Notice");
+    for_members.candidates.departments = vec!["ht-scope-A".into()];
+    let members = human_task("ht-scope-d", 1, "contract.scope", for_members);
+    for row in [&in_a, &in_b, &anywhere, &members] {
+        commit_human_tasks(store, row.instance.as_str(), vec![row.clone()], "scoped tasks").await;
+    }
+    let everything = InboxQuery::default();
+    let inbox = async |principal: &Principal| inbox_of(store, &everything, principal, "ht-scope").await;
+    let leader_a = role_holder("ht-scope-ana", role, Some("ht-scope-A"));
+    assert_eq!(inbox(&leader_a).await, ["ht-scope-a:1", "ht-scope-c:1"], "[{kind}] leader of A");
+    let leader_b = role_holder("ht-scope-bob", role, Some("ht-scope-B"));
+    assert_eq!(inbox(&leader_b).await, ["ht-scope-b:1", "ht-scope-c:1"], "[{kind}] leader of B");
+    let everywhere = role_holder("ht-scope-cy", role, None);
+    assert_eq!(
+        inbox(&everywhere).await,
+        ["ht-scope-a:1", "ht-scope-b:1", "ht-scope-c:1"],
+        "[{kind}] an organisation-wide grant opens every department"
+    );
+    let member = Principal { departments: vec!["ht-scope-A".into()], ..Principal::user("ht-scope-dee") };
+    assert_eq!(inbox(&member).await, ["ht-scope-d:1"], "[{kind}] a department member");
+    assert!(inbox(&Principal::user("ht-scope-nobody")).await.is_empty(), "[{kind}] a stranger sees nothing");
+    assert_eq!(
+        inbox(&administrator()).await,
+        ["ht-scope-a:1", "ht-scope-b:1", "ht-scope-c:1", "ht-scope-d:1"],
+        "[{kind}] an administrator sees every task"
+    );
+}
+
+/// Every inbox filter, for an administrator and for a person who may see every task, agrees
+/// with [`InboxQuery::matches`].
+pub async fn inbox_filters(store: &dyn Store) {
+    let kind = store.kind();
+    let definition = "contract.filters";
+    let mut rows = Vec::new();
+    let mut spec = for_role("ht_f_r1", Some("ht-f-D1"));
+    spec.priority = 1;
+    spec.due_at = Some(at(100));
+    rows.push(human_task("ht-f-1", 1, definition, spec));
+    let mut spec = HumanTaskSpec::new("approve", "Approve");
+    spec.assignee = Some("ht-f-ana".into());
+    spec.department = Some("ht-f-D1".into());
+    spec.candidates.groups = vec!["ht-f-g1".into()];
+    spec.priority = 5;
+    spec.due_at = Some(at(200));
+    rows.push(human_task("ht-f-1", 2, definition, spec));
+    let mut spec = HumanTaskSpec::new("check", "Check");
+    spec.assignee = Some("ht-f-bob".into());
+    spec.department = Some("ht-f-D2".into());
+    spec.priority = 3;
+    let mut delegated = human_task("ht-f-1", 3, definition, spec);
+    delegated.task.delegate = Some("ht-f-ana".into());
+    rows.push(delegated);
+    let mut spec = for_role("ht_f_r2", None);
+    spec.candidates.departments = vec!["ht-f-D2".into()];
+    rows.push(human_task("ht-f-2", 1, definition, spec));
+    let mut spec = HumanTaskSpec::new("file", "File");
+    spec.candidates.groups = vec!["ht-f-g1".into()];
+    spec.department = Some("ht-f-D2".into());
+    spec.priority = 9;
+    let mut done = human_task("ht-f-2", 2, definition, spec);
+    done.task.status = HumanTaskStatus::Completed;
+    rows.push(done);
+    let mut spec = for_role("ht_f_r1", Some("ht-f-D2"));
+    spec.priority = -1;
+    spec.due_at = Some(at(50));
+    rows.push(human_task("ht-f-3", 1, "contract.filters2", spec));
+    for instance in ["ht-f-1", "ht-f-2", "ht-f-3"] {
+        let mine: Vec<HumanTaskRow> = rows.iter().filter(|row| row.instance.as_str() == instance).cloned().collect();
+        commit_human_tasks(store, instance, mine, "filter tasks").await;
+    }
+
+    let seer = Principal {
+        user: "ht-f-ana".into(),
+        roles: vec![RoleGrant::new("ht_f_r1", None), RoleGrant::new("ht_f_r2", None)],
+        groups: vec!["ht-f-g1".into()],
+        departments: vec!["ht-f-D2".into()],
+        admin: false,
+    };
+    let cases: Vec<(InboxQuery, Vec<&str>)> = vec![
+        (InboxQuery::default(), vec!["ht-f-1:1", "ht-f-1:2", "ht-f-1:3", "ht-f-2:1", "ht-f-3:1"]),
+        (InboxQuery { assignee: Some("ht-f-ana".into()), ..InboxQuery::default() }, vec!["ht-f-1:2", "ht-f-1:3"]),
+        (InboxQuery { role: Some("ht_f_r1".into()), ..InboxQuery::default() }, vec!["ht-f-1:1", "ht-f-3:1"]),
+        (InboxQuery { group: Some("ht-f-g1".into()), ..InboxQuery::default() }, vec!["ht-f-1:2"]),
+        (
+            InboxQuery { department: Some("ht-f-D2".into()), ..InboxQuery::default() },
+            vec!["ht-f-1:3", "ht-f-2:1", "ht-f-3:1"],
+        ),
+        (InboxQuery { status: Some(HumanTaskStatus::Completed), ..InboxQuery::default() }, vec!["ht-f-2:2"]),
+        (InboxQuery { status: Some(HumanTaskStatus::Cancelled), ..InboxQuery::default() }, vec![]),
+        (InboxQuery { due_before: Some(at(150)), ..InboxQuery::default() }, vec!["ht-f-1:1", "ht-f-3:1"]),
+        (InboxQuery { due_before: Some(at(100)), ..InboxQuery::default() }, vec!["ht-f-3:1"]),
+        (InboxQuery { min_priority: Some(3), ..InboxQuery::default() }, vec!["ht-f-1:2", "ht-f-1:3"]),
+        (InboxQuery { definition: Some("contract.filters2".into()), ..InboxQuery::default() }, vec!["ht-f-3:1"]),
+        (InboxQuery { instance: Some(id("ht-f-2")), ..InboxQuery::default() }, vec!["ht-f-2:1"]),
+        (
+            InboxQuery { role: Some("ht_f_r1".into()), department: Some("ht-f-D1".into()), ..InboxQuery::default() },
+            vec!["ht-f-1:1"],
+        ),
+        (
+            InboxQuery { after: Some((id("ht-f-1"), 2)), ..InboxQuery::default() },
+            vec!["ht-f-1:3", "ht-f-2:1", "ht-f-3:1"],
+        ),
+        (InboxQuery { instance: Some(id("ht-f-1")), limit: 2, ..InboxQuery::default() }, vec!["ht-f-1:1", "ht-f-1:2"]),
+    ];
+    for (query, expected) in &cases {
+        let oracle: Vec<String> =
+            references(&rows.iter().filter(|row| query.matches(row)).cloned().collect::<Vec<_>>())
+                .into_iter()
+                .take(query.effective_limit() as usize)
+                .collect();
+        assert_eq!(&oracle, expected, "the expectation of {query:?} agrees with InboxQuery::matches");
+        for principal in [&administrator(), &seer] {
+            let found = inbox_of(store, query, principal, "ht-f-").await;
+            assert_eq!(&found, expected, "[{kind}] inbox of {} for {query:?}", principal.user);
+        }
+    }
+    // A sub-millisecond "due before" compares milliseconds, like every stored time.
+    let query = InboxQuery { due_before: Some(at(100) + Duration::microseconds(700)), ..InboxQuery::default() };
+    assert_eq!(inbox_of(store, &query, &seer, "ht-f-").await, ["ht-f-3:1"], "[{kind}] due_before in milliseconds");
+}
+
+/// Paging an inbox by `after` gives every row once, in order, even when a person holds several
+/// of a task's keys.
+pub async fn inbox_pages(store: &dyn Store) {
+    let kind = store.kind();
+    let role = "ht_page_lead";
+    let leader = role_holder("ht-page-tl", role, Some("ht-page-A"));
+    let mut expected = Vec::new();
+    for n in 0..12 {
+        let instance = format!("ht-page-{n:02}");
+        let mut mine = for_role(role, Some("ht-page-A"));
+        if n % 3 == 0 {
+            // Open to the leader by name and by role: two of their keys.
+            mine.candidates.users = vec!["ht-page-tl".into()];
+        }
+        let mut supervised = HumanTaskSpec::new("supervised", "Supervised");
+        supervised.assignee = Some("ht-page-op".into());
+        supervised.department = Some("ht-page-A".into());
+        supervised.supervisors.roles = vec![role.into()];
+        let rows = vec![
+            human_task(&instance, 1, "contract.pages", mine),
+            human_task(&instance, 2, "contract.pages", for_role(role, Some("ht-page-B"))),
+            human_task(&instance, 3, "contract.pages", supervised),
+        ];
+        commit_human_tasks(store, &instance, rows, "paged tasks").await;
+        expected.push(format!("{instance}:1"));
+        expected.push(format!("{instance}:3"));
+    }
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let query = InboxQuery { after: after.clone(), limit: 5, ..InboxQuery::default() };
+        let page = ok(store, store.inbox(&query, &leader).await, "inbox");
+        assert!(page.len() <= 5, "[{kind}] a page holds at most its limit");
+        let Some(last) = page.last() else { break };
+        after = Some((last.instance.clone(), last.seq));
+        pages.extend(references(&page));
+    }
+    assert_eq!(pages, expected, "[{kind}] pages give each visible row once, in order");
+    let whole = inbox_of(store, &InboxQuery { limit: 500, ..InboxQuery::default() }, &leader, "ht-page").await;
+    assert_eq!(whole, expected, "[{kind}] one big page");
+}
+
+fn sla(instance: &str, department: Option<&str>) -> SlaRow {
+    SlaRow {
+        instance: id(instance),
+        seq: 1,
+        definition: "contract.sla".into(),
+        name: "review".into(),
+        human_task: Some(2),
+        department: department.map(str::to_owned),
+        calendar: Some("contract-calendar".into()),
+        within_ms: 3_600_000,
+        started_at: at(0),
+        target_at: Some(at(3000)),
+        at_risk_at: Some(at(2000)),
+        elapsed_ms: 120,
+        running_since: Some(at(0)),
+        escalations: 0,
+        breached_at: None,
+        stopped_at: None,
+    }
+}
+
+/// SLA rows are upserted by steps and filtered by state as of a given time.
+pub async fn slas_by_state(store: &dyn Store) {
+    let kind = store.kind();
+    let (a, b) = (Some("sla-dept-A"), Some("sla-dept-B"));
+    let on_track = sla("sla-1", a);
+    let at_risk = SlaRow { at_risk_at: Some(at(500)), target_at: Some(at(1500)), ..sla("sla-2", a) };
+    let breached = SlaRow { at_risk_at: Some(at(400)), breached_at: Some(at(900)), escalations: 2, ..sla("sla-3", a) };
+    let met = SlaRow { stopped_at: Some(at(800)), running_since: None, ..sla("sla-4", b) };
+    let late = SlaRow { breached_at: Some(at(700)), stopped_at: Some(at(950)), running_since: None, ..sla("sla-5", b) };
+    let paused = SlaRow { target_at: None, at_risk_at: None, running_since: None, ..sla("sla-6", b) };
+    let due_now = SlaRow {
+        definition: "contract.sla2".into(),
+        at_risk_at: Some(at(1000)),
+        human_task: None,
+        calendar: None,
+        ..sla("sla-7", None)
+    };
+    let rows = [on_track, at_risk.clone(), breached, met, late, paused, due_now];
+    let writes: Vec<InstanceWrite> = rows
+        .iter()
+        .map(|row| {
+            let mut write = touch(&instance_row(row.instance.as_str(), "contract.sla", InstanceStatus::Waiting));
+            write.slas = vec![row.clone()];
+            write
+        })
+        .collect();
+    commit_ok(store, &writes, "SLA rows").await;
+    let of = |query: &SlaQuery| -> Vec<String> {
+        let query = SlaQuery { now: query.now.or(Some(at(1000))), ..query.clone() };
+        let found: Vec<&SlaRow> = rows.iter().filter(|row| query.matches(row)).collect();
+        found.iter().take(query.effective_limit() as usize).map(|row| row.instance.0.clone()).collect()
+    };
+    let listed = async |query: &SlaQuery| -> Vec<String> {
+        let query = SlaQuery { now: query.now.or(Some(at(1000))), ..query.clone() };
+        let found = ok(store, store.slas(&query).await, "slas");
+        found.into_iter().map(|row| row.instance.0).filter(|instance| instance.starts_with("sla-")).collect()
+    };
+    let state = |state, now: i64| SlaQuery { state: Some(state), now: Some(at(now)), ..SlaQuery::default() };
+    let cases: Vec<(SlaQuery, Vec<&str>)> = vec![
+        (SlaQuery::default(), vec!["sla-1", "sla-2", "sla-3", "sla-4", "sla-5", "sla-6", "sla-7"]),
+        (state(SlaStateName::OnTrack, 1000), vec!["sla-1", "sla-6"]),
+        (state(SlaStateName::AtRisk, 1000), vec!["sla-2", "sla-7"]),
+        (state(SlaStateName::Breached, 1000), vec!["sla-3", "sla-5"]),
+        (state(SlaStateName::Met, 1000), vec!["sla-4"]),
+        (state(SlaStateName::OnTrack, 2500), vec!["sla-6"]),
+        (state(SlaStateName::AtRisk, 2500), vec!["sla-1", "sla-2", "sla-7"]),
+        (state(SlaStateName::AtRisk, 999), vec!["sla-2"]),
+        (SlaQuery { open_only: true, ..SlaQuery::default() }, vec!["sla-1", "sla-2", "sla-3", "sla-6", "sla-7"]),
+        (SlaQuery { department: Some("sla-dept-A".into()), ..SlaQuery::default() }, vec!["sla-1", "sla-2", "sla-3"]),
+        (SlaQuery { definition: Some("contract.sla2".into()), ..SlaQuery::default() }, vec!["sla-7"]),
+        (SlaQuery { instance: Some(id("sla-3")), ..SlaQuery::default() }, vec!["sla-3"]),
+        (SlaQuery { department: Some("sla-dept-B".into()), open_only: true, ..SlaQuery::default() }, vec!["sla-6"]),
+        (SlaQuery { after: Some((id("sla-5"), 1)), ..SlaQuery::default() }, vec!["sla-6", "sla-7"]),
+        (SlaQuery { after: Some((id("sla-"), 0)), limit: 2, ..SlaQuery::default() }, vec!["sla-1", "sla-2"]),
+    ];
+    for (query, expected) in &cases {
+        assert_eq!(&of(query), expected, "the expectation of {query:?} agrees with SlaQuery::matches");
+        assert_eq!(&listed(query).await, expected, "[{kind}] slas for {query:?}");
+    }
+    let stored = ok(store, store.slas(&SlaQuery { instance: Some(id("sla-2")), ..SlaQuery::default() }).await, "slas");
+    assert_eq!(stored, std::slice::from_ref(&at_risk), "[{kind}] an SLA row round trip");
+
+    // A later step stops the clock: the row is replaced.
+    let stopped = SlaRow { stopped_at: Some(at(1200)), running_since: None, elapsed_ms: 999, ..at_risk };
+    let mut write = touch(&instance_row("sla-2", "contract.sla", InstanceStatus::Waiting));
+    write.slas = vec![stopped.clone()];
+    commit_ok(store, &[write], "stop a clock").await;
+    assert_eq!(listed(&state(SlaStateName::Met, 1000)).await, ["sla-2", "sla-4"], "[{kind}] a stopped clock is met");
+    let stored = ok(store, store.slas(&SlaQuery { instance: Some(id("sla-2")), ..SlaQuery::default() }).await, "slas");
+    assert_eq!(stored, [stopped], "[{kind}] the row was replaced");
+}
+
+fn delivery(instance: &str, seq: Seq, recipient: &str, channel: &str, not_before: DateTime<Utc>) -> NewDelivery {
+    NewDelivery {
+        instance: id(instance),
+        seq,
+        recipient: recipient.to_owned(),
+        channel: channel.to_owned(),
+        status: DeliveryStatus::Pending,
+        message: json!({ "subject": "Task waiting", "body": "«Review» ✓", "to": format!("{recipient}@example.com") }),
+        not_before,
+        digest: false,
+        last_error: None,
+        created_at: at(0),
+    }
+}
+
+fn expect_delivery(store: &dyn Store, row: &DeliveryRow, new: &NewDelivery, what: &str) {
+    let kind = store.kind();
+    let written = (&new.instance, new.seq, &new.recipient, &new.channel, new.status, &new.message);
+    let stored = (&row.instance, row.seq, &row.recipient, &row.channel, row.status, &row.message);
+    assert_eq!(stored, written, "[{kind}] {what}");
+    assert_eq!(
+        (row.not_before, row.digest, &row.last_error),
+        (new.not_before, new.digest, &new.last_error),
+        "[{kind}] {what}"
+    );
+    assert_eq!(
+        (row.attempts, row.created_at, row.sent_at),
+        (0, new.created_at, None),
+        "[{kind}] {what}: a new delivery"
+    );
+}
+
+/// A delivery's key is `(instance, seq, recipient, channel)`: enqueueing it again returns the
+/// stored row unchanged, so a retried notify sends nothing twice.
+pub async fn deliveries_are_idempotent(store: &dyn Store) {
+    let kind = store.kind();
+    let email = delivery("dl-a", 1, "dl-ana", "email", at(0));
+    let in_app = delivery("dl-a", 1, "dl-ana", "inApp", at(0));
+    let first = ok(store, store.enqueue_deliveries(&[email.clone(), in_app.clone()]).await, "enqueue");
+    assert_eq!(first.len(), 2, "[{kind}] one row per delivery");
+    expect_delivery(store, &first[0], &email, "the email delivery");
+    expect_delivery(store, &first[1], &in_app, "the in-app delivery");
+    assert!(first[0].id < first[1].id, "[{kind}] delivery ids follow the order given");
+
+    let mut retried = email.clone();
+    retried.message = json!({ "subject": "changed" });
+    retried.status = DeliveryStatus::Skipped;
+    let sms =
+        NewDelivery { digest: true, last_error: Some("later".into()), ..delivery("dl-a", 1, "dl-bob", "sms", at(5)) };
+    let again = ok(store, store.enqueue_deliveries(&[retried.clone(), sms.clone(), retried]).await, "enqueue again");
+    assert_eq!(again.len(), 3, "[{kind}] one row per delivery given");
+    assert_eq!(again[0], first[0], "[{kind}] an existing delivery is returned unchanged");
+    assert_eq!(again[2], first[0], "[{kind}] a key given twice is the same row");
+    expect_delivery(store, &again[1], &sms, "a new delivery beside an existing one");
+    assert!(again[1].id > first[1].id, "[{kind}] delivery ids grow");
+    assert!(ok(store, store.enqueue_deliveries(&[]).await, "enqueue nothing").is_empty(), "[{kind}] nothing");
+
+    let log = async |query: DeliveryQuery| -> Vec<i64> {
+        ok(store, store.deliveries(&query).await, "deliveries").iter().map(|row| row.id).collect()
+    };
+    let (e, i, s) = (first[0].id, first[1].id, again[1].id);
+    let of_a = || DeliveryQuery { instance: Some(id("dl-a")), ..DeliveryQuery::default() };
+    assert_eq!(log(of_a()).await, [s, i, e], "[{kind}] the log, newest first");
+    let to_ana = DeliveryQuery { recipient: Some("dl-ana".into()), ..DeliveryQuery::default() };
+    assert_eq!(log(to_ana).await, [i, e], "[{kind}] the log of one recipient");
+    assert_eq!(log(DeliveryQuery { before: Some(s), ..of_a() }).await, [i, e], "[{kind}] the log before an id");
+    assert_eq!(log(DeliveryQuery { limit: 1, ..of_a() }).await, [s], "[{kind}] the log's limit");
+    let sent = DeliveryUpdate {
+        id: e,
+        status: DeliveryStatus::Sent,
+        attempts: 1,
+        not_before: at(0),
+        last_error: None,
+        sent_at: Some(at(3)),
+    };
+    ok(store, store.update_delivery(&sent).await, "update_delivery");
+    let only_sent = DeliveryQuery { status: Some(DeliveryStatus::Sent), ..of_a() };
+    assert_eq!(log(only_sent).await, [e], "[{kind}] the log by status");
+    let stored = ok(store, store.enqueue_deliveries(std::slice::from_ref(&email)).await, "enqueue after sending");
+    assert_eq!(stored[0].status, DeliveryStatus::Sent, "[{kind}] a sent delivery stays sent");
+    assert_eq!((stored[0].attempts, stored[0].sent_at), (1, Some(at(3))), "[{kind}] the attempt is recorded");
+}
+
+/// Pending deliveries come due at `not_before`, oldest first; updates move or finish them.
+pub async fn deliveries_come_due(store: &dyn Store) {
+    let kind = store.kind();
+    let new = [
+        delivery("due-a", 1, "due-ana", "email", at(300)),
+        delivery("due-a", 2, "due-ana", "email", at(100)),
+        delivery("due-a", 3, "due-ana", "email", at(100)),
+        NewDelivery { status: DeliveryStatus::Skipped, ..delivery("due-a", 4, "due-ana", "email", at(200)) },
+        delivery("due-a", 5, "due-ana", "email", at(5000)),
+    ];
+    let rows = ok(store, store.enqueue_deliveries(&new).await, "enqueue");
+    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    let due = async |now: i64| -> Vec<i64> {
+        let due = ok(store, store.deliveries_due(at(now), 100_000).await, "deliveries_due");
+        assert!(
+            due.windows(2).all(|pair| (pair[0].not_before, pair[0].id) < (pair[1].not_before, pair[1].id)),
+            "[{kind}] due deliveries are ordered by not_before, then id"
+        );
+        due.iter().filter(|row| row.instance == id("due-a")).map(|row| row.id).collect()
+    };
+    assert_eq!(due(300).await, [ids[1], ids[2], ids[0]], "[{kind}] due, oldest first");
+    assert!(due(99).await.is_empty(), "[{kind}] nothing due before its time");
+    assert_eq!(due(100).await, [ids[1], ids[2]], "[{kind}] due at exactly not_before");
+
+    let update = |id: i64, status, not_before: i64| DeliveryUpdate {
+        id,
+        status,
+        attempts: 1,
+        not_before: at(not_before),
+        last_error: None,
+        sent_at: None,
+    };
+    let sent = DeliveryUpdate { sent_at: Some(at(110)), ..update(ids[1], DeliveryStatus::Sent, 100) };
+    ok(store, store.update_delivery(&sent).await, "sent");
+    let retry = DeliveryUpdate { last_error: Some("timeout".into()), ..update(ids[2], DeliveryStatus::Pending, 400) };
+    ok(store, store.update_delivery(&retry).await, "retry later");
+    assert_eq!(due(300).await, [ids[0]], "[{kind}] sent is done, the retry waits");
+    assert_eq!(due(400).await, [ids[0], ids[2]], "[{kind}] the retry comes due");
+    let failed = DeliveryUpdate { last_error: Some("gave up".into()), ..update(ids[0], DeliveryStatus::Failed, 300) };
+    ok(store, store.update_delivery(&failed).await, "failed");
+    assert_eq!(due(400).await, [ids[2]], "[{kind}] a failed delivery is not due");
+    let log = ok(
+        store,
+        store.deliveries(&DeliveryQuery { instance: Some(id("due-a")), ..DeliveryQuery::default() }).await,
+        "log",
+    );
+    let retried = log.iter().find(|row| row.id == ids[2]).expect("the retried delivery is logged");
+    assert_eq!(
+        (retried.status, retried.attempts, retried.not_before, retried.last_error.as_deref()),
+        (DeliveryStatus::Pending, 1, at(400), Some("timeout")),
+        "[{kind}] an update is recorded"
+    );
+    assert!(store.update_delivery(&update(i64::MAX, DeliveryStatus::Sent, 0)).await.is_err(), "[{kind}] unknown id");
+    assert_eq!(ok(store, store.deliveries_due(at(10_000), 1).await, "due").len(), 1, "[{kind}] due limit");
+}
+
+fn notification(user: &str, delivery: i64, subject: &str) -> InAppNotification {
+    InAppNotification {
+        id: 0,
+        user: user.to_owned(),
+        delivery,
+        subject: subject.to_owned(),
+        body: format!("{subject}: «details» ✓"),
+        link: Some(format!("/tasks/{delivery}")),
+        created_at: at(delivery % 1000),
+        read_at: None,
+    }
+}
+
+/// The in-app inbox: one notification per delivery, newest first, read only by its user.
+pub async fn in_app_notifications(store: &dyn Store) {
+    let kind = store.kind();
+    for (user, delivery, subject) in [
+        ("ia-u1", 9_100_001, "first"),
+        ("ia-u1", 9_100_002, "second"),
+        ("ia-u2", 9_100_003, "other"),
+        ("ia-u1", 9_100_004, "third"),
+    ] {
+        ok(store, store.put_in_app(&notification(user, delivery, subject)).await, "put_in_app");
+    }
+    ok(store, store.put_in_app(&notification("ia-u1", 9_100_001, "again")).await, "put_in_app again");
+    let list = async |user: &str, unread_only: bool, before: Option<i64>, limit: u32| {
+        ok(store, store.in_app(user, unread_only, before, limit).await, "in_app")
+    };
+    let mine = list("ia-u1", false, None, 100).await;
+    let subjects: Vec<&str> = mine.iter().map(|n| n.subject.as_str()).collect();
+    assert_eq!(subjects, ["third", "second", "first"], "[{kind}] newest first; a second put is ignored");
+    assert!(mine.windows(2).all(|pair| pair[0].id > pair[1].id), "[{kind}] by id, descending");
+    let expected = InAppNotification { id: mine[2].id, ..notification("ia-u1", 9_100_001, "first") };
+    assert_eq!(mine[2], expected, "[{kind}] an in-app notification round trip");
+    let older = list("ia-u1", false, Some(mine[0].id), 100).await;
+    assert_eq!(older, mine[1..], "[{kind}] paged by id");
+    assert_eq!(list("ia-u1", false, None, 1).await, mine[..1], "[{kind}] in_app limit");
+    let theirs = list("ia-u2", false, None, 100).await;
+    assert_eq!(theirs.len(), 1, "[{kind}] another user's inbox");
+
+    let ids = [mine[0].id, mine[1].id, theirs[0].id];
+    assert_eq!(ok(store, store.mark_read("ia-u1", &ids, at(50)).await, "mark_read"), 2, "[{kind}] only own rows");
+    assert_eq!(ok(store, store.mark_read("ia-u1", &ids, at(60)).await, "mark_read"), 0, "[{kind}] already read");
+    assert_eq!(ok(store, store.mark_read("ia-u1", &[], at(60)).await, "mark_read"), 0, "[{kind}] nothing to mark");
+    let unread = list("ia-u1", true, None, 100).await;
+    assert_eq!(unread, mine[2..], "[{kind}] unread only");
+    let read = list("ia-u1", false, None, 100).await;
+    assert_eq!((read[0].read_at, read[1].read_at), (Some(at(50)), Some(at(50))), "[{kind}] read_at kept");
+    assert_eq!(list("ia-u2", true, None, 100).await, theirs, "[{kind}] another user's row stays unread");
+}
+
+fn person(id: &str, department: &str) -> Person {
+    Person { department: Some(department.to_owned()), ..Person::new(id, id.trim_start_matches("dir-")) }
+}
+
+/// The directory over the store's tables: import, lookups, manager-of and principals.
+pub async fn directory_people_and_managers(store: &dyn Store) {
+    let kind = store.kind();
+    let department = |id: &str, parent: Option<&str>, head: Option<&str>| Department {
+        id: id.to_owned(),
+        name: id.to_uppercase(),
+        parent: parent.map(str::to_owned),
+        head: head.map(str::to_owned),
+    };
+    let pia = Person {
+        email: Some("pia@example.com".into()),
+        roles: vec![RoleGrant::new("dir_manager", None)],
+        ..person("dir-pia", "dir-plant")
+    };
+    let mut ana = Person {
+        email: Some("ana@example.com".into()),
+        phone: Some("+32 470 00 00 00".into()),
+        locale: Some("fr-BE".into()),
+        roles: vec![RoleGrant::new("dir_lead", Some("dir-assembly"))],
+        groups: vec!["dir-reviewers".into()],
+        ..person("dir-ana", "dir-assembly")
+    };
+    ana.preferences.channels.insert("sms".into(), false);
+    ana.preferences.quiet_hours = Some("contract-calendar".into());
+    ana.preferences.digest = Some("08:00".into());
+    let bob = Person {
+        manager: Some("dir-carl".into()),
+        roles: vec![RoleGrant::new("dir_operator", Some("dir-assembly"))],
+        groups: vec!["dir-reviewers".into(), "dir-safety".into(), "dir-safety".into()],
+        ..person("dir-bob", "dir-assembly")
+    };
+    let carl = Person { roles: vec![RoleGrant::new("dir_lead", Some("dir-paint"))], ..person("dir-carl", "dir-paint") };
+    let dora = Person { roles: vec![RoleGrant::new("dir_lead", None)], ..person("dir-dora", "dir-plant") };
+    let eve = Person {
+        roles: vec![RoleGrant::new("dir_lead", Some("dir-assembly"))],
+        active: false,
+        ..person("dir-eve", "dir-assembly")
+    };
+    let fay = person("dir-fay", "dir-paint");
+    let organisation = Organisation {
+        departments: vec![
+            department("dir-plant", None, Some("dir-pia")),
+            department("dir-assembly", Some("dir-plant"), Some("dir-ana")),
+            department("dir-paint", Some("dir-plant"), None),
+        ],
+        groups: vec![
+            Group { id: "dir-reviewers".into(), name: "Reviewers".into() },
+            Group { id: "dir-safety".into(), name: "Safety".into() },
+        ],
+        people: vec![pia, ana.clone(), bob.clone(), carl, dora, eve.clone(), fay],
+    };
+    organisation.check().unwrap_or_else(|problems| panic!("the contract organisation is valid: {problems:?}"));
+    ok(store, store.import(&organisation).await, "import");
+
+    assert_eq!(ok(store, store.person("dir-ana").await, "person"), Some(ana.clone()), "[{kind}] a person round trip");
+    assert_eq!(ok(store, store.person("dir-eve").await, "person"), Some(eve), "[{kind}] an inactive person is kept");
+    assert_eq!(ok(store, store.person("dir-none").await, "person"), None, "[{kind}] unknown person");
+    let departments: Vec<Department> =
+        ok(store, store.departments().await, "departments").into_iter().filter(|d| d.id.starts_with("dir-")).collect();
+    let mut declared = organisation.departments.clone();
+    declared.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(departments, declared, "[{kind}] departments, by id");
+    assert_eq!(
+        ok(store, store.department("dir-paint").await, "department"),
+        Some(organisation.departments[2].clone()),
+        "[{kind}] one department"
+    );
+    let groups: Vec<Group> =
+        ok(store, store.groups().await, "groups").into_iter().filter(|g| g.id.starts_with("dir-")).collect();
+    assert_eq!(groups, organisation.groups, "[{kind}] groups, by id");
+
+    let people = async |query: PeopleQuery| -> Vec<String> {
+        let found = ok(store, store.people(&query).await, "people");
+        found.into_iter().map(|person| person.id).filter(|id| id.starts_with("dir-")).collect()
+    };
+    let role = |role: &str, department: Option<&str>| PeopleQuery {
+        role: Some(role.into()),
+        department: department.map(str::to_owned),
+        ..PeopleQuery::default()
+    };
+    assert_eq!(people(role("dir_lead", Some("dir-assembly"))).await, ["dir-ana"], "[{kind}] role in a department");
+    assert_eq!(people(role("dir_lead", None)).await, ["dir-ana", "dir-carl", "dir-dora"], "[{kind}] every holder");
+    let members = PeopleQuery { department: Some("dir-assembly".into()), ..PeopleQuery::default() };
+    assert_eq!(people(members).await, ["dir-ana", "dir-bob"], "[{kind}] a department's active members");
+    let reviewers = || PeopleQuery { group: Some("dir-reviewers".into()), ..PeopleQuery::default() };
+    assert_eq!(people(reviewers()).await, ["dir-ana", "dir-bob"], "[{kind}] a group's members");
+    let safe_operators = PeopleQuery { group: Some("dir-safety".into()), ..role("dir_operator", None) };
+    assert_eq!(people(safe_operators).await, ["dir-bob"], "[{kind}] role and group");
+    let page = PeopleQuery { limit: 2, ..role("dir_lead", None) };
+    assert_eq!(people(page).await, ["dir-ana", "dir-carl"], "[{kind}] people limit");
+    let page = PeopleQuery { after: Some("dir-carl".into()), ..role("dir_lead", None) };
+    assert_eq!(people(page).await, ["dir-dora"], "[{kind}] people after");
+
+    let manager = async |id: &str| ok(store, store.manager_of(id).await, "manager_of").map(|person| person.id);
+    assert_eq!(manager("dir-bob").await.as_deref(), Some("dir-carl"), "[{kind}] one's own manager");
+    assert_eq!(manager("dir-ana").await.as_deref(), Some("dir-pia"), "[{kind}] a head's manager is the parent's head");
+    assert_eq!(manager("dir-fay").await.as_deref(), Some("dir-pia"), "[{kind}] no head: the parent's head");
+    assert_eq!(manager("dir-pia").await, None, "[{kind}] the top has no manager");
+    assert_eq!(manager("dir-none").await, None, "[{kind}] an unknown person has no manager");
+    let principal = ok(store, store.principal("dir-ana").await, "principal");
+    let expected = Principal {
+        user: "dir-ana".into(),
+        roles: vec![RoleGrant::new("dir_lead", Some("dir-assembly"))],
+        groups: vec!["dir-reviewers".into()],
+        departments: vec!["dir-assembly".into()],
+        admin: false,
+    };
+    assert_eq!(principal, Some(expected), "[{kind}] a person's principal");
+
+    // Replacing a person replaces their roles and groups.
+    let demoted = Person { roles: Vec::new(), groups: Vec::new(), ..ana };
+    ok(store, store.put_person(&demoted).await, "put_person");
+    assert!(people(role("dir_lead", Some("dir-assembly"))).await.is_empty(), "[{kind}] the role is gone");
+    assert_eq!(people(reviewers()).await, ["dir-bob"], "[{kind}] the membership is gone");
+    assert_eq!(ok(store, store.person("dir-ana").await, "person"), Some(demoted), "[{kind}] the person replaced");
+    ok(store, store.put_department(&department("dir-paint", Some("dir-plant"), Some("dir-fay"))).await, "department");
+    assert_eq!(manager("dir-carl").await.as_deref(), Some("dir-fay"), "[{kind}] a new head");
+    let auditors = Group { id: "dir-auditors".into(), name: "Auditors".into() };
+    ok(store, store.put_group(&auditors).await, "put_group");
+    let groups = ok(store, store.groups().await, "groups");
+    assert!(groups.contains(&auditors), "[{kind}] a group added");
+    // A second import changes what it names and keeps the rest.
+    let unmanaged = Person { manager: None, ..bob };
+    let again = Organisation { people: vec![unmanaged.clone()], ..Organisation::default() };
+    ok(store, store.import(&again).await, "import again");
+    assert_eq!(manager("dir-bob").await.as_deref(), Some("dir-ana"), "[{kind}] the department's head");
+    assert_eq!(people(role("dir_lead", None)).await, ["dir-carl", "dir-dora"], "[{kind}] the others are kept");
 }
 
 #[cfg(test)]

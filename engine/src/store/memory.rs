@@ -14,11 +14,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    HistoryStore, Incident, IncidentStore, InstanceFilter, InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance,
-    NewIncident, OutboxRow, OutboxStore, SettingsStore, SnapshotRow, StepStore, Store, StoreError, StoreResult,
-    TaskRow, TaskStore, TimerRow, TimerStore,
+    DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate, HistoryStore, HumanTaskStore, InAppNotification,
+    Incident, IncidentStore, InstanceFilter, InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance, NewDelivery,
+    NewIncident, NotificationStore, OutboxRow, OutboxStore, SettingsStore, SlaQuery, SlaRow, SlaStore, SnapshotRow,
+    StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore,
 };
+use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
 use crate::history::{InstanceId, Seq, StoredEvent, history_time};
+use crate::human::{HumanTaskRow, InboxQuery, Principal, may_see};
 
 /// Row keys are `(instance, seq)`, so one instance's rows are a contiguous range.
 type Key = (InstanceId, Seq);
@@ -57,6 +60,25 @@ struct State {
     last_incident_id: i64,
     received_events: HashSet<(InstanceId, String)>,
     settings: HashMap<String, String>,
+    human_tasks: BTreeMap<Key, HumanTaskRow>,
+    slas: BTreeMap<Key, SlaRow>,
+    deliveries: BTreeMap<i64, DeliveryRow>,
+    /// The idempotency key of each delivery: `(instance, seq, recipient, channel)`.
+    delivery_keys: HashMap<DeliveryKey, i64>,
+    last_delivery_id: i64,
+    in_app: BTreeMap<i64, InAppNotification>,
+    /// The deliveries that have an in-app notification (at most one each).
+    in_app_deliveries: HashSet<i64>,
+    last_in_app_id: i64,
+    people: BTreeMap<String, Person>,
+    departments: BTreeMap<String, Department>,
+    groups: BTreeMap<String, Group>,
+}
+
+type DeliveryKey = (InstanceId, Seq, String, String);
+
+fn delivery_key(delivery: &NewDelivery) -> DeliveryKey {
+    (delivery.instance.clone(), delivery.seq, delivery.recipient.clone(), delivery.channel.clone())
 }
 
 impl MemoryStore {
@@ -159,7 +181,8 @@ impl State {
 
     /// Applies a validated batch table by table, in the order the SQLite store runs its
     /// statements, so both agree even on odd batches (a task added and removed together).
-    fn apply(&mut self, writes: &[InstanceWrite]) {
+    /// `human_tasks` are the batch's human tasks as the store keeps them ([`stored_human_task`]).
+    fn apply(&mut self, writes: &[InstanceWrite], human_tasks: Vec<HumanTaskRow>) {
         for row in writes.iter().filter_map(|write| write.instance.as_ref()) {
             self.upsert_instance(row);
         }
@@ -226,6 +249,12 @@ impl State {
                 }
             }
         }
+        for row in human_tasks {
+            self.human_tasks.insert((row.instance.clone(), row.seq), row);
+        }
+        for sla in writes.iter().flat_map(|write| &write.slas) {
+            self.slas.insert((sla.instance.clone(), sla.seq), stored_sla(sla));
+        }
     }
 
     fn upsert_instance(&mut self, row: &InstanceRow) {
@@ -284,12 +313,37 @@ fn normalized_task(task: &TaskRow) -> TaskRow {
     TaskRow { visible_at: history_time(task.visible_at), ..task.clone() }
 }
 
+/// A human task as the SQLite store gives it back: through its JSON (which keeps milliseconds
+/// and drops what JSON cannot tell apart, such as a form of `null`).
+fn stored_human_task(row: &HumanTaskRow) -> StoreResult<HumanTaskRow> {
+    let json = serde_json::to_value(row).map_err(|err| StoreError::Other(format!("encoding a human task: {err}")))?;
+    serde_json::from_value(json).map_err(|err| StoreError::Other(format!("decoding a human task: {err}")))
+}
+
+fn stored_sla(sla: &SlaRow) -> SlaRow {
+    let ms = |t: Option<DateTime<Utc>>| t.map(history_time);
+    SlaRow {
+        started_at: history_time(sla.started_at),
+        target_at: ms(sla.target_at),
+        at_risk_at: ms(sla.at_risk_at),
+        running_since: ms(sla.running_since),
+        breached_at: ms(sla.breached_at),
+        stopped_at: ms(sla.stopped_at),
+        ..sla.clone()
+    }
+}
+
 #[async_trait]
 impl StepStore for MemoryStore {
     async fn commit(&self, writes: &[InstanceWrite]) -> StoreResult<()> {
+        let human_tasks = writes
+            .iter()
+            .flat_map(|write| &write.human_tasks)
+            .map(stored_human_task)
+            .collect::<StoreResult<Vec<_>>>()?;
         let mut state = self.state();
         state.validate(writes)?;
-        state.apply(writes);
+        state.apply(writes, human_tasks);
         Ok(())
     }
 }
@@ -431,6 +485,239 @@ impl SettingsStore for MemoryStore {
 
     async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
         self.state().settings.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl HumanTaskStore for MemoryStore {
+    async fn human_task(&self, id: &InstanceId, seq: Seq) -> StoreResult<Option<HumanTaskRow>> {
+        Ok(self.state().human_tasks.get(&(id.clone(), seq)).cloned())
+    }
+
+    async fn human_tasks_of(&self, id: &InstanceId) -> StoreResult<Vec<HumanTaskRow>> {
+        Ok(self.state().human_tasks.range(instance_range(id)).map(|(_, row)| row.clone()).collect())
+    }
+
+    async fn inbox(&self, query: &InboxQuery, principal: &Principal) -> StoreResult<Vec<HumanTaskRow>> {
+        // "Due before" compares milliseconds, as stored times have no finer precision.
+        let query = InboxQuery { due_before: query.due_before.map(history_time), ..query.clone() };
+        Ok(self
+            .state()
+            .human_tasks
+            .values()
+            .filter(|row| query.matches(row) && may_see(principal, &row.task))
+            .take(query.effective_limit() as usize)
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl SlaStore for MemoryStore {
+    async fn slas(&self, query: &SlaQuery) -> StoreResult<Vec<SlaRow>> {
+        // One "now" for every row.
+        let query = SlaQuery { now: Some(query.now.unwrap_or_else(Utc::now)), ..query.clone() };
+        Ok(self
+            .state()
+            .slas
+            .values()
+            .filter(|row| query.matches(row))
+            .take(query.effective_limit() as usize)
+            .cloned()
+            .collect())
+    }
+}
+
+impl State {
+    /// Records a delivery unless its key is taken; returns the stored row's id either way.
+    fn enqueue_delivery(&mut self, delivery: &NewDelivery) -> i64 {
+        let key = delivery_key(delivery);
+        if let Some(id) = self.delivery_keys.get(&key) {
+            return *id;
+        }
+        self.last_delivery_id += 1;
+        let id = self.last_delivery_id;
+        let row = DeliveryRow {
+            id,
+            instance: delivery.instance.clone(),
+            seq: delivery.seq,
+            recipient: delivery.recipient.clone(),
+            channel: delivery.channel.clone(),
+            status: delivery.status,
+            message: delivery.message.clone(),
+            not_before: history_time(delivery.not_before),
+            digest: delivery.digest,
+            attempts: 0,
+            last_error: delivery.last_error.clone(),
+            created_at: history_time(delivery.created_at),
+            sent_at: None,
+        };
+        self.deliveries.insert(id, row);
+        self.delivery_keys.insert(key, id);
+        id
+    }
+}
+
+#[async_trait]
+impl NotificationStore for MemoryStore {
+    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> StoreResult<Vec<DeliveryRow>> {
+        let mut state = self.state();
+        let ids: Vec<i64> = deliveries.iter().map(|delivery| state.enqueue_delivery(delivery)).collect();
+        Ok(ids.iter().filter_map(|id| state.deliveries.get(id).cloned()).collect())
+    }
+
+    async fn deliveries_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<DeliveryRow>> {
+        let state = self.state();
+        let mut due: Vec<&DeliveryRow> = state
+            .deliveries
+            .values()
+            .filter(|row| row.status == DeliveryStatus::Pending && row.not_before <= now)
+            .collect();
+        due.sort_by_key(|row| (row.not_before, row.id));
+        Ok(due.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn update_delivery(&self, update: &DeliveryUpdate) -> StoreResult<()> {
+        let mut state = self.state();
+        let Some(row) = state.deliveries.get_mut(&update.id) else {
+            return Err(StoreError::Other(format!("delivery {} does not exist", update.id)));
+        };
+        row.status = update.status;
+        row.attempts = update.attempts;
+        row.not_before = history_time(update.not_before);
+        row.last_error = update.last_error.clone();
+        row.sent_at = update.sent_at.map(history_time);
+        Ok(())
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> StoreResult<Vec<DeliveryRow>> {
+        let state = self.state();
+        Ok(state
+            .deliveries
+            .range(..query.before.unwrap_or(i64::MAX))
+            .rev()
+            .map(|(_, row)| row)
+            .filter(|row| query.instance.as_ref().is_none_or(|instance| &row.instance == instance))
+            .filter(|row| query.recipient.as_ref().is_none_or(|recipient| &row.recipient == recipient))
+            .filter(|row| query.status.is_none_or(|status| row.status == status))
+            .take(query.effective_limit() as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn put_in_app(&self, notification: &InAppNotification) -> StoreResult<()> {
+        let mut state = self.state();
+        if !state.in_app_deliveries.insert(notification.delivery) {
+            return Ok(());
+        }
+        state.last_in_app_id += 1;
+        let row = InAppNotification {
+            id: state.last_in_app_id,
+            created_at: history_time(notification.created_at),
+            read_at: notification.read_at.map(history_time),
+            ..notification.clone()
+        };
+        state.in_app.insert(row.id, row);
+        Ok(())
+    }
+
+    async fn in_app(
+        &self,
+        user: &str,
+        unread_only: bool,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<InAppNotification>> {
+        let state = self.state();
+        Ok(state
+            .in_app
+            .range(..before.unwrap_or(i64::MAX))
+            .rev()
+            .map(|(_, row)| row)
+            .filter(|row| row.user == user && (!unread_only || row.read_at.is_none()))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn mark_read(&self, user: &str, ids: &[i64], at: DateTime<Utc>) -> StoreResult<u64> {
+        let mut state = self.state();
+        let mut changed = 0;
+        for id in ids {
+            if let Some(row) = state.in_app.get_mut(id)
+                && row.user == user
+                && row.read_at.is_none()
+            {
+                row.read_at = Some(history_time(at));
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+impl State {
+    /// Adds or replaces directory entries: what an import and each single put do.
+    fn put_directory(&mut self, departments: &[Department], groups: &[Group], people: &[Person]) {
+        for department in departments {
+            self.departments.insert(department.id.clone(), department.clone());
+        }
+        for group in groups {
+            self.groups.insert(group.id.clone(), group.clone());
+        }
+        for person in people {
+            self.people.insert(person.id.clone(), person.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl Directory for MemoryStore {
+    async fn person(&self, id: &str) -> StoreResult<Option<Person>> {
+        Ok(self.state().people.get(id).cloned())
+    }
+
+    async fn people(&self, query: &PeopleQuery) -> StoreResult<Vec<Person>> {
+        Ok(self
+            .state()
+            .people
+            .values()
+            .filter(|person| query.matches(person))
+            .take(query.effective_limit() as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn department(&self, id: &str) -> StoreResult<Option<Department>> {
+        Ok(self.state().departments.get(id).cloned())
+    }
+
+    async fn departments(&self) -> StoreResult<Vec<Department>> {
+        Ok(self.state().departments.values().cloned().collect())
+    }
+
+    async fn groups(&self) -> StoreResult<Vec<Group>> {
+        Ok(self.state().groups.values().cloned().collect())
+    }
+
+    async fn put_person(&self, person: &Person) -> StoreResult<()> {
+        self.state().put_directory(&[], &[], std::slice::from_ref(person));
+        Ok(())
+    }
+
+    async fn put_department(&self, department: &Department) -> StoreResult<()> {
+        self.state().put_directory(std::slice::from_ref(department), &[], &[]);
+        Ok(())
+    }
+
+    async fn put_group(&self, group: &Group) -> StoreResult<()> {
+        self.state().put_directory(&[], std::slice::from_ref(group), &[]);
+        Ok(())
+    }
+
+    async fn import(&self, organisation: &Organisation) -> StoreResult<()> {
+        self.state().put_directory(&organisation.departments, &organisation.groups, &organisation.people);
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::history::{InstanceId, Seq, StoredEvent};
+use crate::human::{HumanTaskRow, InboxQuery, Principal};
 
 pub mod memory;
 pub mod sqlite;
@@ -247,6 +248,11 @@ pub struct InstanceWrite {
     pub incidents_resolved: Vec<i64>,
     /// Ids of external events accepted by this write (for deduplication).
     pub received_event_ids: Vec<String>,
+    /// Human tasks created or changed by this write (inserted or replaced, with their access
+    /// keys).
+    pub human_tasks: Vec<HumanTaskRow>,
+    /// SLA clocks started or changed by this write (inserted or replaced).
+    pub slas: Vec<SlaRow>,
 }
 
 impl InstanceWrite {
@@ -350,10 +356,286 @@ pub trait SettingsStore: Send + Sync {
     async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()>;
 }
 
+/// Human tasks as people look for them: one task, and inboxes filtered by who asks.
+#[async_trait]
+pub trait HumanTaskStore: Send + Sync {
+    async fn human_task(&self, id: &InstanceId, seq: Seq) -> StoreResult<Option<HumanTaskRow>>;
+    async fn human_tasks_of(&self, id: &InstanceId) -> StoreResult<Vec<HumanTaskRow>>;
+    /// The tasks `principal` may see that pass `query`, in `(instance, seq)` order, at most
+    /// `query.effective_limit()`. The access check is part of the query, before the limit.
+    async fn inbox(&self, query: &InboxQuery, principal: &Principal) -> StoreResult<Vec<HumanTaskRow>>;
+}
+
+/// SLA clocks for dashboards.
+#[async_trait]
+pub trait SlaStore: Send + Sync {
+    async fn slas(&self, query: &SlaQuery) -> StoreResult<Vec<SlaRow>>;
+}
+
+/// Notification deliveries (the delivery log) and the in-app inbox.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Records deliveries, keeping any that exist with the same `(instance, seq, recipient,
+    /// channel)` as they are; returns the stored rows, in the order given. This key is what
+    /// makes a retried or replayed notify send nothing twice.
+    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> StoreResult<Vec<DeliveryRow>>;
+    /// Pending deliveries due at or before `now`, oldest first.
+    async fn deliveries_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<DeliveryRow>>;
+    async fn update_delivery(&self, update: &DeliveryUpdate) -> StoreResult<()>;
+    async fn deliveries(&self, query: &DeliveryQuery) -> StoreResult<Vec<DeliveryRow>>;
+    /// Stores an in-app notification; a second one for the same delivery is ignored.
+    async fn put_in_app(&self, notification: &InAppNotification) -> StoreResult<()>;
+    /// A user's in-app notifications, newest first, paged by id (`before`).
+    async fn in_app(
+        &self,
+        user: &str,
+        unread_only: bool,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<InAppNotification>>;
+    /// Marks notifications read; returns how many changed.
+    async fn mark_read(&self, user: &str, ids: &[i64], at: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// An SLA clock's row: what a dashboard shows of it. Times are instants computed when the
+/// clock last changed (started, paused, resumed), so "at risk" and "breached" are plain
+/// comparisons with now; business time elapsed is `elapsed_ms` plus the working time since
+/// `running_since` under `calendar`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlaRow {
+    pub instance: InstanceId,
+    /// The seq of the SlaStarted event.
+    pub seq: Seq,
+    pub definition: String,
+    /// What the SLA covers: a task's name, or `workflow`.
+    pub name: String,
+    /// The human task the SLA covers, if it covers one.
+    pub human_task: Option<Seq>,
+    pub department: Option<String>,
+    pub calendar: Option<String>,
+    pub within_ms: u64,
+    pub started_at: DateTime<Utc>,
+    /// None while paused.
+    pub target_at: Option<DateTime<Utc>>,
+    pub at_risk_at: Option<DateTime<Utc>>,
+    /// Business time elapsed up to `running_since` (or up to the pause).
+    pub elapsed_ms: u64,
+    /// None while paused or stopped.
+    pub running_since: Option<DateTime<Utc>>,
+    pub escalations: u32,
+    pub breached_at: Option<DateTime<Utc>>,
+    pub stopped_at: Option<DateTime<Utc>>,
+}
+
+impl SlaRow {
+    /// The state at `now`: breached, at risk, or on track (what dashboards filter by).
+    pub fn state(&self, now: DateTime<Utc>) -> SlaStateName {
+        if self.breached_at.is_some() {
+            SlaStateName::Breached
+        } else if self.stopped_at.is_some() {
+            SlaStateName::Met
+        } else if self.at_risk_at.is_some_and(|t| t <= now) {
+            SlaStateName::AtRisk
+        } else {
+            SlaStateName::OnTrack
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaStateName {
+    OnTrack,
+    AtRisk,
+    Breached,
+    /// Stopped before its target.
+    Met,
+}
+
+impl SlaStateName {
+    /// The name as the API and the SQL stores spell it (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnTrack => "on_track",
+            Self::AtRisk => "at_risk",
+            Self::Breached => "breached",
+            Self::Met => "met",
+        }
+    }
+}
+
+/// Filters for SLA dashboards; bounded by `limit`, paged by `(instance, seq)`.
+#[derive(Clone, Debug, Default)]
+pub struct SlaQuery {
+    pub instance: Option<InstanceId>,
+    pub definition: Option<String>,
+    pub department: Option<String>,
+    /// Only this state as of `now`.
+    pub state: Option<SlaStateName>,
+    /// Only clocks still running or paused (not stopped).
+    pub open_only: bool,
+    pub now: Option<DateTime<Utc>>,
+    pub after: Option<(InstanceId, Seq)>,
+    pub limit: u32,
+}
+
+impl SlaQuery {
+    pub const DEFAULT_LIMIT: u32 = 100;
+    pub const MAX_LIMIT: u32 = 1000;
+
+    pub fn effective_limit(&self) -> u32 {
+        if self.limit == 0 { Self::DEFAULT_LIMIT } else { self.limit.min(Self::MAX_LIMIT) }
+    }
+
+    /// Does `row` pass the query? Memory stores filter with it; SQL stores agree with it.
+    pub fn matches(&self, row: &SlaRow) -> bool {
+        let now = self.now.unwrap_or_else(Utc::now);
+        self.instance.as_ref().is_none_or(|i| &row.instance == i)
+            && self.definition.as_ref().is_none_or(|d| &row.definition == d)
+            && self.department.as_ref().is_none_or(|d| row.department.as_ref() == Some(d))
+            && self.state.is_none_or(|s| row.state(now) == s)
+            && (!self.open_only || row.stopped_at.is_none())
+            && self.after.as_ref().is_none_or(|(i, s)| (&row.instance, row.seq) > (i, *s))
+    }
+}
+
+/// Where a delivery is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting to be sent (now, after quiet hours, at digest time, or after a failed attempt).
+    Pending,
+    Sent,
+    /// Gave up after its attempts; `last_error` says why.
+    Failed,
+    /// Not sent on purpose (channel turned off, no address); `last_error` says why.
+    Skipped,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "sent" => Self::Sent,
+            "failed" => Self::Failed,
+            "skipped" => Self::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// A delivery about to be recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewDelivery {
+    pub instance: InstanceId,
+    /// The notify activity's seq: with recipient and channel, the idempotency key.
+    pub seq: Seq,
+    pub recipient: String,
+    pub channel: String,
+    pub status: DeliveryStatus,
+    /// The rendered message and its address (subject, body, html, to...), as the channel needs.
+    pub message: Value,
+    /// Not sent before this time (quiet hours, digest).
+    pub not_before: DateTime<Utc>,
+    /// Email held for the recipient's digest.
+    pub digest: bool,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A row of the delivery log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub instance: InstanceId,
+    pub seq: Seq,
+    pub recipient: String,
+    pub channel: String,
+    pub status: DeliveryStatus,
+    pub message: Value,
+    pub not_before: DateTime<Utc>,
+    pub digest: bool,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryUpdate {
+    pub id: i64,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    /// The next attempt's time, for a pending delivery.
+    pub not_before: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// Filters for the delivery log, newest first, paged by id (`before`), bounded.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryQuery {
+    pub instance: Option<InstanceId>,
+    pub recipient: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+impl DeliveryQuery {
+    pub const DEFAULT_LIMIT: u32 = 100;
+    pub const MAX_LIMIT: u32 = 1000;
+
+    pub fn effective_limit(&self) -> u32 {
+        if self.limit == 0 { Self::DEFAULT_LIMIT } else { self.limit.min(Self::MAX_LIMIT) }
+    }
+}
+
+/// A notification in a user's in-app inbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InAppNotification {
+    /// Assigned by the store (0 when putting one).
+    pub id: i64,
+    pub user: String,
+    /// The delivery it came from (unique).
+    pub delivery: i64,
+    pub subject: String,
+    pub body: String,
+    /// Where it points (a task, an instance), as the UI links it.
+    pub link: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
 /// Everything the runtime needs. Implemented by [`memory::MemoryStore`] and
 /// [`sqlite::SqliteStore`]; PostgreSQL joins with the same contract suite.
 pub trait Store:
-    StepStore + HistoryStore + TaskStore + TimerStore + IncidentStore + OutboxStore + SettingsStore + std::fmt::Debug
+    StepStore
+    + HistoryStore
+    + TaskStore
+    + TimerStore
+    + IncidentStore
+    + OutboxStore
+    + SettingsStore
+    + HumanTaskStore
+    + SlaStore
+    + NotificationStore
+    + crate::directory::Directory
+    + std::fmt::Debug
 {
     /// A short name for reports (`sqlite`, `memory`).
     fn kind(&self) -> &'static str;

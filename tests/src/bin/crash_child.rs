@@ -89,7 +89,8 @@ async fn run(db: PathBuf, keys: PathBuf) -> anyhow::Result<()> {
         let engine = engine.clone();
         runs.spawn(async move {
             let id = InstanceId::new(crash_id(i));
-            let options = StartOptions { id: Some(id.clone()), idempotency_key: Some(crash_id(i)) };
+            let options =
+                StartOptions { id: Some(id.clone()), idempotency_key: Some(crash_id(i)), ..StartOptions::default() };
             let started = engine.start(CRASH_DEFINITION, json!({ "i": i }), options).await.context("start")?;
             ensure!(started.id == id, "start of {id} answered with {}", started.id);
             let outcome = engine.wait(&id).await.context("wait")?;
