@@ -34,7 +34,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut state = State::default();
             let mut ctx = Ctx::new(&instance, now, 1);
-            workflow.on_trigger(&mut state, Trigger::Started { input: &input }, &mut ctx).expect("starts");
+            workflow
+                .on_trigger(&mut state, Trigger::Started { input: &input, started_by: None }, &mut ctx)
+                .expect("starts");
             let commands = ctx.into_commands();
             assert_eq!(commands.len(), 1, "the call is scheduled");
             let mut ctx = Ctx::new(&instance, now, 2);

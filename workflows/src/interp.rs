@@ -12,6 +12,8 @@
 // fault; boxing each one would only add noise to every expression evaluation.
 #![allow(clippy::result_large_err)]
 
+mod people;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -62,6 +64,9 @@ pub struct Workflow {
     observer: Option<Arc<dyn Observer>>,
     limits: Limits,
     event_retention: Option<std::time::Duration>,
+    /// Business calendars shared by every definition (a definition's own `use.calendars` come
+    /// first).
+    calendars: Arc<baton_sla::Calendars>,
 }
 
 impl std::fmt::Debug for Workflow {
@@ -76,7 +81,23 @@ impl Workflow {
     pub fn new(program: Arc<Program>, content_hash: impl Into<String>) -> Self {
         let d = &program.document;
         let info = DefinitionInfo::new(d.qualified_name(), d.version.clone(), content_hash);
-        Self { program, info, secrets: None, observer: None, limits: Limits::default(), event_retention: None }
+        Self {
+            program,
+            info,
+            secrets: None,
+            observer: None,
+            limits: Limits::default(),
+            event_retention: None,
+            calendars: Arc::default(),
+        }
+    }
+
+    /// The engine's shared business calendars. Like the definition itself, a calendar's
+    /// working hours decide recorded SLA times: change a calendar running SLAs use by adding
+    /// one under a new name, or a replay reports nondeterminism.
+    pub fn with_calendars(mut self, calendars: Arc<baton_sla::Calendars>) -> Self {
+        self.calendars = calendars;
+        self
     }
 
     pub fn with_secrets(mut self, secrets: Arc<dyn SecretProvider>) -> Self {
@@ -130,6 +151,9 @@ pub struct State {
     started_at: Option<DateTime<Utc>>,
     emitted: u64,
     ended: bool,
+    /// The person who started the instance (the request's initiator), if a person did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started_by: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -143,9 +167,21 @@ struct Frame {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum FrameKind {
-    Workflow { timer: Option<Seq> },
-    Sequence { list: ListId, index: usize },
+    Workflow {
+        timer: Option<Seq>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sla: Option<Box<people::SlaRun>>,
+    },
+    Sequence {
+        list: ListId,
+        index: usize,
+    },
     Task(Box<TaskFrame>),
+    /// The tasks of an escalation rung, running beside `owner` (the task or workflow whose SLA
+    /// they escalate) without interrupting it: their end is not reported to anyone.
+    Escalation {
+        owner: FrameId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,6 +192,8 @@ struct TaskFrame {
     started_at: DateTime<Utc>,
     timer: Option<Seq>,
     body: Body,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sla: Option<Box<people::SlaRun>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,10 +203,35 @@ enum Body {
     Timer(Seq),
     Child(Seq),
     Sub,
-    For { items: Vec<Value>, index: usize, current: Value },
-    Fork { branches: Vec<Option<FrameId>>, results: Vec<Option<Value>> },
-    Try { attempt: u32, first_at: DateTime<Utc>, phase: TryPhase },
+    For {
+        items: Vec<Value>,
+        index: usize,
+        current: Value,
+    },
+    Fork {
+        branches: Vec<Option<FrameId>>,
+        results: Vec<Option<Value>>,
+    },
+    Try {
+        attempt: u32,
+        first_at: DateTime<Utc>,
+        phase: TryPhase,
+    },
     Listen(Box<ListenState>),
+    /// Waiting for people to complete human tasks.
+    Human(Box<people::HumanWait>),
+    /// Looking up a manager in the directory before creating human tasks.
+    Resolving {
+        activity: Seq,
+        request: Box<people::HumanRequest>,
+    },
+    /// A `notify` activity.
+    Notify(Seq),
+    /// Looking up a manager in the directory before reassigning human tasks.
+    Reassign {
+        activity: Seq,
+        targets: Vec<(FrameId, Seq)>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,6 +283,11 @@ enum Signal {
         payload: Value,
     },
     Child(Result<Value, Failure>),
+    /// A person completed a human task.
+    Human {
+        task: Seq,
+        completion: Value,
+    },
 }
 
 impl Orchestration for Workflow {
@@ -235,7 +303,10 @@ impl Orchestration for Workflow {
         }
         let mut machine = Machine { wf: self, state, ctx, secrets: None, budget: TASKS_PER_STEP };
         match trigger {
-            Trigger::Started { input } => machine.start(input),
+            Trigger::Started { input, started_by } => {
+                machine.state.started_by = started_by.map(str::to_owned);
+                machine.start(input)
+            }
             Trigger::ActivityCompleted { activity, result } => {
                 machine.wake(activity, Signal::Activity(Ok(result.clone())))
             }
@@ -254,6 +325,12 @@ impl Orchestration for Workflow {
             }
             Trigger::ChildCompleted { child, output } => machine.wake(child, Signal::Child(Ok(output.clone()))),
             Trigger::ChildFailed { child, failure } => machine.wake(child, Signal::Child(Err(failure.clone()))),
+            Trigger::HumanTaskCompleted { task, completion } => {
+                machine.wake(task, Signal::Human { task, completion: completion.to_output() })
+            }
+            Trigger::HumanTaskUpdated { task, human } => machine.human_updated(task, human.assignee.clone()),
+            Trigger::Suspended => machine.suspended(true),
+            Trigger::Resumed => machine.suspended(false),
         }
         machine.run();
         Ok(())
@@ -336,6 +413,7 @@ impl Machine<'_, '_> {
             started_at: self.now(),
             timer: None,
             body: Body::Ready,
+            sla: None,
         };
         let id = self.push_frame(Some(parent), vars, FrameKind::Task(Box::new(task)));
         self.state.queue.push_back((id, Signal::Start));
@@ -364,13 +442,20 @@ impl Machine<'_, '_> {
                 Body::Timer(seq) => timers.push(*seq),
                 Body::Try { phase: TryPhase::Delay(seq), .. } => timers.push(*seq),
                 Body::Listen(listen) => listen.waits.keys().for_each(|&seq| self.ctx.cancel_wait(seq)),
+                Body::Human(wait) => self.withdraw_human_tasks(wait, false),
                 _ => {}
+            }
+            if let Some(sla) = &task.sla {
+                self.stop_sla(sla);
             }
             let node = self.wf.program.node(task.node);
             self.observe("task.cancelled", Some(node), None);
         }
-        if let FrameKind::Workflow { timer: Some(seq) } = &frame.kind {
-            timers.push(*seq);
+        if let FrameKind::Workflow { timer, sla } = &frame.kind {
+            timers.extend(*timer);
+            if let Some(sla) = sla {
+                self.stop_sla(sla);
+            }
         }
         for seq in owned {
             self.state.waits.remove(&seq);
@@ -388,7 +473,16 @@ impl Machine<'_, '_> {
         if let FrameKind::Task(task) = &frame.kind {
             timers.extend(task.timer);
         }
-        self.state.frames.remove(&id);
+        // The frame's SLA clock stops with it: the covered work is over.
+        match self.state.frames.remove(&id).map(|f| f.kind) {
+            Some(FrameKind::Task(task)) => {
+                if let Some(sla) = &task.sla {
+                    self.stop_sla(sla);
+                }
+            }
+            Some(FrameKind::Workflow { sla: Some(sla), .. }) => self.stop_sla(&sla),
+            _ => {}
+        }
         for seq in timers {
             self.state.waits.remove(&seq);
             self.ctx.cancel_timer(seq);
@@ -446,6 +540,7 @@ impl Machine<'_, '_> {
                 self.on_sequence(id, list, index, signal)
             }
             FrameKind::Task(_) => self.on_task(id, signal),
+            FrameKind::Escalation { .. } => self.on_escalation(id, signal),
         }
     }
 
@@ -457,7 +552,7 @@ impl Machine<'_, '_> {
         self.state.raw_input = raw.clone();
         self.state.context = Value::Object(Map::new());
         self.observe("workflow.started", None, None);
-        let id = self.push_frame(None, BTreeMap::new(), FrameKind::Workflow { timer: None });
+        let id = self.push_frame(None, BTreeMap::new(), FrameKind::Workflow { timer: None, sla: None });
         let program = Arc::clone(&self.wf.program);
         if let Some(schema) = &program.input_schema
             && let Err(message) = schema.check(raw)
@@ -476,14 +571,24 @@ impl Machine<'_, '_> {
         if let Some(timeout) = program.timeout {
             let seq = self.ctx.start_timer(later(now, timeout));
             self.state.waits.insert(seq, id);
-            if let Some(Frame { kind: FrameKind::Workflow { timer }, .. }) = self.state.frames.get_mut(&id) {
+            if let Some(Frame { kind: FrameKind::Workflow { timer, .. }, .. }) = self.state.frames.get_mut(&id) {
                 *timer = Some(seq);
             }
         }
-        self.start_sequence(id, program.root, input, BTreeMap::new());
+        self.start_sequence(id, program.root, input.clone(), BTreeMap::new());
+        if let Some(spec) = &program.sla
+            && let Err(problem) = self.begin_sla(id, spec, "workflow", &input, None, None)
+        {
+            self.finish(id, Err(problem.with_instance("/sla")));
+        }
     }
 
     fn on_workflow(&mut self, id: FrameId, signal: Signal) {
+        if let Signal::Timer(seq) = &signal
+            && self.sla_timer(id, *seq)
+        {
+            return;
+        }
         match signal {
             Signal::Done { output, .. } => self.finish(id, Ok((output, Then::End))),
             Signal::Failed { error, .. } => self.finish(id, Err(error)),
@@ -493,7 +598,7 @@ impl Machine<'_, '_> {
                 for child in children {
                     self.cancel(child);
                 }
-                if let Some(Frame { kind: FrameKind::Workflow { timer }, .. }) = self.state.frames.get_mut(&id) {
+                if let Some(Frame { kind: FrameKind::Workflow { timer, .. }, .. }) = self.state.frames.get_mut(&id) {
                     *timer = None;
                 }
                 let error =
@@ -518,8 +623,10 @@ impl Machine<'_, '_> {
             }
             Ok(output)
         });
-        // What is still outstanding ends with the instance: the engine disarms its timers and
-        // abandons its activities.
+        // What is still outstanding ends with the instance: the engine disarms its timers,
+        // abandons its activities and withdraws its human tasks. SLA clocks stop with a record
+        // of the business time they counted.
+        self.stop_every_sla();
         self.state.frames.clear();
         self.state.waits.clear();
         self.state.queue.clear();
@@ -594,10 +701,13 @@ impl Machine<'_, '_> {
         let (node_id, timer) = (task.node, task.timer);
         let program = Arc::clone(&self.wf.program);
         let node = program.node(node_id);
-        if let Signal::Timer(seq) = &signal
-            && timer == Some(*seq)
-        {
-            return self.time_out(id, node);
+        if let Signal::Timer(seq) = &signal {
+            if timer == Some(*seq) {
+                return self.time_out(id, node);
+            }
+            if self.sla_timer(id, *seq) {
+                return;
+            }
         }
         let Some(task) = self.task_frame(id) else { return };
         let result = match signal {
@@ -635,6 +745,13 @@ impl Machine<'_, '_> {
                         seqs.push((seq, false));
                         self.ctx.cancel_wait(seq);
                     }
+                }
+                Body::Human(wait) => {
+                    seqs.extend(wait.open_tasks().map(|seq| (seq, false)));
+                    self.withdraw_human_tasks(&wait, true);
+                }
+                Body::Resolving { activity, .. } | Body::Notify(activity) | Body::Reassign { activity, .. } => {
+                    seqs.push((activity, false))
                 }
                 _ => {}
             }
@@ -692,7 +809,18 @@ impl Machine<'_, '_> {
             frame.timer = timer;
             frame.started_at = now;
         }
-        self.run_kind(id, node, input)
+        let step = self.run_kind(id, node, input.clone());
+        // An SLA covers work that waits; a task that ends at once has met it.
+        match (&node.sla, step) {
+            (Some(spec), Step::Pending) if self.state.frames.contains_key(&id) => {
+                let human = self.human_task_of(id);
+                match self.begin_sla(id, spec, &node.name, &input, human, Some(node)) {
+                    Ok(()) => Step::Pending,
+                    Err(problem) => Step::Fail(problem.with_instance(&format!("{}/sla", node.reference))),
+                }
+            }
+            (_, step) => step,
+        }
     }
 
     /// Waits for an event; with an event retention, one that came earlier counts only if it is
@@ -891,6 +1019,18 @@ impl Machine<'_, '_> {
                 self.set_body(id, Body::Activity(seq));
                 Step::Pending
             }
+            Call::HumanTask { with } => match self.eval_template(with, &scope) {
+                Ok(arguments) => self.human_task(id, &node.name, arguments),
+                Err(e) => Step::Fail(e),
+            },
+            Call::Notify { with } => match self.eval_template(with, &scope) {
+                Ok(arguments) => self.notify(id, arguments),
+                Err(e) => Step::Fail(e),
+            },
+            Call::ReassignTask { with } => match self.eval_template(with, &scope) {
+                Ok(arguments) => self.reassign(id, arguments),
+                Err(e) => Step::Fail(e),
+            },
         }
     }
 
@@ -1009,6 +1149,19 @@ impl Machine<'_, '_> {
                 }
             }
             (Body::Try { phase: TryPhase::Handler, .. }, Signal::Failed { error, .. }) => Step::Fail(error),
+            (Body::Human(wait), Signal::Human { task, completion }) => {
+                self.human_completed(id, *wait, task, completion)
+            }
+            (Body::Resolving { request, .. }, Signal::Activity(Ok(manager))) => {
+                self.resolved_manager(id, *request, manager)
+            }
+            (Body::Notify(_), Signal::Activity(Ok(output))) => self.notified(output),
+            (Body::Reassign { targets, .. }, Signal::Activity(Ok(manager))) => {
+                self.reassign_to_manager(targets, manager)
+            }
+            (Body::Resolving { .. } | Body::Notify(_) | Body::Reassign { .. }, Signal::Activity(Err(failure))) => {
+                Step::Fail(problem_of(&failure))
+            }
             (Body::Listen(listen), signal) => {
                 let input = self.task_input(id);
                 let step = self.listen_signal(id, node, &input, *listen, signal);

@@ -2,6 +2,7 @@
 //! Baton's schema and semantic rules, jq runtime expressions, and the deterministic interpreter
 //! that runs a definition as an [`baton_engine::Orchestration`].
 
+pub mod dashboard;
 pub mod diagnostic;
 pub mod duration;
 pub mod expr;

@@ -15,6 +15,9 @@ use crate::expr::{Expr, ExprError, Mode, Template};
 pub const ARGUMENTS: &[&str] =
     &["context", "input", "output", "secrets", "task", "workflow", "runtime", "authorization"];
 
+/// The variable an escalation rung's tasks see: the SLA they escalate (`$sla`).
+pub const SLA_VARIABLE: &str = "sla";
+
 pub type NodeId = u32;
 pub type ListId = u32;
 
@@ -120,7 +123,40 @@ pub struct Node {
     pub export_schema: Option<Schema>,
     pub then: Then,
     pub timeout: Option<Duration>,
+    /// `sla:`: a target with an escalation ladder, which never interrupts the task.
+    pub sla: Option<Sla>,
     pub kind: Kind,
+}
+
+/// An `sla:` block, on a task or on the whole workflow.
+#[derive(Debug)]
+pub struct Sla {
+    /// Business time allowed (under `calendar`, when one is named).
+    pub within: WaitFor,
+    pub calendar: Option<String>,
+    /// When the SLA counts as at risk (default 80%).
+    pub at_risk: baton_sla::Threshold,
+    /// What pauses the clock.
+    pub pause: SlaPause,
+    /// The department dashboards file the SLA under (default: the human task's).
+    pub department: Option<Expr>,
+    pub escalate: Vec<Rung>,
+}
+
+/// When an SLA clock stops counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlaPause {
+    /// While the instance is suspended (default: yes).
+    pub suspended: bool,
+    /// While a human task it covers waits on the request's initiator (default: no).
+    pub initiator: bool,
+}
+
+/// One rung of an escalation ladder: its tasks run once the threshold is reached.
+#[derive(Debug)]
+pub struct Rung {
+    pub after: baton_sla::Threshold,
+    pub body: ListId,
 }
 
 /// What a task does.
@@ -150,7 +186,22 @@ pub enum Call {
     Function { node: NodeId, with: Template },
     /// A protocol or form Baton does not run; faults with this message when reached.
     Refused(String),
+    /// `call: humanTask`: creates human tasks and waits for people to complete them.
+    HumanTask { with: Template },
+    /// `call: notify`: the `baton.notify` activity, with `assignee`/`initiator` resolved.
+    Notify { with: Template },
+    /// `call: reassignTask`: moves the open human tasks of an SLA's task to other people.
+    ReassignTask { with: Template },
 }
+
+/// The built-in functions of Baton's people-and-deadlines extensions.
+pub const HUMAN_TASK: &str = "humanTask";
+pub const NOTIFY: &str = "notify";
+pub const REASSIGN_TASK: &str = "reassignTask";
+/// The activity `call: notify` schedules.
+pub const NOTIFY_ACTIVITY: &str = "baton.notify";
+/// The activity that finds a person's manager in the directory.
+pub const MANAGER_OF_ACTIVITY: &str = "baton.directory.managerOf";
 
 /// An authentication policy given to an activity as written: `$secrets` references stay for the
 /// activity to resolve at call time; every other expression in it is evaluated first.
@@ -330,6 +381,12 @@ pub struct Program {
     pub secrets: Vec<String>,
     /// Whether any expression names `$secrets` (so they are loaded only when needed).
     pub uses_secrets: bool,
+    /// The workflow-level `sla:`.
+    pub sla: Option<Sla>,
+    /// `use.calendars`: business calendars declared by the definition.
+    pub calendars: baton_sla::Calendars,
+    /// `use.templates`: notification templates declared by the definition, as written.
+    pub templates: Value,
 }
 
 impl Program {
@@ -521,6 +578,13 @@ impl Compiler {
         }
         let tasks = get(&definition, "do").ok_or_else(|| CompileError::new("", "missing `do`"))?;
         let root = self.list(tasks, "/do")?;
+        let sla = self.sla(get(&definition, "sla"), "/sla")?;
+        let calendars = match get(&self.use_, "calendars") {
+            Some(value) => baton_sla::Calendars::from_value(value).map_err(|e| {
+                CompileError::new(&format!("/use/calendars/{}", e.calendar().unwrap_or_default()), e.to_string())
+            })?,
+            None => baton_sla::Calendars::new(),
+        };
 
         let input = get(&definition, "input");
         let output = get(&definition, "output");
@@ -556,6 +620,75 @@ impl Compiler {
             authentications: get(&self.use_, "authentications").cloned().unwrap_or(Value::Null),
             secrets,
             uses_secrets: self.uses_secrets,
+            sla,
+            calendars,
+            templates: get(&self.use_, "templates").cloned().unwrap_or(Value::Null),
+        })
+    }
+
+    /// An `sla:` block.
+    fn sla(&mut self, value: Option<&Value>, pointer: &str) -> Result<Option<Sla>, CompileError> {
+        let Some(value) = value else { return Ok(None) };
+        let within_value = get(value, "within").ok_or_else(|| CompileError::new(pointer, "an `sla` needs `within`"))?;
+        let at = format!("{pointer}/within");
+        let within = match within_value.as_str().and_then(crate::expr::strip) {
+            Some(_) => WaitFor::Expr(self.expr_field(within_value, &at)?),
+            None => WaitFor::Fixed(self.duration(within_value, &at)?),
+        };
+        let calendar = get(value, "calendar").and_then(Value::as_str).map(str::to_owned);
+        let at_risk = match get(value, "atRisk") {
+            Some(v) => self.threshold(v, &format!("{pointer}/atRisk"))?,
+            None => baton_sla::Threshold::Percent(80),
+        };
+        let mut pause = SlaPause { suspended: true, initiator: false };
+        if let Some(reasons) = get(value, "pause") {
+            let reasons = reasons.as_array().ok_or_else(|| {
+                CompileError::new(&format!("{pointer}/pause"), "expected a list: [suspended, initiator]")
+            })?;
+            pause.suspended = false;
+            for (i, reason) in reasons.iter().enumerate() {
+                match reason.as_str() {
+                    Some("suspended") => pause.suspended = true,
+                    Some("initiator") => pause.initiator = true,
+                    _ => {
+                        return Err(CompileError::new(
+                            &format!("{pointer}/pause/{i}"),
+                            "expected `suspended` or `initiator`",
+                        ));
+                    }
+                }
+            }
+        }
+        let department = match get(value, "department") {
+            Some(v) => Some(self.expr_field(v, &format!("{pointer}/department"))?),
+            None => None,
+        };
+        let mut escalate = Vec::new();
+        if let Some(rungs) = get(value, "escalate") {
+            let rungs = rungs
+                .as_array()
+                .ok_or_else(|| CompileError::new(&format!("{pointer}/escalate"), "expected a list of rungs"))?;
+            for (i, rung) in rungs.iter().enumerate() {
+                let at = format!("{pointer}/escalate/{i}");
+                let after = get(rung, "after").ok_or_else(|| CompileError::new(&at, "a rung needs `after`"))?;
+                let after = self.threshold(after, &format!("{at}/after"))?;
+                let body = get(rung, "do").ok_or_else(|| CompileError::new(&at, "a rung needs `do`"))?;
+                self.scope.push(SLA_VARIABLE.to_owned());
+                let body = self.list(body, &format!("{at}/do"));
+                self.scope.pop();
+                escalate.push(Rung { after, body: body? });
+            }
+        }
+        Ok(Some(Sla { within, calendar, at_risk, pause, department, escalate }))
+    }
+
+    /// `80%`, or a duration of business time.
+    fn threshold(&self, value: &Value, pointer: &str) -> Result<baton_sla::Threshold, CompileError> {
+        if let Some(percent) = value.as_str().and_then(baton_sla::Threshold::parse_percent) {
+            return Ok(baton_sla::Threshold::Percent(percent));
+        }
+        duration::parse(value).map(baton_sla::Threshold::After).ok_or_else(|| {
+            CompileError::new(pointer, "expected a percentage of the SLA (`80%`) or a duration (`PT4H`)")
         })
     }
 
@@ -600,6 +733,7 @@ impl Compiler {
         let export_schema = self.schema(export.and_then(|o| get(o, "schema")), &format!("{pointer}/export/schema"))?;
         let then = field("then").and_then(Value::as_str).map(Then::parse).unwrap_or(Then::Continue);
         let timeout = self.timeout(field("timeout"), &format!("{pointer}/timeout"))?;
+        let sla = self.sla(field("sla"), &format!("{pointer}/sla"))?;
         let kind = self.kind(task, pointer)?;
         // `output.as` and `export.as` see the loop and catch variables of the task's scope too.
         let output_as = match output.and_then(|o| get(o, "as")) {
@@ -623,6 +757,7 @@ impl Compiler {
             export_schema,
             then,
             timeout,
+            sla,
             kind,
         });
         Ok(id)
@@ -758,6 +893,12 @@ impl Compiler {
         }
         if let Some(&node) = self.functions.get(name) {
             return Ok(Call::Function { node, with: self.template(&with, &with_pointer)? });
+        }
+        match name {
+            HUMAN_TASK => return Ok(Call::HumanTask { with: self.template(&with, &with_pointer)? }),
+            NOTIFY => return Ok(Call::Notify { with: self.template(&with, &with_pointer)? }),
+            REASSIGN_TASK => return Ok(Call::ReassignTask { with: self.template(&with, &with_pointer)? }),
+            _ => {}
         }
         if name.contains('@') {
             return Ok(Call::Refused(format!(

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use baton_engine::directory::Organisation;
 use baton_engine::history::{Actor, InstanceId};
+use baton_engine::human::{HumanTaskStatus, Principal, TaskAction};
 use baton_engine::store::sqlite::{SqliteOptions, SqliteStore};
 use baton_engine::{
     ActivityRegistry, ClockMode, Engine, EngineOptions, InstanceStatus, ManualClock, RaiseEvent, SecretProvider,
@@ -47,6 +49,61 @@ pub struct RunOptions {
     pub allow_processes: bool,
     /// Called with each lifecycle event as it happens (`--trace`).
     pub on_lifecycle: Option<LifecycleSink>,
+    /// Business calendars shared by definitions (a definition's own `use.calendars` win).
+    pub calendars: Option<Arc<baton_sla::Calendars>>,
+    /// People imported into the run's directory before the instance starts.
+    pub directory: Option<Organisation>,
+    /// Answers to human tasks, given in order as the tasks open (`--complete`).
+    pub answers: Vec<TaskAnswer>,
+    /// Registers activities that need the run's store (the directory, notifications).
+    pub store_activities: Option<StoreActivities>,
+}
+
+/// Registers activities that work on the run's store (and may need the definition, such as
+/// its notification templates); an error stops the run before it starts.
+pub type StoreActivities = Arc<dyn Fn(StoreContext<'_>, &mut ActivityRegistry) -> Result<(), String> + Send + Sync>;
+
+/// What [`StoreActivities`] gets.
+pub struct StoreContext<'a> {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn baton_engine::Clock>,
+    pub program: &'a Program,
+    /// The definition's key, `namespace/name@version`.
+    pub definition: &'a str,
+}
+
+impl std::fmt::Debug for StoreContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreContext").field("definition", &self.definition).finish_non_exhaustive()
+    }
+}
+
+/// How a run answers a human task: the next open task named `task` is completed with
+/// `outcome` and `data` by `by` (acting as an administrator, so any task can be answered).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskAnswer {
+    pub task: String,
+    pub outcome: String,
+    pub data: Value,
+    pub by: String,
+}
+
+impl TaskAnswer {
+    /// Reads `TASK=OUTCOME` or `TASK=OUTCOME:JSON`.
+    pub fn parse(text: &str, by: &str) -> Result<Self, String> {
+        let (task, rest) =
+            text.split_once('=').ok_or_else(|| format!("`{text}`: expected TASK=OUTCOME or TASK=OUTCOME:JSON"))?;
+        let (outcome, data) = match rest.split_once(':') {
+            Some((outcome, json)) => {
+                (outcome, serde_json::from_str(json).map_err(|e| format!("`{text}`: the data is not JSON: {e}"))?)
+            }
+            None => (rest, Value::Null),
+        };
+        if task.trim().is_empty() || outcome.trim().is_empty() {
+            return Err(format!("`{text}`: expected TASK=OUTCOME"));
+        }
+        Ok(Self { task: task.trim().to_owned(), outcome: outcome.trim().to_owned(), data, by: by.to_owned() })
+    }
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -176,6 +233,9 @@ pub async fn run_definition(source: &str, file: &str, options: RunOptions) -> Re
     if let Some(retention) = options.event_retention {
         workflow = workflow.with_event_retention(retention);
     }
+    if let Some(calendars) = &options.calendars {
+        workflow = workflow.with_calendars(Arc::clone(calendars));
+    }
     let key = workflow.definition_key();
 
     let temp =
@@ -185,29 +245,47 @@ pub async fn run_definition(source: &str, file: &str, options: RunOptions) -> Re
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&path, SqliteOptions::default()).await.map_err(|e| RunError::Engine(e.to_string()))?,
     );
+    if let Some(organisation) = &options.directory {
+        organisation.check().map_err(|problems| RunError::Invalid(problems.join("\n")))?;
+        store.import(organisation).await.map_err(|e| RunError::Engine(e.to_string()))?;
+    }
     let simulated = !options.real_clock;
-    let mut builder = Engine::builder().store(store).orchestration(workflow).activities(options.activities);
+    let clock: Arc<dyn baton_engine::Clock> =
+        if simulated { Arc::new(ManualClock::offset(0)) } else { Arc::new(baton_engine::SystemClock) };
+    let mut activities = options.activities;
+    if let Some(register) = &options.store_activities {
+        let context =
+            StoreContext { store: Arc::clone(&store), clock: Arc::clone(&clock), program: &program, definition: &key };
+        register(context, &mut activities).map_err(RunError::Invalid)?;
+    }
+    let mut builder = Engine::builder().store(store).orchestration(workflow).activities(activities).clock(clock);
     if simulated {
-        builder = builder
-            .clock(Arc::new(ManualClock::offset(0)))
-            .options(EngineOptions { clock: ClockMode::Manual, ..EngineOptions::default() });
+        builder = builder.options(EngineOptions { clock: ClockMode::Manual, ..EngineOptions::default() });
     }
     let engine = builder.build().await?;
-    let result = drive(&engine, &key, options.input, options.events, simulated, &collector).await;
+    let run = Run { events: options.events, answers: options.answers, simulated };
+    let result = drive(&engine, &key, options.input, run, &collector).await;
     engine.shutdown().await;
     let (instance, outcome) = result?;
     let trace = std::mem::take(&mut *collector.events.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(RunReport { instance: instance.to_string(), outcome, trace })
 }
 
+/// What a run gives the instance besides its input.
+struct Run {
+    events: Vec<Value>,
+    answers: Vec<TaskAnswer>,
+    simulated: bool,
+}
+
 async fn drive(
     engine: &Engine,
     key: &str,
     input: Value,
-    events: Vec<Value>,
-    simulated: bool,
+    run: Run,
     collector: &Collector,
 ) -> Result<(InstanceId, RunOutcome), RunError> {
+    let Run { events, mut answers, simulated } = run;
     let id = InstanceId::new(format!("run-{}", uuid_like()));
     *collector.instance.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
     engine.start(key, input, StartOptions { id: Some(id.clone()), ..StartOptions::default() }).await?;
@@ -239,6 +317,29 @@ async fn drive(
             idle_rounds = 0;
             continue;
         }
+        // People answer before time moves on: an answered task never sees its SLA run out.
+        let open: Vec<_> = engine
+            .store()
+            .human_tasks_of(&id)
+            .await
+            .map_err(|e| RunError::Engine(e.to_string()))?
+            .into_iter()
+            .filter(|row| row.task.status == HumanTaskStatus::Open)
+            .collect();
+        if let Some((row, index)) =
+            open.iter().find_map(|row| answers.iter().position(|a| a.task == row.task.spec.name).map(|i| (row, i)))
+        {
+            let answer = answers.remove(index);
+            let principal = Principal { admin: true, ..Principal::user(answer.by.clone()) };
+            let action =
+                TaskAction::Complete { outcome: answer.outcome.clone(), data: answer.data, on_behalf_of: None };
+            engine
+                .act_on_task(&id, row.seq, &principal, action)
+                .await
+                .map_err(|e| RunError::Engine(format!("--complete {}={}: {e}", answer.task, answer.outcome)))?;
+            idle_rounds = 0;
+            continue;
+        }
         match description.timers.iter().map(|t| t.due_at).min() {
             Some(due) if simulated => {
                 idle_rounds = 0;
@@ -252,6 +353,14 @@ async fn drive(
                 idle_rounds += 1;
                 // Half a second with nothing running and nothing due: an event is missing.
                 if idle_rounds > 50 {
+                    if let Some(row) = open.first() {
+                        let name = &row.task.spec.name;
+                        let outcomes = row.task.spec.allowed_outcomes().join("|");
+                        return Err(RunError::Stuck(format!(
+                            "it waits for the human task `{name}` ({}): answer it with --complete {name}={outcomes}",
+                            row.task.spec.title
+                        )));
+                    }
                     return Err(RunError::Stuck("it waits for an event that was not given (--event)".into()));
                 }
             }

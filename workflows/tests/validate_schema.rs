@@ -85,6 +85,9 @@ fn every_builtin_function_has_a_function_extension_and_back() {
 fn each_extension_site_lands_where_documented() {
     let official = official_from_yaml();
     let mut set = extension_set().expect("reads").clone();
+    // Each site on its own, with names of the kind Baton uses (the real ones are checked by the
+    // generated schema's own test).
+    set.extensions.clear();
     let schema: Value = serde_json::json!({ "type": "object" });
     for (name, site) in
         [("sla", Site::Task), ("calendars", Site::Use), ("owner", Site::Root), ("humanTask", Site::Function)]

@@ -37,7 +37,7 @@ pub const PROTOCOLS: &[&str] = &["http", "grpc", "openapi", "asyncapi", "a2a", "
 
 /// Functions Baton provides under a name of its own (`call: humanTask`). Each one also has a
 /// `function` entry in `schema/baton-extensions.yaml` giving the schema of its `with`.
-pub const BUILTIN_FUNCTIONS: &[&str] = &[];
+pub const BUILTIN_FUNCTIONS: &[&str] = &["humanTask", "notify", "reassignTask"];
 
 /// How strictly to check.
 #[derive(Clone, Debug, Default)]

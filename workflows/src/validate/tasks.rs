@@ -3,7 +3,8 @@
 //! Task lists sit at fixed places of the DSL, listed here once: the workflow's `do`; a `do`
 //! task's `do`; a `for` task's `do`; a `try` task's `try` and `catch.do`; a `fork` task's
 //! `branches` (run concurrently); a `listen` task's `foreach.do`; an AsyncAPI call's
-//! `with.subscription.foreach.do`; an extension's `before` and `after`. Reusable functions
+//! `with.subscription.foreach.do`; an extension's `before` and `after`; the `do` of each rung
+//! of an `sla.escalate` ladder (Baton's, on a task or the workflow). Reusable functions
 //! (`use.functions`) are tasks outside any list. A Baton extension that holds tasks adds its
 //! place to [`Tasks::task`].
 
@@ -68,6 +69,7 @@ pub(crate) fn kind(task: &Value) -> Kind {
 pub(crate) fn collect(document: &Value) -> Tasks<'_> {
     let mut tasks = Tasks::default();
     tasks.list(document.get("do"), "/do".to_owned(), false, None);
+    tasks.ladder(document, "", None);
     if let Some(functions) = document.pointer("/use/functions").and_then(Value::as_object) {
         for (name, task) in functions {
             tasks.task(name, format!("/use/functions/{}", escape(name)), task, None);
@@ -119,7 +121,16 @@ impl<'a> Tasks<'a> {
             }
             _ => {}
         }
+        self.ladder(value, &pointer, list);
         index
+    }
+
+    /// The task lists of an `sla.escalate` ladder: each rung runs on its own, beside the task.
+    fn ladder(&mut self, value: &'a Value, pointer: &str, list: Option<usize>) {
+        let Some(rungs) = value.pointer("/sla/escalate").and_then(Value::as_array) else { return };
+        for (i, rung) in rungs.iter().enumerate() {
+            self.list(rung.get("do"), format!("{pointer}/sla/escalate/{i}/do"), false, list);
+        }
     }
 
     /// The call tasks (in lists and functions) with the function name they call.
