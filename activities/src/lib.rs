@@ -3,7 +3,9 @@
 //! Implemented so far: the `http` and `openapi` activities of the Serverless Workflow DSL's
 //! `call: http` and `call: openapi` tasks ([`http`], [`openapi`]); see docs/activities.md. The
 //! `baton.process` activity runs `run: shell` and `run: script` tasks when an administrator
-//! enables them ([`process`]).
+//! enables them ([`process`]). The `baton.notify` activity and its [`Notifier`] send templated
+//! notifications in-app, by email, webhook and SMS ([`notify`]; docs/notifications.md), and
+//! `baton.directory.*` activities look people up in the directory ([`directory`]).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -16,13 +18,20 @@
 //! ```
 
 mod auth;
+pub mod directory;
 pub mod http;
+pub mod notify;
 mod oauth2;
 pub mod openapi;
 mod problem;
 pub mod process;
 mod uri;
 
+pub use directory::{MANAGER_OF_ACTIVITY, PEOPLE_ACTIVITY, register_directory};
 pub use http::{HttpActivities, HttpConfig, NoSecrets, register};
+pub use notify::{
+    NOTIFY_ACTIVITY, Notifier, NotifyConfig, RunReport, SmtpConfig, TemplateError, Templates, WebhookConfig,
+    register_notify,
+};
 pub use problem::ErrorType;
 pub use process::{PROCESS_ACTIVITY, ProcessPolicy, register_processes, run_process};
