@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod bench;
+mod directory_cmd;
+mod people;
 mod run_cmd;
 mod store_url;
 mod validate;
@@ -37,6 +39,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Run a benchmark workload and report its figures.
     Bench(bench::BenchArgs),
+    /// The organisation's directory: import it from YAML, show a person, list people.
+    Directory(directory_cmd::DirectoryArgs),
     /// Administration of a store.
     Admin {
         #[command(subcommand)]
@@ -120,6 +124,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_cmd::run(args).await,
         Command::Replay(args) => replay(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Directory(args) => directory_cmd::run(args).await,
         Command::Admin { command: AdminCommand::Clock { command } } => clock(command).await,
     }
 }

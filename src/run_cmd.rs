@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use baton_engine::{ActivityError, ActivityRegistry, Failure};
-use baton_workflows::run::{RunError, RunOptions, RunOutcome, run_definition};
+use baton_workflows::run::{RunError, RunOptions, RunOutcome, TaskAnswer, run_definition};
 use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
@@ -44,6 +44,20 @@ pub struct RunArgs {
     /// BATON_SECRET_<NAME> are read too.
     #[arg(long)]
     secrets_dir: Option<PathBuf>,
+    /// Answers a human task as it opens: TASK=OUTCOME or TASK=OUTCOME:JSON (the completion's
+    /// data). Repeatable; answers for the same task are used in order.
+    #[arg(long = "complete", value_name = "TASK=OUTCOME[:JSON]")]
+    complete: Vec<String>,
+    /// Who answers the human tasks given with --complete.
+    #[arg(long = "as", value_name = "USER", default_value = "designer")]
+    answer_as: String,
+    /// Shared business calendars: a YAML or JSON file with a `calendars:` mapping.
+    #[arg(long)]
+    calendars: Option<PathBuf>,
+    /// People, departments and groups to put in the run's directory (YAML or JSON, as
+    /// `baton directory import` reads).
+    #[arg(long)]
+    directory: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -176,6 +190,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let answers = args
+        .complete
+        .iter()
+        .map(|text| TaskAnswer::parse(text, &args.answer_as).map_err(|e| anyhow::anyhow!("--complete {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let calendars = match &args.calendars {
+        Some(path) => {
+            let value = read_value(&format!("@{}", path.display()), "--calendars")?;
+            let calendars = value.get("calendars").unwrap_or(&value);
+            Some(Arc::new(
+                baton_sla::Calendars::from_value(calendars)
+                    .map_err(|e| anyhow::anyhow!("--calendars {}: {e}", path.display()))?,
+            ))
+        }
+        None => None,
+    };
+    let directory = match &args.directory {
+        Some(path) => {
+            let value = read_value(&format!("@{}", path.display()), "--directory")?;
+            Some(
+                serde_json::from_value::<baton_engine::directory::Organisation>(value)
+                    .with_context(|| format!("--directory {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let options = RunOptions {
         input,
         events,
@@ -186,6 +226,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         event_retention,
         allow_processes: args.allow_processes,
         on_lifecycle,
+        calendars,
+        directory,
+        answers,
+        store_activities: Some(Arc::new(crate::people::register_store_activities)),
     };
     match run_definition(&source, &file, options).await {
         Ok(report) => {

@@ -190,3 +190,66 @@ fn a_kept_run_replays_from_its_history() {
     assert_eq!(report["error"], Value::Null);
     assert_eq!(report["replayed_status"], report["status"]);
 }
+
+const REVIEW: &str = r#"document: { dsl: '1.0.3', namespace: demo, name: review, version: '1.0.0' }
+use:
+  templates:
+    late:
+      en: { subject: 'Late: {{title}}', text: 'The review of {{title}} is late.' }
+do:
+  - review:
+      call: humanTask
+      with:
+        title: '${ "Review \(.title)" }'
+        assign: { role: reviewer, department: assembly }
+        outcomes: [approve, reject]
+        form: { type: object, required: [note], properties: { note: { type: string } } }
+      sla:
+        within: PT8H
+        calendar: office
+        escalate:
+          - after: 100%
+            do:
+              - tell: { call: notify, with: { to: { role: manager }, template: late, data: { title: '${ .title }' } } }
+  - result:
+      set: { decision: '${ .outcome }', note: '${ .data.note }', by: '${ .completedBy }' }
+"#;
+
+const CALENDARS: &str =
+    "calendars:\n  office:\n    timezone: Europe/Brussels\n    hours: { mon-fri: ['09:00-17:00'] }\n";
+
+const PEOPLE: &str = "departments: [{ id: assembly, name: Assembly }]\npeople:\n  - { id: maria, name: Maria, roles: [{ role: manager }] }\n";
+
+#[test]
+fn a_run_answers_human_tasks_and_escalates_on_simulated_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("calendars.yaml"), CALENDARS).expect("write");
+    std::fs::write(dir.path().join("people.yaml"), PEOPLE).expect("write");
+    let calendars = dir.path().join("calendars.yaml");
+    let people = dir.path().join("people.yaml");
+    let common = ["--calendars", calendars.to_str().expect("utf-8"), "--directory", people.to_str().expect("utf-8")];
+
+    // Answered: the output carries the completion.
+    let mut args = common.to_vec();
+    args.extend(["--input", r#"{"title":"Forklift safety"}"#, "--complete", r#"review=approve:{"note":"fine"}"#]);
+    let (code, stdout, stderr) = run(dir.path(), REVIEW, &args);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let output: Value = serde_json::from_str(&stdout).expect("JSON output");
+    assert_eq!(output, json!({"decision": "approve", "note": "fine", "by": "designer"}));
+
+    // Not answered: the SLA runs out on simulated time (the manager is notified), then the run
+    // says what it waits for.
+    let mut args = common.to_vec();
+    args.extend(["--input", r#"{"title":"Forklift safety"}"#, "--trace"]);
+    let (code, _, stderr) = run(dir.path(), REVIEW, &args);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("tell"), "the escalation ran: {stderr}");
+    assert!(stderr.contains("--complete review=approve|reject"), "{stderr}");
+
+    // A completion that does not fit the form is refused with the reason.
+    let mut args = common.to_vec();
+    args.extend(["--input", r#"{"title":"X"}"#, "--complete", "review=approve"]);
+    let (code, _, stderr) = run(dir.path(), REVIEW, &args);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("does not match the task's form"), "{stderr}");
+}
