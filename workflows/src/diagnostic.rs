@@ -166,6 +166,7 @@ pub const CODES: &[(&str, &str)] = &[
     (codes::UNKNOWN_REFERENCE, "Unknown reusable component"),
     (codes::DEFAULT_CASE, "Several default cases"),
     (codes::MANIFEST, "Invalid activity manifest"),
+    (codes::CALENDAR, "Business calendar problem"),
 ];
 
 /// The codes by name, so code reads `codes::DUPLICATE_TASK` rather than a bare string.
@@ -220,6 +221,9 @@ pub mod codes {
     pub const DEFAULT_CASE: &str = "BATON-L023";
     /// The activity manifest given with `--activities` cannot be used.
     pub const MANIFEST: &str = "BATON-L024";
+    /// A calendar under `use.calendars` is invalid, or an `sla` names a calendar the
+    /// definition does not declare (a warning: it may be one the engine shares).
+    pub const CALENDAR: &str = "BATON-L025";
 }
 
 /// The title of a code, if it is one of [`CODES`].

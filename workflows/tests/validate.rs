@@ -409,6 +409,41 @@ fn strict_spec_names_each_baton_extension() {
     assert!(d.message.contains("Baton extension"), "{}", d.message);
 }
 
+#[test]
+fn calendars_must_be_valid_and_sla_calendars_declared() {
+    let d = flow(
+        r#"use:
+  calendars:
+    office: { timezone: Europe/Brusels, hours: { mon-fri: ['09:00-17:00'] } }
+do:
+  - review:
+      call: humanTask
+      with: { title: Review, assign: { role: reviewer } }
+      sla: { within: PT8H, calendar: ofice }
+"#,
+    );
+    assert_eq!(found(&d), [(codes::CALENDAR, 4, 5), (codes::CALENDAR, 9, 38)]);
+    assert_eq!(d[0].severity, Severity::Error);
+    assert!(d[0].message.contains("Europe/Brusels"), "{}", d[0].message);
+    assert_eq!(d[1].severity, Severity::Warning);
+    assert!(d[1].message.contains("`ofice` is not declared"), "{}", d[1].message);
+}
+
+#[test]
+fn people_and_deadlines_are_extensions_under_strict_spec() {
+    let options = ValidateOptions { strict_spec: true, ..ValidateOptions::default() };
+    let body = "do:
+  - a:
+      call: humanTask
+      with: { title: T, assignee: ana }
+      sla: { within: PT1H }
+";
+    let d = diagnose_with(&format!("{HEAD}{body}"), &options);
+    let messages: Vec<&str> = d.iter().filter(|d| d.code == codes::EXTENSION).map(|d| d.message.as_str()).collect();
+    assert!(messages.iter().any(|m| m.contains("humanTask")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("sla")), "{messages:?}");
+}
+
 // Bad input (reliability notes 3.3 and 3.4): each refused with a clear diagnostic, quickly and
 // in bounded memory.
 

@@ -99,6 +99,7 @@ pub fn validate(parsed: &Parsed, file: &str, options: &ValidateOptions) -> Vec<D
     values::expressions(&mut cx, document, &tasks);
     values::data_schemas(&mut cx, document, &tasks);
     values::references(&mut cx, document, &tasks);
+    values::calendars(&mut cx, document, &tasks);
     values::functions(&mut cx, document, &tasks);
     cx.finish(from_schema)
 }

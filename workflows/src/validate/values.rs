@@ -423,6 +423,35 @@ fn find_authentications<'v>(value: &'v Value, pointer: &str, out: &mut Vec<(Stri
     }
 }
 
+/// Business calendars: those a definition declares must be valid; those an `sla` names should
+/// be declared (else they must be among the engine's shared calendars, a warning).
+pub(super) fn calendars(cx: &mut Context<'_>, document: &Value, tasks: &Tasks<'_>) {
+    let declared = document.pointer("/use/calendars").and_then(Value::as_object);
+    for (name, calendar) in declared.into_iter().flatten() {
+        if let Err(error) = baton_sla::Calendar::from_value(calendar) {
+            let pointer = format!("/use/calendars/{}", escape(name));
+            let span = cx.span(&pointer);
+            let diagnostic = Diagnostic::error(codes::CALENDAR, cx.file, span, &pointer, error.to_string())
+                .with_expected("timezone, hours per weekday (HH:MM-HH:MM), holidays (docs/calendars.md)");
+            cx.push(diagnostic);
+        }
+    }
+    let mut slas: Vec<(String, &Value)> = document.get("sla").map(|sla| ("/sla".to_owned(), sla)).into_iter().collect();
+    slas.extend(tasks.all.iter().filter_map(|t| t.value.get("sla").map(|sla| (format!("{}/sla", t.pointer), sla))));
+    for (pointer, sla) in slas {
+        let Some(name) = sla.get("calendar").and_then(Value::as_str) else { continue };
+        if declared.is_some_and(|d| d.contains_key(name)) {
+            continue;
+        }
+        let pointer = format!("{pointer}/calendar");
+        let span = cx.span(&pointer);
+        let message = format!("calendar `{name}` is not declared in `use.calendars`");
+        let diagnostic = Diagnostic::warning(codes::CALENDAR, cx.file, span, &pointer, message)
+            .with_expected(format!("an entry `{name}:` under `use.calendars`, or a calendar the engine shares"));
+        cx.push(diagnostic);
+    }
+}
+
 fn unknown_reference(cx: &mut Context<'_>, pointer: &str, kind: &str, name: &str) {
     let span = cx.span(pointer);
     let what = match kind {
