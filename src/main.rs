@@ -64,6 +64,10 @@ struct ReplayArgs {
     /// The definitions were run with processes allowed (`baton run --allow-processes`).
     #[arg(long)]
     allow_processes: bool,
+    /// The shared business calendars the definitions' SLAs were run with (`baton run
+    /// --calendars`).
+    #[arg(long)]
+    calendars: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,12 +137,15 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let store = store_url::open(&args.store).await?;
     let mut replayer = bench::known_orchestrations(baton_engine::replay::Replayer::new());
     let options = baton_workflows::model::CompileOptions { processes: args.allow_processes };
+    let calendars = args.calendars.as_deref().map(run_cmd::load_calendars).transpose()?.unwrap_or_default();
     for path in &args.definitions {
         let file = path.display().to_string();
         let source = std::fs::read_to_string(path).with_context(|| format!("cannot read {file}"))?;
         let program = baton_workflows::run::load_with(&source, &file, &options)?;
         let hash = baton_workflows::run::content_hash(&source);
-        replayer = replayer.orchestration(baton_workflows::interp::Workflow::new(std::sync::Arc::new(program), hash));
+        let workflow = baton_workflows::interp::Workflow::new(std::sync::Arc::new(program), hash)
+            .with_calendars(calendars.clone());
+        replayer = replayer.orchestration(workflow);
     }
     let id = baton_engine::InstanceId::new(args.instance);
     let report = replayer.replay(store.as_ref(), &id).await?;

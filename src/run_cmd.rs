@@ -137,6 +137,16 @@ fn stub_activities(registry: &mut ActivityRegistry, specs: &[String]) -> anyhow:
     Ok(())
 }
 
+/// Shared business calendars from a YAML or JSON file: a `calendars:` mapping (or the mapping
+/// alone).
+pub fn load_calendars(path: &std::path::Path) -> anyhow::Result<Arc<baton_sla::Calendars>> {
+    let value = read_value(&format!("@{}", path.display()), "--calendars")?;
+    let calendars = value.get("calendars").unwrap_or(&value);
+    let calendars = baton_sla::Calendars::from_value(calendars)
+        .map_err(|e| anyhow::anyhow!("--calendars {}: {e}", path.display()))?;
+    Ok(Arc::new(calendars))
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let file = args.file.display().to_string();
     let source = std::fs::read(&args.file).with_context(|| format!("cannot read {file}"))?;
@@ -195,17 +205,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|text| TaskAnswer::parse(text, &args.answer_as).map_err(|e| anyhow::anyhow!("--complete {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let calendars = match &args.calendars {
-        Some(path) => {
-            let value = read_value(&format!("@{}", path.display()), "--calendars")?;
-            let calendars = value.get("calendars").unwrap_or(&value);
-            Some(Arc::new(
-                baton_sla::Calendars::from_value(calendars)
-                    .map_err(|e| anyhow::anyhow!("--calendars {}: {e}", path.display()))?,
-            ))
-        }
-        None => None,
-    };
+    let calendars = args.calendars.as_deref().map(load_calendars).transpose()?;
     let directory = match &args.directory {
         Some(path) => {
             let value = read_value(&format!("@{}", path.display()), "--directory")?;

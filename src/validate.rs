@@ -31,6 +31,10 @@ pub struct ValidateArgs {
     /// Calls to other names are errors, and each call's `with` is checked against its input.
     #[arg(long, value_name = "MANIFEST")]
     activities: Option<PathBuf>,
+    /// The business calendars the engine shares (a `calendars:` mapping, as `baton run
+    /// --calendars` reads): SLAs may name them without declaring them.
+    #[arg(long, value_name = "FILE")]
+    calendars: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -65,10 +69,15 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    let shared_calendars = match &args.calendars {
+        Some(path) => crate::run_cmd::load_calendars(path)?.names().map(str::to_owned).collect(),
+        None => Vec::new(),
+    };
     let options = ValidateOptions {
         strict: args.strict,
         strict_spec: args.strict_spec,
         activities,
+        shared_calendars,
         ..ValidateOptions::default()
     };
     let mut unreadable = false;

@@ -136,3 +136,20 @@ fn strict_spec_names_baton_extensions() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.starts_with("error[BATON-L012]") && stdout.contains("Baton extension"), "{stdout}");
 }
+
+#[test]
+fn shared_calendars_count_as_declared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = "do:\n  - review:\n      call: humanTask\n      with: { title: Review, assignee: ana }\n      sla: { within: PT8H, calendar: office }\n";
+    let file = write(dir.path(), "sla.yaml", &format!("{HEAD}{body}"));
+    let (code, stdout, _) = validate(&[arg(&file)]);
+    assert_eq!(code, 0, "an undeclared calendar is a warning: {stdout}");
+    assert!(stdout.contains("BATON-L025"), "{stdout}");
+    let calendars = write(
+        dir.path(),
+        "calendars.yaml",
+        "calendars:\n  office: { timezone: Europe/Brussels, hours: { mon-fri: ['09:00-17:00'] } }\n",
+    );
+    let (code, stdout, _) = validate(&[arg(&file), "--calendars", arg(&calendars)]);
+    assert_eq!((code, stdout.contains("BATON-L025")), (0, false), "{stdout}");
+}

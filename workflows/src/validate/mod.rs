@@ -52,6 +52,9 @@ pub struct ValidateOptions {
     pub activities: Option<ActivityManifest>,
     /// Bounds on the file [`check`] reads.
     pub limits: ParseLimits,
+    /// The names of the business calendars the engine shares: an `sla` may name them without
+    /// declaring them in `use.calendars`.
+    pub shared_calendars: Vec<String>,
 }
 
 /// Parses `bytes` (YAML or JSON, named `file` in diagnostics) and validates the definition.
@@ -99,7 +102,7 @@ pub fn validate(parsed: &Parsed, file: &str, options: &ValidateOptions) -> Vec<D
     values::expressions(&mut cx, document, &tasks);
     values::data_schemas(&mut cx, document, &tasks);
     values::references(&mut cx, document, &tasks);
-    values::calendars(&mut cx, document, &tasks);
+    values::calendars(&mut cx, document, &tasks, &options.shared_calendars);
     values::functions(&mut cx, document, &tasks);
     cx.finish(from_schema)
 }

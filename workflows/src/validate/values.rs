@@ -425,7 +425,7 @@ fn find_authentications<'v>(value: &'v Value, pointer: &str, out: &mut Vec<(Stri
 
 /// Business calendars: those a definition declares must be valid; those an `sla` names should
 /// be declared (else they must be among the engine's shared calendars, a warning).
-pub(super) fn calendars(cx: &mut Context<'_>, document: &Value, tasks: &Tasks<'_>) {
+pub(super) fn calendars(cx: &mut Context<'_>, document: &Value, tasks: &Tasks<'_>, shared: &[String]) {
     let declared = document.pointer("/use/calendars").and_then(Value::as_object);
     for (name, calendar) in declared.into_iter().flatten() {
         if let Err(error) = baton_sla::Calendar::from_value(calendar) {
@@ -440,7 +440,7 @@ pub(super) fn calendars(cx: &mut Context<'_>, document: &Value, tasks: &Tasks<'_
     slas.extend(tasks.all.iter().filter_map(|t| t.value.get("sla").map(|sla| (format!("{}/sla", t.pointer), sla))));
     for (pointer, sla) in slas {
         let Some(name) = sla.get("calendar").and_then(Value::as_str) else { continue };
-        if declared.is_some_and(|d| d.contains_key(name)) {
+        if declared.is_some_and(|d| d.contains_key(name)) || shared.iter().any(|s| s == name) {
             continue;
         }
         let pointer = format!("{pointer}/calendar");
