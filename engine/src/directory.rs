@@ -282,8 +282,9 @@ pub trait Directory: Send + Sync {
         Ok(None)
     }
 
-    /// The principal the directory knows for `id` (no platform permissions).
+    /// The principal the directory knows for `id` (no platform permissions); none for a person
+    /// who left (`active: false`).
     async fn principal(&self, id: &str) -> StoreResult<Option<Principal>> {
-        Ok(self.person(id).await?.map(|p| p.principal()))
+        Ok(self.person(id).await?.filter(|p| p.active).map(|p| p.principal()))
     }
 }

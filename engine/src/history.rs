@@ -197,6 +197,9 @@ pub struct ContinuedAsNew {
     /// Received events nobody waited for yet; they carry over into the new run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carried_events: Vec<EventReceived>,
+    /// The person who started the instance: the initiator of every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -34,6 +34,9 @@ pub struct Assignment {
     pub groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub departments: Vec<String>,
+    /// Scopes `roles` to this department instead of the task's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
 }
 
 impl Assignment {
@@ -41,12 +44,23 @@ impl Assignment {
         self.users.is_empty() && self.roles.is_empty() && self.groups.is_empty() && self.departments.is_empty()
     }
 
+    /// Exactly one user and nobody else: that user becomes the owner.
+    pub fn single_user(&self) -> Option<&str> {
+        let only_users = self.roles.is_empty() && self.groups.is_empty() && self.departments.is_empty();
+        match self.users.as_slice() {
+            [user] if only_users => Some(user),
+            _ => None,
+        }
+    }
+
     pub fn user(id: impl Into<String>) -> Self {
         Self { users: vec![id.into()], ..Self::default() }
     }
 
-    /// The access keys this assignment opens, roles scoped by `department`.
+    /// The access keys this assignment opens, roles scoped by its own department, else by
+    /// `department` (the task's).
     pub fn keys(&self, department: Option<&str>) -> BTreeSet<String> {
+        let department = self.department.as_deref().or(department);
         let mut keys = BTreeSet::new();
         keys.extend(self.users.iter().map(|u| user_key(u)));
         for role in &self.roles {
@@ -464,6 +478,9 @@ pub fn check_action(principal: &Principal, task: &HumanTask, action: &TaskAction
             }
         }
         TaskAction::Unclaim => match &task.assignee {
+            _ if task.candidates.is_empty() => Err(TaskRefusal::NotAllowed(
+                "the task has no candidates to give it back to; reassign it instead".into(),
+            )),
             Some(owner) if owner == me || principal.admin => Ok(()),
             Some(owner) => Err(TaskRefusal::NotAllowed(format!("only {owner} can give the task back"))),
             None => Err(TaskRefusal::NotAllowed("the task is not claimed".into())),
@@ -482,8 +499,16 @@ pub fn check_action(principal: &Principal, task: &HumanTask, action: &TaskAction
             if to.is_empty() {
                 return Err(TaskRefusal::Invalid("reassign to whom?".into()));
             }
-            if task.assignee.as_deref() == Some(me) || principal.admin || may_supervise(principal, task) {
+            let owner = task.assignee.as_deref() == Some(me);
+            if owner || principal.admin {
                 Ok(())
+            } else if may_supervise(principal, task) {
+                // A supervisor hands the task on; taking it would let them complete it.
+                if to.users.iter().any(|u| u == me) {
+                    Err(TaskRefusal::NotAllowed("a supervisor may not reassign a task to themselves".into()))
+                } else {
+                    Ok(())
+                }
             } else {
                 Err(TaskRefusal::NotAllowed(
                     "only the task's owner, a supervisor or an administrator can reassign it".into(),
@@ -527,10 +552,12 @@ fn check_on_behalf(principal: &Principal, task: &HumanTask, other: &str) -> Resu
         }));
     }
     match &task.assignee {
-        Some(owner) if owner != other => {
-            Err(TaskRefusal::NotAllowed(format!("the task belongs to {owner}, not {other}")))
+        Some(owner) if owner == other && other != principal.user => Ok(()),
+        Some(owner) if owner == other => {
+            Err(TaskRefusal::NotAllowed("acting on one's own behalf is just completing".into()))
         }
-        _ => Ok(()),
+        Some(owner) => Err(TaskRefusal::NotAllowed(format!("the task belongs to {owner}, not {other}"))),
+        None => Err(TaskRefusal::NotAllowed(format!("the task is not {other}'s: nobody owns it yet"))),
     }
 }
 
@@ -693,6 +720,47 @@ mod tests {
         assert!(may_see(&team_leader("ana", "assembly"), &t));
         assert_eq!(check_action(&team_leader("ana", "assembly"), &t, &act), Ok(()));
         assert!(check_action(&team_leader("bob", "paint"), &t, &act).is_err());
+    }
+
+    #[test]
+    fn a_supervisor_hands_a_task_on_but_never_to_themselves() {
+        let mut spec = for_team_leaders_of("assembly");
+        spec.supervisors.roles = vec!["manager".into()];
+        let t = task(spec);
+        let maria = Principal { roles: vec![RoleGrant::new("manager", Some("assembly"))], ..Principal::user("maria") };
+        assert!(may_see(&maria, &t));
+        assert_eq!(check_action(&maria, &t, &TaskAction::Reassign { to: Assignment::user("tom") }), Ok(()));
+        assert!(check_action(&maria, &t, &TaskAction::Reassign { to: Assignment::user("maria") }).is_err());
+        let complete = TaskAction::Complete { outcome: "done".into(), data: Value::Null, on_behalf_of: None };
+        assert!(check_action(&maria, &t, &complete).is_err(), "a supervisor does not complete");
+    }
+
+    #[test]
+    fn a_supervisor_in_another_department_sees_nothing() {
+        let mut spec = HumanTaskSpec::new("review", "Review");
+        spec.candidates.users = vec!["ana".into()];
+        spec.supervisors =
+            Assignment { roles: vec!["manager".into()], department: Some("hr".into()), ..Assignment::default() };
+        let t = task(spec);
+        let hr = Principal { roles: vec![RoleGrant::new("manager", Some("hr"))], ..Principal::user("h") };
+        let paint = Principal { roles: vec![RoleGrant::new("manager", Some("paint"))], ..Principal::user("p") };
+        assert!(may_see(&hr, &t));
+        assert!(!may_see(&paint, &t));
+    }
+
+    #[test]
+    fn acting_on_behalf_needs_an_owned_task() {
+        let mut spec = for_team_leaders_of("assembly");
+        spec.on_behalf.roles = vec!["team_leader".into()];
+        let act = TaskAction::Complete { outcome: "done".into(), data: Value::Null, on_behalf_of: Some("bob".into()) };
+        assert!(check_action(&team_leader("ana", "assembly"), &task(spec), &act).is_err());
+    }
+
+    #[test]
+    fn a_task_without_candidates_cannot_be_given_back() {
+        let mut spec = HumanTaskSpec::new("vote", "Vote");
+        spec.assignee = Some("ana".into());
+        assert!(check_action(&Principal::user("ana"), &task(spec), &TaskAction::Unclaim).is_err());
     }
 
     #[test]

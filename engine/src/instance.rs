@@ -44,12 +44,14 @@ pub enum Effect {
     FinishTask(Seq),
     ArmTimer(TimerRow),
     DisarmTimer(Seq),
-    /// A child instance starts in the same commit.
+    /// A child instance starts in the same commit, on behalf of whoever started its parent
+    /// (the request's initiator stays the initiator inside sub-workflows).
     StartChild {
         instance: InstanceId,
         definition: String,
         input: Value,
         parent: ParentRef,
+        started_by: Option<String>,
     },
     /// The parent learns the outcome in the same commit.
     NotifyParent {
@@ -178,6 +180,9 @@ struct Primitives {
     /// The person who started the instance, if a person did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     started_by: Option<String>,
+    /// Suspended by hand: kept apart from the status, which an incident may change meanwhile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    suspended: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -259,6 +264,7 @@ impl Instance {
                 slas: BTreeMap::new(),
                 deferred: VecDeque::new(),
                 started_by: None,
+                suspended: false,
             },
             user: orchestration.new_state(),
             orchestration,
@@ -288,6 +294,11 @@ impl Instance {
 
     pub fn has_timer(&self, timer: Seq) -> bool {
         self.primitives.timers.contains_key(&timer)
+    }
+
+    /// Suspended by hand (whatever an incident did to the status meanwhile).
+    pub fn is_suspended(&self) -> bool {
+        self.primitives.suspended
     }
 
     /// Completed, failed or terminated: no further input changes it.
@@ -387,7 +398,7 @@ impl Instance {
             if self.status.is_final() || self.status == InstanceStatus::Faulted {
                 break;
             }
-            if self.status == InstanceStatus::Suspended && trigger != OwnedTrigger::Suspended {
+            if self.primitives.suspended && trigger != OwnedTrigger::Suspended {
                 self.primitives.deferred.push_back(trigger);
                 continue;
             }
@@ -405,6 +416,7 @@ impl Instance {
                 let kind = match command_event(command) {
                     EventKind::ContinuedAsNew(mut next) => {
                         next.carried_events = self.primitives.buffered.iter().cloned().collect();
+                        next.started_by = self.primitives.started_by.clone();
                         EventKind::ContinuedAsNew(next)
                     }
                     other => other,
@@ -419,7 +431,11 @@ impl Instance {
     }
 
     fn refresh_status(&mut self) {
-        if self.status.is_final() || matches!(self.status, InstanceStatus::Faulted | InstanceStatus::Suspended) {
+        if self.status.is_final() || self.status == InstanceStatus::Faulted {
+            return;
+        }
+        if self.primitives.suspended {
+            self.status = InstanceStatus::Suspended;
             return;
         }
         self.status = if self.primitives.activities.is_empty() && self.primitives.children.is_empty() {
@@ -466,7 +482,8 @@ impl Instance {
                 p.children.clear();
                 p.deferred.clear();
                 p.buffered = next.carried_events.iter().cloned().collect();
-                let started_by = p.started_by.clone();
+                let started_by = next.started_by.clone().or_else(|| p.started_by.clone());
+                p.started_by = started_by.clone();
                 self.close_people_and_clocks(event.at, effects);
                 self.user = self.orchestration.new_state();
                 self.run_start = seq;
@@ -559,6 +576,7 @@ impl Instance {
                     definition: child.definition.clone(),
                     input: child.input.clone(),
                     parent: ParentRef { instance: self.id.clone(), seq },
+                    started_by: p.started_by.clone(),
                 });
             }
             EventKind::ChildCompleted(done) => {
@@ -708,19 +726,25 @@ impl Instance {
                 effects.push(Effect::Sla(Box::new(last.row(&self.id, *sla, &self.definition.name, Some(event.at)))));
             }
             EventKind::InstanceSuspended(_) => {
-                if self.status == InstanceStatus::Suspended {
+                if p.suspended {
                     return Err(StepError::Corrupt("InstanceSuspended while suspended".into()));
                 }
-                self.status = InstanceStatus::Suspended;
+                p.suspended = true;
+                if self.status != InstanceStatus::Faulted {
+                    self.status = InstanceStatus::Suspended;
+                }
                 triggers.push_back(OwnedTrigger::Suspended);
             }
             EventKind::InstanceResumed(_) => {
-                if self.status != InstanceStatus::Suspended {
+                if !p.suspended {
                     return Err(StepError::Corrupt("InstanceResumed while not suspended".into()));
                 }
-                self.status = InstanceStatus::Running;
+                p.suspended = false;
+                if self.status == InstanceStatus::Suspended {
+                    self.status = InstanceStatus::Running;
+                }
                 triggers.push_back(OwnedTrigger::Resumed);
-                triggers.extend(std::mem::take(&mut self.primitives.deferred));
+                triggers.extend(std::mem::take(&mut p.deferred));
             }
             // An instance that has ended stays as it ended.
             EventKind::IncidentRaised(_) if self.has_ended() => {}
@@ -981,9 +1005,8 @@ fn person(actor: &Actor, task: Seq, event: &'static str) -> Result<String, Unexp
 /// new candidates. Either way a delegation ends.
 fn reassign(task: &mut HumanTask, to: Assignment) {
     task.delegate = None;
-    let single = to.users.len() == 1 && to.roles.is_empty() && to.groups.is_empty() && to.departments.is_empty();
-    if single {
-        task.assignee = to.users.into_iter().next();
+    if let Some(user) = to.single_user() {
+        task.assignee = Some(user.to_owned());
     } else {
         task.assignee = None;
         task.candidates = to;
@@ -1035,7 +1058,7 @@ fn command_event(command: Command) -> EventKind {
         Command::Complete { output } => EventKind::InstanceCompleted(InstanceCompleted { output }),
         Command::Fail { failure } => EventKind::InstanceFailed(InstanceFailed { failure }),
         Command::ContinueAsNew { input } => {
-            EventKind::ContinuedAsNew(ContinuedAsNew { input, carried_events: Vec::new() })
+            EventKind::ContinuedAsNew(ContinuedAsNew { input, carried_events: Vec::new(), started_by: None })
         }
         Command::CreateHumanTask { spec } => EventKind::HumanTaskCreated(HumanTaskCreated { spec }),
         Command::CancelHumanTask { task, reason } => EventKind::HumanTaskCancelled(HumanTaskCancelled { task, reason }),

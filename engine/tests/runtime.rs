@@ -984,4 +984,30 @@ mod people {
         assert_eq!(outcome.result.expect("output")["results"][0], json!({"ok": true}));
         engine.shutdown().await;
     }
+
+    #[tokio::test]
+    async fn timers_of_a_suspended_instance_wait_for_the_resumption() {
+        let clock = clock();
+        let program = Program::new("nap", vec![Op::Sleep { ms: 3_600_000 }]);
+        let engine = noop_builder(memory(), clock.clone()).orchestration(program).build().await.expect("engine");
+        let id = start(&engine, "nap", json!({})).await;
+        let ops = Actor::User { id: "ops".into() };
+        engine.suspend(&id, "audit", ops.clone()).await.expect("suspend");
+        engine.advance_clock(Duration::from_secs(7_200)).await.expect("advance");
+        let description = engine.describe(&id).await.expect("describe");
+        assert_eq!((description.row.status, description.timers.len()), (InstanceStatus::Suspended, 1));
+        engine.resume(&id, "audit done", ops).await.expect("resume");
+        assert_eq!(wait(&engine, &id).await.status, InstanceStatus::Completed);
+        let names: Vec<String> = engine
+            .history(&id, 0, 100)
+            .await
+            .expect("history")
+            .iter()
+            .map(|e| e.to_view()["type"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let resumed = names.iter().position(|n| n == "InstanceResumed").expect("resumed");
+        let fired = names.iter().position(|n| n == "TimerFired").expect("fired");
+        assert!(fired > resumed, "{names:?}");
+        engine.shutdown().await;
+    }
 }

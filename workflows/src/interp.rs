@@ -328,8 +328,12 @@ impl Orchestration for Workflow {
             Trigger::HumanTaskCompleted { task, completion } => {
                 machine.wake(task, Signal::Human { task, completion: completion.to_output() })
             }
-            Trigger::HumanTaskUpdated { task, human } => machine.human_updated(task, human.assignee.clone()),
-            Trigger::Suspended => machine.suspended(true),
+            Trigger::HumanTaskUpdated { task, human } => machine.human_updated(task, human),
+            Trigger::Suspended => {
+                // Only the clocks pause; the queue waits for the resumption.
+                machine.suspended(true);
+                return Ok(());
+            }
             Trigger::Resumed => machine.suspended(false),
         }
         machine.run();
@@ -816,7 +820,15 @@ impl Machine<'_, '_> {
                 let human = self.human_task_of(id);
                 match self.begin_sla(id, spec, &node.name, &input, human, Some(node)) {
                     Ok(()) => Step::Pending,
-                    Err(problem) => Step::Fail(problem.with_instance(&format!("{}/sla", node.reference))),
+                    Err(problem) => {
+                        // The task cannot keep its promise: what it started is withdrawn.
+                        if let Some(task) = self.task_frame(id)
+                            && let Body::Human(wait) = std::mem::replace(&mut task.body, Body::Ready)
+                        {
+                            self.withdraw_human_tasks(&wait, false);
+                        }
+                        Step::Fail(problem.with_instance(&format!("{}/sla", node.reference)))
+                    }
                 }
             }
             (_, step) => step,

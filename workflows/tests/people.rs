@@ -375,6 +375,16 @@ async fn n_of_m_completes_at_the_nth_approval_and_cancels_the_rest() {
     let principal = h.principal("tom").await;
     let row = h.engine.human_task(&id, tom[0].seq, &principal).await.expect("still visible to its owner");
     assert_eq!(row.task.status, HumanTaskStatus::Cancelled);
+
+    // One person is one vote: maria delegates her task to tina, who then completes both.
+    let second = h.start("committee", json!({}), "tom").await;
+    let maria = h.tasks_of(&second, "maria", 1).await[0].seq;
+    let tina = h.tasks_of(&second, "tina", 1).await[0].seq;
+    h.act(&second, maria, "maria", TaskAction::Delegate { to: "tina".into() }).await.expect("delegate");
+    h.complete(&second, maria, "tina", "approve", Value::Null).await;
+    h.complete(&second, tina, "tina", "approve", Value::Null).await;
+    let description = h.engine.describe(&second).await.expect("describe");
+    assert_eq!(description.row.status, InstanceStatus::Waiting, "two completions by tina are one approval");
     h.replay_all().await;
 }
 

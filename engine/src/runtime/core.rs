@@ -132,7 +132,7 @@ fn check_form(form: &Value, data: &Value) -> Result<(), Vec<String>> {
 enum Work {
     Input(Input),
     TimerFired { id: InstanceId, seq: Seq },
-    StartChild { id: InstanceId, definition: String, input: Value, parent: ParentRef },
+    StartChild { id: InstanceId, definition: String, input: Value, parent: ParentRef, started_by: Option<String> },
     ChildOutcome { parent: ParentRef, outcome: Result<Value, Failure> },
     Redeliver { id: InstanceId, input: Redelivery },
 }
@@ -604,8 +604,9 @@ impl Core {
                     Err(err) => batch.post.push(Post::Fail(ReplyAny::Started(reply), err)),
                 }
             }
-            Work::StartChild { id, definition, input, parent } => {
-                let how = StartHow { idempotency_key: None, parent: Some(parent.clone()), actor: Actor::System };
+            Work::StartChild { id, definition, input, parent, started_by } => {
+                let actor = started_by.map_or(Actor::System, |id| Actor::User { id });
+                let how = StartHow { idempotency_key: None, parent: Some(parent.clone()), actor };
                 if let Err(err) = self.start(batch, id, &definition, input, how, work).await {
                     let failure = Failure::new("child.start", err.to_string());
                     work.push_back(Work::ChildOutcome { parent, outcome: Err(failure) });
@@ -658,10 +659,12 @@ impl Core {
                 if !matches!(self.ensure_loaded(&id, batch).await, Ok(true)) {
                     return;
                 }
-                let live = self
-                    .cache
-                    .get(&id)
-                    .is_some_and(|c| c.instance.status != InstanceStatus::Faulted && c.instance.has_timer(seq));
+                // A suspended instance's timers wait: they are armed again when it resumes.
+                let live = self.cache.get(&id).is_some_and(|c| {
+                    c.instance.status != InstanceStatus::Faulted
+                        && !c.instance.is_suspended()
+                        && c.instance.has_timer(seq)
+                });
                 if live {
                     self.shared.stats.timers_fired.fetch_add(1, Ordering::Relaxed);
                     self.step(batch, &id, EventKind::TimerFired(TimerRef { timer: seq }), Actor::System, None, work);
@@ -826,22 +829,21 @@ impl Core {
             Err(TaskRefusal::Forbidden { .. }) => return Err(not_found()),
             Err(refusal) => return Err(refused(refusal)),
         }
-        match instance.status {
-            InstanceStatus::Suspended => return Err(EngineError::InstanceSuspended(id.clone())),
-            InstanceStatus::Faulted => {
-                return Err(EngineError::InstanceFaulted {
-                    id: id.clone(),
-                    reason: "an incident is open; retry it first".into(),
-                });
-            }
-            _ => {}
+        if instance.is_suspended() {
+            return Err(EngineError::InstanceSuspended(id.clone()));
+        }
+        if instance.status == InstanceStatus::Faulted {
+            return Err(EngineError::InstanceFaulted {
+                id: id.clone(),
+                reason: "an incident is open; retry it first".into(),
+            });
         }
         if let (TaskAction::Complete { data, .. }, Some(form)) = (&action, &task.spec.form) {
             check_form(form, data).map_err(|problems| refused(TaskRefusal::InvalidData(problems)))?;
         }
         for user in action_people(&action) {
-            if self.shared.store.person(user).await?.is_none() {
-                return Err(refused(TaskRefusal::Invalid(format!("{user} is not in the directory"))));
+            if !self.shared.store.person(user).await?.is_some_and(|p| p.active) {
+                return Err(refused(TaskRefusal::Invalid(format!("{user} is not an active person of the directory"))));
             }
         }
         let kind = action_event(seq, action);
@@ -873,13 +875,18 @@ impl Core {
         if self.has_ended(id) {
             return Err(EngineError::InstanceEnded { id: id.clone(), status });
         }
-        let kind = match (resume, status == InstanceStatus::Suspended) {
+        let suspended = self.cache.get(id).is_some_and(|c| c.instance.is_suspended());
+        let kind = match (resume, suspended) {
             (false, false) => EventKind::InstanceSuspended(Reason { reason }),
             (true, true) => EventKind::InstanceResumed(Reason { reason }),
             // Suspending a suspended instance, or resuming a running one, changes nothing.
             _ => return Ok(()),
         };
         self.step(batch, id, kind, actor, None, work);
+        if resume {
+            // Timers that came due while it was suspended fire now.
+            batch.post.push(Post::Recover(id.clone()));
+        }
         Ok(())
     }
 
@@ -1085,8 +1092,8 @@ impl Core {
                         write.timers_removed.push(seq);
                     }
                 }
-                Effect::StartChild { instance, definition, input, parent } => {
-                    work.push_back(Work::StartChild { id: instance, definition, input, parent });
+                Effect::StartChild { instance, definition, input, parent, started_by } => {
+                    work.push_back(Work::StartChild { id: instance, definition, input, parent, started_by });
                 }
                 Effect::NotifyParent { parent, outcome } => work.push_back(Work::ChildOutcome { parent, outcome }),
                 Effect::Outbox(row) => {

@@ -168,12 +168,13 @@ fn assignment(value: &Value, what: &str) -> Result<(Assignment, Option<String>),
         roles: get("role", "roles")?,
         groups: get("group", "groups")?,
         departments: strings(fields.get("departments"), &format!("{what}.departments"))?,
+        department: None,
     };
     let department = strings(fields.get("department"), &format!("{what}.department"))?.into_iter().next();
-    if assignment.roles.is_empty()
-        && let Some(d) = &department
-    {
-        assignment.departments.push(d.clone());
+    match &department {
+        Some(d) if assignment.roles.is_empty() => assignment.departments.push(d.clone()),
+        Some(d) => assignment.department = Some(d.clone()),
+        None => {}
     }
     Ok((assignment, department))
 }
@@ -215,7 +216,9 @@ impl HumanRequest {
         spec.assignee = text(&args, "assignee")?;
         let mut manager_of = None;
         if let Some(assign) = args.get("assign") {
-            let (candidates, department) = assignment(assign, "assign")?;
+            let (mut candidates, department) = assignment(assign, "assign")?;
+            // The task's own department scopes its roles (and files it on dashboards).
+            candidates.department = None;
             spec.candidates = candidates;
             spec.department = department;
             manager_of = text(assign.as_object().unwrap_or(&Map::new()), "managerOf")?;
@@ -391,7 +394,11 @@ impl<'a> Machine<'a, '_> {
             Step::Done(completion)
         } else {
             let outcome = completion.get("outcome").and_then(Value::as_str).map(str::to_owned);
-            let approving = outcome.is_some() && outcome == wait.approve;
+            // A person counts once, however many of the tasks came to them (by delegation,
+            // reassignment or acting on someone's behalf).
+            let voter = |c: &Value| c.get("onBehalfOf").filter(|v| !v.is_null()).or(c.get("completedBy")).cloned();
+            let already = wait.approvals.iter().any(|a| voter(a) == voter(&completion));
+            let approving = outcome.is_some() && outcome == wait.approve && !already;
             if approving {
                 wait.approvals.push(completion.clone());
             } else {
@@ -420,14 +427,16 @@ impl<'a> Machine<'a, '_> {
         step
     }
 
-    /// A person claimed, gave back, delegated or reassigned a task: note who owns it now.
-    pub(super) fn human_updated(&mut self, task: Seq, owner: Option<String>) {
+    /// A person claimed, gave back, delegated or reassigned a task: note who owns it now and
+    /// who its candidates are.
+    pub(super) fn human_updated(&mut self, task: Seq, human: &baton_engine::human::HumanTask) {
         let Some(&frame) = self.state.waits.get(&task) else { return };
         if let Some(task_frame) = self.task_frame(frame)
             && let Body::Human(wait) = &mut task_frame.body
             && let Some(slot) = wait.open.get_mut(&task)
         {
-            *slot = owner;
+            *slot = human.assignee.clone();
+            wait.candidates = human.candidates.clone();
         }
         self.refresh_initiator_pauses();
     }
@@ -442,6 +451,8 @@ impl<'a> Machine<'a, '_> {
                 self.ctx.cancel_human_task(seq, "the task was cancelled");
             }
         }
+        // A task that waited on the initiator no longer does.
+        self.refresh_initiator_pauses();
     }
 
     /// The first open human task a task frame waits on (what its SLA covers).
@@ -600,8 +611,9 @@ impl<'a> Machine<'a, '_> {
             Err(problem) => return Step::Fail(problem),
         };
         for user in &mut to.users {
-            if let Ok(person) = self.person(id, user) {
-                *user = person;
+            match self.person(id, user) {
+                Ok(person) => *user = person,
+                Err(problem) => return Step::Fail(problem),
             }
         }
         self.reassign_now(targets, to)
@@ -643,8 +655,7 @@ impl<'a> Machine<'a, '_> {
     }
 
     fn reassign_now(&mut self, targets: Vec<(FrameId, Seq)>, to: Assignment) -> Step {
-        let single = (to.users.len() == 1 && to.roles.is_empty() && to.groups.is_empty() && to.departments.is_empty())
-            .then(|| to.users[0].clone());
+        let single = to.single_user().map(str::to_owned);
         let mut moved = Vec::new();
         for (frame, seq) in targets {
             let Some(task) = self.task_frame(frame) else { continue };
