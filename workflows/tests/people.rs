@@ -696,3 +696,72 @@ async fn a_breach_is_recorded_counted_and_emitted_without_a_ladder_and_a_timeout
     assert!(h.inbox("tom").await.is_empty());
     h.replay_all().await;
 }
+
+#[tokio::test]
+async fn a_notification_is_sent_once_though_its_activity_is_retried_and_the_instance_replayed() {
+    use baton_activities::notify::{NotifyConfig, notify};
+    use baton_engine::store::{DeliveryQuery, NotificationStore};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let source = definition(
+        "welcome",
+        "  templates:\n    welcome:\n      channels: [inApp]\n      en: { subject: 'Welcome {{name}}', text: 'Your training starts soon.' }\n",
+        "do:\n  - greet: { call: notify, with: { to: olga, template: welcome, data: { name: Olga } } }\n",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("notify.db");
+    let store = open(&db).await;
+    store.import(&organisation()).await.expect("import");
+    let clock = Arc::new(ManualClock::frozen(friday_16h()));
+    let workflow = workflow(&source);
+    let config = NotifyConfig::new(store.clone(), clock.clone());
+    config.add_definition_templates(&workflow.definition_key(), &workflow.program().templates).expect("templates");
+    let config = Arc::new(config);
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counted = attempts.clone();
+    let engine = Engine::builder()
+        .store(store.clone())
+        .clock(clock.clone())
+        .orchestration(workflow)
+        .activity("baton.notify", move |ctx, input| {
+            let (config, attempts) = (config.clone(), counted.clone());
+            async move {
+                let result = notify(&config, &ctx, &input).await?;
+                // The first attempt sends, then "crashes" before reporting: the engine retries.
+                if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(ActivityError::retryable("lost the answer"));
+                }
+                Ok(result)
+            }
+        })
+        .build()
+        .await
+        .expect("engine");
+    let id = engine.start("test/welcome@1.0.0", json!({}), StartOptions::default()).await.expect("start").id;
+    // The retry waits out its backoff on the simulated clock.
+    for _ in 0..200 {
+        if attempts.load(Ordering::SeqCst) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    engine.advance_clock(Duration::from_secs(60)).await.expect("advance");
+    let outcome = tokio::time::timeout(Duration::from_secs(20), engine.wait(&id)).await.expect("ends").expect("wait");
+    assert_eq!(outcome.status, InstanceStatus::Completed);
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "the activity ran twice");
+    let inbox = store.in_app("olga", false, None, 10).await.expect("in-app");
+    assert_eq!(inbox.len(), 1, "and olga got one notification: {inbox:?}");
+    assert_eq!(inbox[0].subject, "Welcome Olga");
+    let log =
+        store.deliveries(&DeliveryQuery { instance: Some(id.clone()), ..DeliveryQuery::default() }).await.expect("log");
+    assert_eq!(log.len(), 1);
+    let outbox = store.outbox_pending(100).await.expect("outbox");
+    assert_eq!(outbox.iter().filter(|(_, r)| r.kind == "NotificationSent").count(), 1);
+    engine.shutdown().await;
+    // A replay reads the recorded result; it never sends.
+    let store = open(&db).await;
+    let report =
+        Replayer::new().orchestration(self::workflow(&source)).replay(store.as_ref(), &id).await.expect("replay");
+    assert_eq!(report.error, None);
+    assert_eq!(store.in_app("olga", false, None, 10).await.expect("in-app").len(), 1);
+}
