@@ -1,5 +1,7 @@
 //! `baton bench`: the workloads of docs/PERFORMANCE (W1 throughput and latency, W2 approvals,
-//! W3 timers, reload), run against a real store with in-process no-op activities.
+//! W3 timers, reload, loop; and for people and deadlines, open human tasks with SLAs and their
+//! inbox queries, and escalation rungs due at once), run against a real store with in-process
+//! no-op activities.
 //!
 //! Every run gets a fresh engine on a fresh temporary SQLite file (unless `--store` names one)
 //! and prints one report: with `--json` one JSON object per line, otherwise a short table.
@@ -21,14 +23,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use baton_engine::directory::{Department, Directory, Organisation, Person};
+use baton_engine::human::{InboxQuery, Principal, RoleGrant};
 use baton_engine::program::{Op, Program};
 use baton_engine::replay::Replayer;
-use baton_engine::store::HistoryStore;
 use baton_engine::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use baton_engine::store::{HistoryStore, SlaQuery};
 use baton_engine::{
-    ActivityOptions, Actor, Engine, EngineOptions, InstanceId, InstanceStatus, Outcome, RaiseEvent, StartOptions,
-    StatsSnapshot, Store,
+    ActivityOptions, Actor, Clock, Engine, EngineOptions, InstanceId, InstanceStatus, ManualClock, Outcome, RaiseEvent,
+    StartOptions, StatsSnapshot, Store,
 };
+use baton_workflows::interp::Workflow;
+use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -51,6 +57,80 @@ const START_CONCURRENCY: usize = 4_000;
 const RELOAD_REPETITIONS: usize = 21;
 /// The first errors are logged in full; after that only counted.
 const LOGGED_ERRORS: u64 = 5;
+/// Definition keys of the people-and-deadlines workloads (the `document` of each YAML below).
+const TASKS: &str = "bench/tasks@1.0.0";
+const RUNGS: &str = "bench/rungs@1.0.0";
+/// The tasks workload: open tasks per department (the team leader's inbox), and most departments.
+const TASKS_PER_DEPARTMENT: usize = 200;
+const DEPARTMENTS: usize = 500;
+/// Inbox queries timed per page size, and the page sizes.
+const INBOX_QUERIES: usize = 2_000;
+/// Unmeasured inbox queries before each timed series.
+const INBOX_WARMUPS: usize = 20;
+const INBOX_SMALL_PAGE: u32 = 50;
+const INBOX_LARGE_PAGE: u32 = 200;
+/// How often the rungs workload looks at the engine's counters while the rungs fire.
+const RUNGS_POLL: Duration = Duration::from_millis(5);
+/// The rungs workload gives up when no timer fired for this long.
+const RUNGS_STALL: Duration = Duration::from_secs(60);
+
+/// The tasks workload: one human task for the team leaders of the request's department, with an
+/// 8-working-hour SLA on an office calendar and a three-rung ladder. Its text (and so its hash)
+/// never depends on the command line.
+const TASKS_YAML: &str = r#"document:
+  dsl: '1.0.3'
+  namespace: bench
+  name: tasks
+  version: '1.0.0'
+use:
+  calendars:
+    office:
+      timezone: Europe/Brussels
+      hours: { mon-fri: ['09:00-17:00'] }
+      holidays: [{ yearly: 12-25, name: Christmas }, { easter: 1, name: Easter Monday }]
+do:
+  - review:
+      call: humanTask
+      with:
+        title: '${ "Review request \(.request) of \(.department)" }'
+        assign: { role: team_leader, department: '${ .department }' }
+        outcomes: [approve, reject]
+        data: '${ . }'
+      sla:
+        within: PT8H
+        calendar: office
+        escalate:
+          - after: 80%
+            do:
+              - dueSoon: { set: { escalation: due-soon } }
+          - after: 100%
+            do:
+              - breached: { set: { escalation: breached } }
+          - after: 200%
+            do:
+              - late: { set: { escalation: late } }
+"#;
+
+/// The rungs workload: one human task whose SLA has a single rung at 100% of one hour (no
+/// calendar: every hour counts).
+const RUNGS_YAML: &str = r#"document:
+  dsl: '1.0.3'
+  namespace: bench
+  name: rungs
+  version: '1.0.0'
+do:
+  - review:
+      call: humanTask
+      with:
+        title: '${ "Review request \(.request)" }'
+        assign: { role: team_leader, department: '${ .department }' }
+      sla:
+        within: PT1H
+        escalate:
+          - after: 100%
+            do:
+              - mark: { set: { escalated: true } }
+"#;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
@@ -74,6 +154,14 @@ pub enum Workload {
     /// the instance still reloads fast at the end.
     #[value(name = "loop")]
     Loop,
+    /// 100,000 open human tasks with SLAs, 200 per department: start time, RSS while all wait,
+    /// store size; then inbox query latency for a team leader with 200 open tasks.
+    #[value(name = "tasks")]
+    Tasks,
+    /// 10,000 escalation rungs due at the same simulated instant: time from the clock move to the
+    /// last rung fired and recorded.
+    #[value(name = "rungs")]
+    Rungs,
 }
 
 impl Workload {
@@ -85,6 +173,8 @@ impl Workload {
             Self::W3 => "w3",
             Self::Reload => "reload",
             Self::Loop => "loop",
+            Self::Tasks => "tasks",
+            Self::Rungs => "rungs",
         }
     }
 
@@ -93,7 +183,8 @@ impl Workload {
             Self::W1 => 500,
             Self::W1Latency => 200,
             Self::W2 => 10_000,
-            Self::W3 => 100_000,
+            Self::W3 | Self::Tasks => 100_000,
+            Self::Rungs => 10_000,
             Self::Reload | Self::Loop => 1,
         }
     }
@@ -151,7 +242,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "multi-thread")]
     pub runtime: RuntimeKind,
     /// Instances (w1: started at once, default 500; w1-latency: measured runs, default 200;
-    /// w2: default 10,000; w3: default 100,000). The reload workload has one instance.
+    /// w2: default 10,000; w3: default 100,000; tasks: default 100,000, 200 per department;
+    /// rungs: default 10,000). The reload and loop workloads have one instance.
     #[arg(long)]
     instances: Option<usize>,
     /// Runs, each on a fresh engine (and a fresh store unless --store is given).
@@ -203,14 +295,33 @@ fn loop_program() -> Program {
     Program::new(LOOP, vec![Op::Loop { name: "noop".into(), times: LOOP_ITERATIONS, every: LOOP_RUN_LENGTH }])
 }
 
+/// A people-and-deadlines bench definition, compiled.
+fn people_workflow(source: &str) -> anyhow::Result<Workflow> {
+    let program = baton_workflows::run::load(source, "bench.yaml")?;
+    Ok(Workflow::new(Arc::new(program), baton_workflows::run::content_hash(source)))
+}
+
 /// Registers every orchestration the benches start, so their instances can be replayed.
 pub fn known_orchestrations(replayer: Replayer) -> Replayer {
-    replayer
+    let mut replayer = replayer
         .orchestration(w1_program())
         .orchestration(w2_program())
         .orchestration(w3_program())
         .orchestration(reload_program())
-        .orchestration(loop_program())
+        .orchestration(loop_program());
+    for source in [TASKS_YAML, RUNGS_YAML] {
+        match people_workflow(source) {
+            Ok(workflow) => replayer = replayer.orchestration(workflow),
+            Err(err) => tracing::warn!("a bench definition does not compile: {err:#}"),
+        }
+    }
+    replayer
+}
+
+/// Where the people-and-deadlines workloads' simulated time starts: Monday 23 November 2026,
+/// 09:00 in Brussels (08:00 UTC), the start of a working day.
+fn people_epoch() -> anyhow::Result<DateTime<Utc>> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).single().context("the bench epoch is a valid time")
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -271,7 +382,12 @@ async fn run_once(args: &BenchArgs, run: usize) -> anyhow::Result<Report> {
         options.cache_capacity = capacity;
     }
     let cache_capacity = options.cache_capacity;
-    let engine = Arc::new(build_engine(store.clone(), options).await?);
+    // The people-and-deadlines workloads run on simulated time, frozen until advanced.
+    let clock = match args.workload {
+        Workload::Tasks | Workload::Rungs => Some(Arc::new(ManualClock::frozen(people_epoch()?))),
+        _ => None,
+    };
+    let engine = Arc::new(build_engine(store.clone(), options, clock).await?);
     let mut report = Report::new(args, run, &url);
     let runtime = match args.runtime {
         RuntimeKind::MultiThread => "multi-thread",
@@ -307,9 +423,13 @@ async fn run_once(args: &BenchArgs, run: usize) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn build_engine(store: Arc<SqliteStore>, options: EngineOptions) -> anyhow::Result<Engine> {
+async fn build_engine(
+    store: Arc<SqliteStore>,
+    options: EngineOptions,
+    clock: Option<Arc<ManualClock>>,
+) -> anyhow::Result<Engine> {
     let store: Arc<dyn Store> = store;
-    let engine = Engine::builder()
+    let mut builder = Engine::builder()
         .store(store)
         .options(options)
         .orchestration(w1_program())
@@ -317,10 +437,14 @@ async fn build_engine(store: Arc<SqliteStore>, options: EngineOptions) -> anyhow
         .orchestration(w3_program())
         .orchestration(reload_program())
         .orchestration(loop_program())
-        .activity("noop", |_ctx, _input| async { Ok(Value::Null) })
-        .build()
-        .await
-        .context("cannot start the engine")?;
+        .orchestration(people_workflow(TASKS_YAML).context("the tasks bench definition")?)
+        .orchestration(people_workflow(RUNGS_YAML).context("the rungs bench definition")?)
+        .activity("noop", |_ctx, _input| async { Ok(Value::Null) });
+    if let Some(clock) = clock {
+        let clock: Arc<dyn Clock> = clock;
+        builder = builder.clock(clock);
+    }
+    let engine = builder.build().await.context("cannot start the engine")?;
     Ok(engine)
 }
 
@@ -377,6 +501,8 @@ impl Bench {
             Workload::W3 => self.w3(instances, args.due_in_secs, report).await?,
             Workload::Reload => self.reload(report).await?,
             Workload::Loop => self.long_loop(report).await?,
+            Workload::Tasks => self.tasks(instances, report).await?,
+            Workload::Rungs => self.rungs(instances, report).await?,
         }
         let incidents = self.engine.stats().incidents;
         report.extra("incidents", json!(incidents));
@@ -662,6 +788,302 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// Tasks: `n` instances each open one human task for the team leaders of their department
+    /// (200 per department, at most 500 departments), under an 8-working-hour SLA with a
+    /// three-rung ladder; simulated time stands still, so every task stays open. RSS and store
+    /// size once all wait; then inbox queries of random team leaders, one at a time.
+    async fn tasks(&mut self, n: usize, report: &mut Report) -> anyhow::Result<()> {
+        let departments = n.div_ceil(TASKS_PER_DEPARTMENT).clamp(1, DEPARTMENTS);
+        let imported = Instant::now();
+        self.store.import(&team_leaders(departments)).await.context("importing the organisation")?;
+        report.extra("import_ms", json!(round3(ms(imported.elapsed()))));
+        let before = self.engine.stats();
+        let began = Instant::now();
+        let mut started = 0_usize;
+        start_many(
+            &self.engine,
+            TASKS,
+            n,
+            |i| json!({ "department": department_id(i % departments), "request": i }),
+            &mut self.errors,
+            |_| started += 1,
+        )
+        .await;
+        let start_seconds = began.elapsed().as_secs_f64();
+        let delta = delta(before, self.engine.stats());
+        report.rss_waiting_mb = rss_mb().map(round3);
+        report.instances = Some(started as u64);
+        report.commits = Some(delta.commits);
+        report.extra("departments", json!(departments));
+        report.extra("start_seconds", json!(round3(start_seconds)));
+        report.extra("starts_per_sec", json!(rate(started, start_seconds)));
+        report.extra("events", json!(delta.events));
+        report.extra("peak_rss_starting_mb", json!(peak_rss_mb().map(round3)));
+        if let Some((db, wal)) = store_files_mb(&self.url) {
+            report.extra("store_mb", json!(round3(db + wal)));
+            report.extra("store_db_mb", json!(round3(db)));
+            report.extra("store_wal_mb", json!(round3(wal)));
+        }
+        let open = self.engine.slas(&SlaQuery { open_only: true, limit: 1, ..SlaQuery::default() }).await?;
+        anyhow::ensure!(!open.is_empty() || started == 0, "no SLA clock is running after the starts");
+
+        // The team leaders' principals, as the directory gives them, and how many open tasks
+        // each should see.
+        let mut leaders = Vec::with_capacity(departments);
+        for d in 0..departments {
+            let principal = self
+                .store
+                .principal(&leader_id(d))
+                .await?
+                .with_context(|| format!("{} is not in the directory", leader_id(d)))?;
+            let open_tasks = n / departments + usize::from(d < n % departments);
+            leaders.push((department_id(d), principal, open_tasks));
+        }
+        report.extra("max_tasks_per_leader", json!(leaders.iter().map(|l| l.2).max()));
+        let mut rng = SplitMix(0x5eed_ba70);
+        for (limit, prefix) in [(INBOX_SMALL_PAGE, "inbox50"), (INBOX_LARGE_PAGE, "inbox200")] {
+            let timing = self.inbox_queries(&leaders, limit, &mut rng).await?;
+            let mut latencies = timing.latencies;
+            latencies.sort_by(f64::total_cmp);
+            if limit == INBOX_SMALL_PAGE {
+                report.p50_ms = percentile(&latencies, 50.0).map(round3);
+                report.p99_ms = percentile(&latencies, 99.0).map(round3);
+            }
+            let fields: [(&'static str, Option<f64>); 4] = match prefix {
+                "inbox50" => [
+                    ("inbox50_p50_ms", percentile(&latencies, 50.0)),
+                    ("inbox50_p95_ms", percentile(&latencies, 95.0)),
+                    ("inbox50_p99_ms", percentile(&latencies, 99.0)),
+                    ("inbox50_max_ms", latencies.last().copied()),
+                ],
+                _ => [
+                    ("inbox200_p50_ms", percentile(&latencies, 50.0)),
+                    ("inbox200_p95_ms", percentile(&latencies, 95.0)),
+                    ("inbox200_p99_ms", percentile(&latencies, 99.0)),
+                    ("inbox200_max_ms", latencies.last().copied()),
+                ],
+            };
+            for (name, value) in fields {
+                report.extra(name, json!(value.map(round3)));
+            }
+            let (rows_min, rows_max) = if limit == INBOX_SMALL_PAGE {
+                ("inbox50_rows_min", "inbox50_rows_max")
+            } else {
+                ("inbox200_rows_min", "inbox200_rows_max")
+            };
+            report.extra(rows_min, json!(timing.rows_min));
+            report.extra(rows_max, json!(timing.rows_max));
+        }
+        report.extra("inbox_queries", json!(INBOX_QUERIES));
+        if let Some((db, wal)) = store_files_mb(&self.url) {
+            report.extra("store_mb_after_queries", json!(round3(db + wal)));
+        }
+        Ok(())
+    }
+
+    /// `INBOX_QUERIES` inbox queries of `limit` rows for random team leaders, one at a time, after
+    /// a few unmeasured ones. A page that is short of what the leader should see, or that holds
+    /// another department's task, is an error.
+    async fn inbox_queries(
+        &mut self,
+        leaders: &[(String, Principal, usize)],
+        limit: u32,
+        rng: &mut SplitMix,
+    ) -> anyhow::Result<InboxTiming> {
+        let query = InboxQuery { limit, ..InboxQuery::default() };
+        let mut timing = InboxTiming { latencies: Vec::with_capacity(INBOX_QUERIES), rows_min: None, rows_max: None };
+        for round in 0..INBOX_WARMUPS + INBOX_QUERIES {
+            let Some((department, principal, open_tasks)) = leaders.get(rng.below(leaders.len())) else {
+                anyhow::bail!("no team leaders");
+            };
+            let start = Instant::now();
+            let rows = self.engine.inbox(&query, principal).await?;
+            let took = ms(start.elapsed());
+            let expected = (*open_tasks).min(limit as usize);
+            if rows.len() != expected {
+                self.errors.add(format_args!(
+                    "{} saw {} tasks with limit {limit}, not {expected}",
+                    principal.user,
+                    rows.len()
+                ));
+            }
+            if let Some(row) = rows.iter().find(|r| r.task.spec.department.as_deref() != Some(department.as_str())) {
+                self.errors.add(format_args!(
+                    "{} of {department} saw a task of {:?}",
+                    principal.user, row.task.spec.department
+                ));
+            }
+            if round >= INBOX_WARMUPS {
+                timing.latencies.push(took);
+                timing.rows_min = Some(timing.rows_min.map_or(rows.len(), |m: usize| m.min(rows.len())));
+                timing.rows_max = Some(timing.rows_max.map_or(rows.len(), |m: usize| m.max(rows.len())));
+            }
+        }
+        Ok(timing)
+    }
+
+    /// Rungs: `n` instances each open a human task whose one-hour SLA has one rung at 100%, all
+    /// started at the same simulated instant; the clock then moves one hour, and the figure is
+    /// the time from that move to the last rung fired and durable.
+    async fn rungs(&mut self, n: usize, report: &mut Report) -> anyhow::Result<()> {
+        let departments = n.div_ceil(TASKS_PER_DEPARTMENT).clamp(1, DEPARTMENTS);
+        let before_start = self.engine.stats();
+        let began = Instant::now();
+        let mut ids = Vec::with_capacity(n);
+        start_many(
+            &self.engine,
+            RUNGS,
+            n,
+            |i| json!({ "department": department_id(i % departments), "request": i }),
+            &mut self.errors,
+            |id| ids.push(id),
+        )
+        .await;
+        let start_seconds = began.elapsed().as_secs_f64();
+        report.instances = Some(ids.len() as u64);
+        report.extra("start_seconds", json!(round3(start_seconds)));
+        report.extra("starts_per_sec", json!(rate(ids.len(), start_seconds)));
+        report.extra("start_commits", json!(delta(before_start, self.engine.stats()).commits));
+        report.rss_waiting_mb = rss_mb().map(round3);
+        // Each SLA arms two timers due at the same instant: its rung (at 100%) and its breach.
+        let expected = 2 * ids.len() as u64;
+        let before = self.engine.stats();
+        let origin = Instant::now();
+        self.engine.advance_clock(Duration::from_secs(3_600)).await.context("advancing the clock")?;
+        let mut first_fire = None;
+        let mut last_seen = 0;
+        let mut last_progress = Instant::now();
+        loop {
+            let fired = self.engine.stats().timers_fired - before.timers_fired;
+            if fired > 0 && first_fire.is_none() {
+                first_fire = Some(origin.elapsed());
+            }
+            if fired >= expected {
+                break;
+            }
+            if fired != last_seen {
+                last_seen = fired;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > RUNGS_STALL {
+                anyhow::bail!("only {fired} of {expected} SLA timers fired; none for {} s", RUNGS_STALL.as_secs());
+            }
+            tokio::time::sleep(RUNGS_POLL).await;
+        }
+        let all_taken = origin.elapsed();
+        // A fire is counted when the core takes it, before its batch commits. A wait on an
+        // instance that does not exist is answered after the batch in hand (or a later one)
+        // has committed, so once it returns the last rung is durable.
+        let barrier = self.engine.wait(&InstanceId::new("bench-rungs-barrier")).await;
+        anyhow::ensure!(barrier.is_err(), "the barrier instance exists");
+        let last_durable = origin.elapsed();
+        let delta = delta(before, self.engine.stats());
+        report.commits = Some(delta.commits);
+        report.timer_lag_max_ms = Some(round3(ms(last_durable)));
+        report.completions_per_sec = rate(ids.len(), last_durable.as_secs_f64());
+        report.extra("rungs_seconds", json!(round3(last_durable.as_secs_f64())));
+        report.extra("first_fire_ms", json!(first_fire.map(|d| round3(ms(d)))));
+        report.extra("all_taken_ms", json!(round3(ms(all_taken))));
+        report.extra("timers_fired", json!(delta.timers_fired));
+        report.extra("sla_breaches", json!(delta.sla_breaches));
+        report.extra("events", json!(delta.events));
+        report.extra("rss_after_rungs_mb", json!(rss_mb().map(round3)));
+        if let Some((db, wal)) = store_files_mb(&self.url) {
+            report.extra("store_mb", json!(round3(db + wal)));
+        }
+        // Unmeasured: every clock escalated once and breached, from the SLA dashboard's rows.
+        let ours: std::collections::HashSet<InstanceId> = ids.into_iter().collect();
+        let (mut escalated, mut breached, mut clocks) = (0_u64, 0_u64, 0_u64);
+        let mut after = None;
+        loop {
+            let query = SlaQuery { after: after.clone(), limit: SlaQuery::MAX_LIMIT, ..SlaQuery::default() };
+            let rows = self.engine.slas(&query).await?;
+            let Some(last) = rows.last() else { break };
+            after = Some((last.instance.clone(), last.seq));
+            for row in rows.iter().filter(|r| ours.contains(&r.instance)) {
+                clocks += 1;
+                escalated += u64::from(row.escalations);
+                breached += u64::from(row.breached_at.is_some());
+            }
+        }
+        report.extra("escalations_recorded", json!(escalated));
+        report.extra("breaches_recorded", json!(breached));
+        let n = ours.len() as u64;
+        if (clocks, escalated, breached) != (n, n, n) {
+            self.errors.add(format_args!(
+                "{clocks} SLA clocks with {escalated} escalations and {breached} breaches recorded for {n} instances"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Inbox query latencies (ms) and the smallest and largest page returned.
+struct InboxTiming {
+    latencies: Vec<f64>,
+    rows_min: Option<usize>,
+    rows_max: Option<usize>,
+}
+
+fn department_id(d: usize) -> String {
+    format!("dept-{d:03}")
+}
+
+fn leader_id(d: usize) -> String {
+    format!("tl-{d:03}")
+}
+
+/// `departments` departments, each with one team leader holding `team_leader` there.
+fn team_leaders(departments: usize) -> Organisation {
+    Organisation {
+        departments: (0..departments)
+            .map(|d| Department {
+                id: department_id(d),
+                name: format!("Department {d}"),
+                parent: None,
+                head: Some(leader_id(d)),
+            })
+            .collect(),
+        groups: Vec::new(),
+        people: (0..departments)
+            .map(|d| {
+                let mut person = Person::new(leader_id(d), format!("Team leader {d}"));
+                person.department = Some(department_id(d));
+                person.email = Some(format!("{}@bench.example", leader_id(d)));
+                person.roles = vec![RoleGrant::new("team_leader", Some(department_id(d).as_str()))];
+                person
+            })
+            .collect(),
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so every run queries the same leaders.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `bound` (0 when `bound` is 0).
+    fn below(&mut self, bound: usize) -> usize {
+        if bound == 0 { 0 } else { (self.next() % bound as u64) as usize }
+    }
+}
+
+/// The sizes in MiB of a SQLite store's main file and its write-ahead log.
+fn store_files_mb(url: &str) -> Option<(f64, f64)> {
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    let path = path.split('?').next()?;
+    let size = |file: &str| std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) as f64 / 1_048_576.0;
+    let db = std::fs::metadata(path).ok()?.len() as f64 / 1_048_576.0;
+    Some((db, size(&format!("{path}-wal"))))
+}
+
 /// An instance task's start and end (since a common origin) and its outcome.
 type Timed = (Duration, Duration, Result<Outcome, baton_engine::EngineError>);
 
@@ -709,6 +1131,8 @@ fn delta(before: StatsSnapshot, after: StatsSnapshot) -> StatsSnapshot {
         stale_completions: after.stale_completions - before.stale_completions,
         incidents: after.incidents - before.incidents,
         replays: after.replays - before.replays,
+        sla_breaches: after.sla_breaches - before.sla_breaches,
+        task_actions: after.task_actions - before.task_actions,
     }
 }
 

@@ -171,9 +171,10 @@ struct Primitives {
     children: BTreeMap<Seq, ChildState>,
     buffered: VecDeque<EventReceived>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    human_tasks: BTreeMap<Seq, HumanTask>,
+    // Boxed: a map's node reserves room for eleven values, and these are large.
+    human_tasks: BTreeMap<Seq, Box<HumanTask>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    slas: BTreeMap<Seq, SlaClockState>,
+    slas: BTreeMap<Seq, Box<SlaClockState>>,
     /// Triggers that came while the instance was suspended, delivered when it resumes.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     deferred: VecDeque<OwnedTrigger>,
@@ -316,12 +317,12 @@ impl Instance {
 
     /// An open human task of this instance.
     pub fn human_task(&self, task: Seq) -> Option<&HumanTask> {
-        self.primitives.human_tasks.get(&task)
+        self.primitives.human_tasks.get(&task).map(|t| &**t)
     }
 
     /// The open human tasks, by id.
     pub fn human_tasks(&self) -> impl Iterator<Item = (Seq, &HumanTask)> {
-        self.primitives.human_tasks.iter().map(|(seq, task)| (*seq, task))
+        self.primitives.human_tasks.iter().map(|(seq, task)| (*seq, &**task))
     }
 
     pub fn human_task_row(&self, seq: Seq, task: &HumanTask, now: DateTime<Utc>) -> HumanTaskRow {
@@ -609,7 +610,7 @@ impl Instance {
             EventKind::HumanTaskCreated(HumanTaskCreated { spec }) => {
                 let task = HumanTask::new(spec.as_ref().clone(), event.at);
                 effects.push(Effect::HumanTask(Box::new(self.human_task_row(seq, &task, event.at))));
-                self.primitives.human_tasks.insert(seq, task);
+                self.primitives.human_tasks.insert(seq, Box::new(task));
             }
             EventKind::HumanTaskClaimed(HumanTaskRef { task }) => {
                 let me = person(&event.actor, *task, "HumanTaskClaimed")?;
@@ -669,7 +670,7 @@ impl Instance {
                     breached_at_ms: None,
                 };
                 effects.push(Effect::Sla(Box::new(clock.row(&self.id, seq, &self.definition.name, None))));
-                self.primitives.slas.insert(seq, clock);
+                self.primitives.slas.insert(seq, Box::new(clock));
             }
             EventKind::SlaPaused(SlaElapsed { sla, elapsed_ms }) => {
                 self.change_sla(*sla, "SlaPaused", effects, |c| {
@@ -720,7 +721,7 @@ impl Instance {
                     event: "SlaStopped",
                     state: "absent",
                 })?;
-                let mut last = stopped;
+                let mut last = *stopped;
                 last.elapsed_ms = *elapsed_ms;
                 last.running_since_ms = None;
                 effects.push(Effect::Sla(Box::new(last.row(&self.id, *sla, &self.definition.name, Some(event.at)))));
@@ -986,11 +987,11 @@ impl Instance {
 }
 
 fn open_task<'a>(
-    tasks: &'a mut BTreeMap<Seq, HumanTask>,
+    tasks: &'a mut BTreeMap<Seq, Box<HumanTask>>,
     seq: Seq,
     event: &'static str,
 ) -> Result<&'a mut HumanTask, Unexpected> {
-    tasks.get_mut(&seq).ok_or(Unexpected { primitive: "human task", id: seq, event, state: "absent" })
+    tasks.get_mut(&seq).map(|t| &mut **t).ok_or(Unexpected { primitive: "human task", id: seq, event, state: "absent" })
 }
 
 /// The person behind an event on a task; a person's action recorded without one is corrupt.
