@@ -77,6 +77,17 @@ enum AdminCommand {
         #[command(subcommand)]
         command: ClockCommand,
     },
+    /// Check the hash chain of every instance's history (or of the instances named): an edited
+    /// or missing event is named by its instance and sequence number. Exit code 1 when one is.
+    Verify {
+        /// Instances to check; all of them when none is named.
+        instances: Vec<String>,
+        #[arg(long, env = "BATON_STORE")]
+        store: String,
+        /// One JSON object per instance checked.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +141,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args).await,
         Command::Directory(args) => directory_cmd::run(args).await,
         Command::Admin { command: AdminCommand::Clock { command } } => clock(command).await,
+        Command::Admin { command: AdminCommand::Verify { instances, store, json } } => {
+            verify(instances, &store, json).await
+        }
     }
 }
 
@@ -197,6 +211,38 @@ async fn clock(command: ClockCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(instances: Vec<String>, store: &str, json: bool) -> anyhow::Result<ExitCode> {
+    use baton_engine::store::{InstanceFilter, InstanceRow};
+    let store = store_url::open(store).await?;
+    let mut ids: Vec<baton_engine::InstanceId> = instances.into_iter().map(baton_engine::InstanceId::new).collect();
+    if ids.is_empty() {
+        let mut after = None;
+        loop {
+            let filter =
+                InstanceFilter { after: after.clone(), limit: InstanceFilter::MAX_LIMIT, ..InstanceFilter::default() };
+            let page: Vec<InstanceRow> = store.list_instances(&filter).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            ids.extend(page.into_iter().map(|row| row.id));
+        }
+    }
+    let (mut events, mut broken) = (0u64, 0usize);
+    for id in &ids {
+        let verified = baton_engine::replay::verify(store.as_ref(), id).await?;
+        events += verified.events;
+        if json {
+            write_out(&serde_json::to_string(&verified)?)?;
+        } else if let Some(b) = &verified.broken {
+            write_out(&format!("BROKEN {} at seq {}: {}", verified.instance, b.seq, b.detail))?;
+        }
+        broken += usize::from(verified.broken.is_some());
+    }
+    if !json {
+        write_out(&format!("{} instances, {events} events checked: {broken} broken", ids.len()))?;
+    }
+    Ok(if broken == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Parses an ISO 8601 duration (`PT1H30M`, `P2D`) or a friendly one (`1h 30m`, `2 days`).

@@ -73,13 +73,9 @@ impl Replayer {
         };
         let history = read_all(store, id, 0).await?;
         report.events = history.len() as u64;
-        let mut prev = GENESIS_HASH.to_owned();
-        for event in &history {
-            if let Err(err) = event.decode(Some(&prev)) {
-                report.error = Some(err.to_string());
-                return Ok(report);
-            }
-            prev = event.hash.clone();
+        if let Err(broken) = check_chain(&history, &row.last_hash) {
+            report.error = Some(broken.detail);
+            return Ok(report);
         }
         let Some(orchestration) = self.orchestrations.get(&key) else {
             report.error = Some(format!("no orchestration is known as {key}"));
@@ -130,6 +126,55 @@ impl Replayer {
             Ok(events.len())
         }
     }
+}
+
+/// Where a history's hash chain breaks.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Broken {
+    /// The first event that does not fit (its content, its link to the one before, or the
+    /// instance row's record of the chain head).
+    pub seq: Seq,
+    pub detail: String,
+}
+
+/// What [`verify`] found for one instance.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Verified {
+    pub instance: InstanceId,
+    pub events: u64,
+    pub broken: Option<Broken>,
+}
+
+/// Checks an instance's whole hash chain, from its first event to the head its row records:
+/// every event must hash to its stored hash and link to the one before it. An edited row is
+/// named by its sequence number.
+pub async fn verify(store: &dyn Store, id: &InstanceId) -> Result<Verified, EngineError> {
+    let row = store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
+    let history = read_all(store, id, 0).await?;
+    Ok(Verified {
+        instance: id.clone(),
+        events: history.len() as u64,
+        broken: check_chain(&history, &row.last_hash).err(),
+    })
+}
+
+fn check_chain(history: &[StoredEvent], head: &str) -> Result<(), Broken> {
+    let mut prev = GENESIS_HASH.to_owned();
+    for (expected, event) in history.iter().enumerate() {
+        if event.seq != expected as Seq {
+            return Err(Broken { seq: expected as Seq, detail: format!("event {expected} is missing") });
+        }
+        event.decode(Some(&prev)).map_err(|err| Broken { seq: event.seq, detail: err.to_string() })?;
+        prev = event.hash.clone();
+    }
+    if prev != head {
+        let seq = history.last().map_or(0, |e| e.seq);
+        return Err(Broken {
+            seq,
+            detail: format!("the history ends with hash {prev}, the instance row records {head}"),
+        });
+    }
+    Ok(())
 }
 
 async fn read_all(store: &dyn Store, id: &InstanceId, mut from: Seq) -> Result<Vec<StoredEvent>, EngineError> {

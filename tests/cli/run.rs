@@ -253,3 +253,20 @@ fn a_run_answers_human_tasks_and_escalates_on_simulated_time() {
     assert_ne!(code, 0);
     assert!(stderr.contains("does not match the task's form"), "{stderr}");
 }
+
+#[test]
+fn admin_verify_checks_every_kept_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("kept.db");
+    let definition = "document: { dsl: '1.0.3', namespace: demo, name: hello, version: '1.0.0' }\ndo:\n  - hi: { set: { hello: world } }\n";
+    let (code, _, stderr) = run(dir.path(), definition, &["--db", db.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{stderr}");
+    let store = format!("sqlite://{}", db.display());
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["admin", "verify", "--store", &store])
+        .output()
+        .expect("baton runs");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("1 instances") && stdout.contains("0 broken"), "{stdout}");
+}

@@ -157,12 +157,23 @@ async fn corrupt_histories_fault_their_instances_and_nothing_else() {
     let mut event = wait_event(&pool, BROKEN_CHAIN).await;
     event.payload = r#"{"name":"gone"}"#.into();
     write_back(&pool, &event, false).await;
+    let edited_seq = event.seq;
     let tampered = [
         (BAD_TAG, last_event(&pool, BAD_TAG).await),
         (BAD_PAYLOAD, last_event(&pool, BAD_PAYLOAD).await),
         (BROKEN_CHAIN, last_event(&pool, BROKEN_CHAIN).await),
     ];
     pool.close().await;
+
+    // `baton admin verify` names the edited row; the untouched instance passes.
+    let checked = SqliteStore::open(path.to_str().expect("utf-8"), SqliteOptions::default()).await.expect("open");
+    let verified = baton_engine::replay::verify(&checked, &InstanceId::new(BROKEN_CHAIN)).await.expect("verify");
+    let broken = verified.broken.expect("the edit is found");
+    assert_eq!(broken.seq, edited_seq);
+    assert!(broken.detail.contains("does not match its hash"), "{broken:?}");
+    let clean = baton_engine::replay::verify(&checked, &InstanceId::new(CLEAN)).await.expect("verify");
+    assert_eq!((clean.broken, clean.events > 0), (None, true));
+    checked.close().await;
 
     let (engine, sqlite) = start_engine(&path, clock.clone(), program()).await;
     let clean = &ids[0];
@@ -282,6 +293,16 @@ async fn a_resealed_history_that_disagrees_with_the_row_chain_head_is_refused() 
         .expect("row");
     assert_ne!(head, history[3].hash, "the row's chain head no longer matches the history");
     pool.close().await;
+
+    // `baton admin verify` names the instance and the event: a resealed forgery still disagrees
+    // with the head the instance row records.
+    let sqlite_check =
+        SqliteStore::open(path.to_str().expect("utf-8 path"), SqliteOptions::default()).await.expect("open store");
+    let verified = baton_engine::replay::verify(&sqlite_check, &forged).await.expect("verify");
+    let broken = verified.broken.expect("the forgery is found");
+    assert_eq!(broken.seq, 3, "{broken:?}");
+    assert!(broken.detail.contains("the instance row records"), "{broken:?}");
+    sqlite_check.close().await;
 
     let (engine, sqlite) = open().await;
     assert_faulted(engine.raise_event(&forged, go()).await, &forged);
