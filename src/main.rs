@@ -77,6 +77,22 @@ enum AdminCommand {
         #[command(subcommand)]
         command: ClockCommand,
     },
+    /// Write a consistent copy of a SQLite store while its engine runs.
+    Backup {
+        /// The file to write (must not exist).
+        target: std::path::PathBuf,
+        #[arg(long, env = "BATON_STORE")]
+        store: String,
+    },
+    /// Put a backup in place as a store: the backup is opened and every history's hash chain
+    /// checked first. The target must not exist (no engine can be using it).
+    Restore {
+        /// A file written by `baton admin backup`.
+        backup: std::path::PathBuf,
+        /// Where the restored store goes.
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
     /// Check the hash chain of every instance's history (or of the instances named): an edited
     /// or missing event is named by its instance and sequence number. Exit code 1 when one is.
     Verify {
@@ -144,6 +160,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Admin { command: AdminCommand::Verify { instances, store, json } } => {
             verify(instances, &store, json).await
         }
+        Command::Admin { command: AdminCommand::Backup { target, store } } => backup(&store, &target).await,
+        Command::Admin { command: AdminCommand::Restore { backup, to } } => restore(&backup, &to).await,
     }
 }
 
@@ -211,6 +229,69 @@ async fn clock(command: ClockCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn backup(store: &str, target: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let sqlite = store_url::open_sqlite(store).await?;
+    sqlite.backup(target).await.with_context(|| format!("cannot back up {store} to {}", target.display()))?;
+    sqlite.close().await;
+    write_out(&format!("backed up {store} to {}", target.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore(backup: &std::path::Path, to: &std::path::Path) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(backup.is_file(), "{} is not a file", backup.display());
+    anyhow::ensure!(
+        !to.exists(),
+        "{} exists: restore into a new path, then move it into place with the engine stopped",
+        to.display()
+    );
+    // Check the copy before it becomes a store: every history must hold together.
+    let staged = to.with_extension("restoring");
+    std::fs::copy(backup, &staged).with_context(|| format!("cannot copy {}", backup.display()))?;
+    let sqlite = store_url::open_sqlite(&staged.display().to_string()).await?;
+    let broken = broken_histories(&sqlite).await;
+    // Closing checkpoints the write-ahead log into the file, which then stands alone.
+    sqlite.close().await;
+    match broken {
+        Ok(0) => {}
+        Ok(n) => {
+            let _ = std::fs::remove_file(&staged);
+            anyhow::bail!("{} has {n} broken histories; nothing was restored", backup.display());
+        }
+        Err(err) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(err);
+        }
+    }
+    std::fs::rename(&staged, to).with_context(|| format!("cannot move the restored store to {}", to.display()))?;
+    write_out(&format!("restored {} to {}", backup.display(), to.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How many instances of a store have a broken hash chain.
+async fn broken_histories(store: &dyn baton_engine::Store) -> anyhow::Result<usize> {
+    let mut broken = 0;
+    for id in all_instances(store).await? {
+        broken += usize::from(baton_engine::replay::verify(store, &id).await?.broken.is_some());
+    }
+    Ok(broken)
+}
+
+/// Every instance id of a store, page by page.
+async fn all_instances(store: &dyn baton_engine::Store) -> anyhow::Result<Vec<baton_engine::InstanceId>> {
+    use baton_engine::store::InstanceFilter;
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let filter =
+            InstanceFilter { after: after.clone(), limit: InstanceFilter::MAX_LIMIT, ..InstanceFilter::default() };
+        let page = store.list_instances(&filter).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        ids.extend(page.into_iter().map(|row| row.id));
+    }
+    Ok(ids)
 }
 
 async fn verify(instances: Vec<String>, store: &str, json: bool) -> anyhow::Result<ExitCode> {

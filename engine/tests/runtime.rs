@@ -1011,3 +1011,40 @@ mod people {
         engine.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_backup_taken_while_instances_run_carries_on_where_they_were() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let live = dir.path().join("live.db");
+    let copy = dir.path().join("backup.db");
+    let clock = clock();
+    let program = || {
+        Program::new(
+            "nap-then-work",
+            vec![
+                Op::Sleep { ms: 3_600_000 },
+                Op::Activity { name: "noop".into(), options: ActivityOptions::default() },
+            ],
+        )
+    };
+    let sqlite = SqliteStore::open(live.to_str().expect("utf-8"), SqliteOptions::default()).await.expect("open");
+    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+    let engine = noop_builder(store, clock.clone()).orchestration(program()).build().await.expect("engine");
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(start(&engine, "nap-then-work", json!({})).await);
+    }
+    // Taken with the engine running and the instances waiting on their timers.
+    sqlite.backup(&copy).await.expect("backup");
+    assert!(sqlite.backup(&copy).await.is_err(), "a backup never overwrites a file");
+    engine.shutdown().await;
+
+    let restored: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(copy.to_str().expect("utf-8"), SqliteOptions::default()).await.expect("open"));
+    let engine = noop_builder(restored, clock.clone()).orchestration(program()).build().await.expect("engine");
+    engine.advance_clock(Duration::from_secs(3_600)).await.expect("advance");
+    for id in &ids {
+        assert_eq!(wait(&engine, id).await.status, InstanceStatus::Completed);
+    }
+    engine.shutdown().await;
+}

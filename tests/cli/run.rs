@@ -270,3 +270,36 @@ fn admin_verify_checks_every_kept_history() {
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("1 instances") && stdout.contains("0 broken"), "{stdout}");
 }
+
+#[test]
+fn admin_backup_and_restore_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("kept.db");
+    let definition = "document: { dsl: '1.0.3', namespace: demo, name: hello, version: '1.0.0' }\ndo:\n  - hi: { set: { hello: world } }\n";
+    let (code, _, stderr) = run(dir.path(), definition, &["--db", db.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{stderr}");
+    let baton = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_baton")).args(args).output().expect("baton runs");
+        (
+            output.status.code(),
+            String::from_utf8(output.stdout).expect("utf-8"),
+            String::from_utf8(output.stderr).expect("utf-8"),
+        )
+    };
+    let backup = dir.path().join("backup.db");
+    let restored = dir.path().join("restored.db");
+    let store = format!("sqlite://{}", db.display());
+    let (code, _, stderr) = baton(&["admin", "backup", backup.to_str().expect("utf-8"), "--store", &store]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) =
+        baton(&["admin", "restore", backup.to_str().expect("utf-8"), "--to", restored.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, _) = baton(&["admin", "verify", "--store", &format!("sqlite://{}", restored.display())]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("1 instances") && stdout.contains("0 broken"), "{stdout}");
+    // A restore never overwrites.
+    let (code, _, stderr) =
+        baton(&["admin", "restore", backup.to_str().expect("utf-8"), "--to", restored.to_str().expect("utf-8")]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("exists"), "{stderr}");
+}

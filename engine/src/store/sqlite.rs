@@ -154,6 +154,18 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Writes a consistent copy of the whole store to `target` while the engine runs
+    /// (`VACUUM INTO` on a read connection: one read snapshot, so the copy holds whole commits
+    /// only, and writers are not blocked). `target` must not exist yet.
+    pub async fn backup(&self, target: &Path) -> StoreResult<()> {
+        if target.exists() {
+            return Err(StoreError::Conflict(format!("{} already exists", target.display())));
+        }
+        let target = target.to_str().ok_or_else(|| StoreError::Other("the backup path is not UTF-8".into()))?;
+        sqlx::query("VACUUM INTO ?1").bind(target).execute(&self.read).await.map_err(|err| db_error("backup", err))?;
+        Ok(())
+    }
+
     /// Closes both pools, waiting for connections in use to come back; the last connection to
     /// close checkpoints the WAL into the database file.
     pub async fn close(&self) {
