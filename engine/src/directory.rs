@@ -227,7 +227,7 @@ impl PeopleQuery {
     pub const MAX_LIMIT: u32 = 10_000;
 
     pub fn effective_limit(&self) -> u32 {
-        if self.limit == 0 { Self::DEFAULT_LIMIT } else { self.limit.min(Self::MAX_LIMIT) }
+        crate::store::bounded(self.limit, Self::DEFAULT_LIMIT, Self::MAX_LIMIT)
     }
 
     /// Does `person` pass the query? Memory stores filter with it; SQL stores agree with it.

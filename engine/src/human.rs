@@ -607,7 +607,7 @@ impl InboxQuery {
     pub const MAX_LIMIT: u32 = 500;
 
     pub fn effective_limit(&self) -> u32 {
-        if self.limit == 0 { Self::DEFAULT_LIMIT } else { self.limit.min(Self::MAX_LIMIT) }
+        crate::store::bounded(self.limit, Self::DEFAULT_LIMIT, Self::MAX_LIMIT)
     }
 
     pub fn effective_status(&self) -> HumanTaskStatus {

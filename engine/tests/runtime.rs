@@ -874,6 +874,18 @@ mod people {
         panic!("no task appeared for {}", principal.user);
     }
 
+    /// An engine on `store` with one review instance whose task ana (a reviewer of assembly)
+    /// sees: (engine, instance, task, ana).
+    async fn review_started(store: &Arc<dyn Store>) -> (Engine, InstanceId, u64, Principal) {
+        with_people(store).await;
+        let engine =
+            noop_builder(store.clone(), clock()).orchestration(review_program()).build().await.expect("engine");
+        let id = start(&engine, "review", json!({})).await;
+        let ana = reviewer("ana", "assembly");
+        let (_, seq) = first_task(&engine, &ana).await;
+        (engine, id, seq, ana)
+    }
+
     fn complete(outcome: &str) -> TaskAction {
         TaskAction::Complete { outcome: outcome.into(), data: Value::Null, on_behalf_of: None }
     }
@@ -884,12 +896,7 @@ mod people {
         let path = dir.path().join("people.db");
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(path.to_str().expect("utf-8"), SqliteOptions::default()).await.expect("open"));
-        with_people(&store).await;
-        let engine =
-            noop_builder(store.clone(), clock()).orchestration(review_program()).build().await.expect("engine");
-        let id = start(&engine, "review", json!({})).await;
-        let ana = reviewer("ana", "assembly");
-        let (_, seq) = first_task(&engine, &ana).await;
+        let (engine, id, seq, ana) = review_started(&store).await;
         engine.act_on_task(&id, seq, &ana, TaskAction::Claim).await.expect("claim");
         // Claimed: bob, a reviewer of the same department, no longer sees or takes it.
         let bob = reviewer("bob", "assembly");
@@ -939,12 +946,7 @@ mod people {
     #[tokio::test]
     async fn a_terminated_instance_withdraws_its_tasks_from_every_inbox() {
         let store = memory();
-        with_people(&store).await;
-        let engine =
-            noop_builder(store.clone(), clock()).orchestration(review_program()).build().await.expect("engine");
-        let id = start(&engine, "review", json!({})).await;
-        let ana = reviewer("ana", "assembly");
-        let (_, seq) = first_task(&engine, &ana).await;
+        let (engine, id, seq, ana) = review_started(&store).await;
         assert!(
             engine.inbox(&InboxQuery::default(), &reviewer("cy", "paint")).await.expect("inbox").is_empty(),
             "another department's reviewer sees nothing"

@@ -270,6 +270,12 @@ pub struct LoadedInstance {
     pub events: Vec<StoredEvent>,
 }
 
+/// The rows a list returns at most: `default` when it asks for none (0), never more than `max`.
+/// Every list query's `effective_limit` is this rule with its own two numbers.
+pub fn bounded(limit: u32, default: u32, max: u32) -> u32 {
+    if limit == 0 { default } else { limit.min(max) }
+}
+
 /// Filter for instance lists. Every list is bounded by `limit`.
 #[derive(Clone, Debug, Default)]
 pub struct InstanceFilter {
@@ -288,7 +294,7 @@ impl InstanceFilter {
 
     /// The number of rows a list with this filter returns at most.
     pub fn effective_limit(&self) -> u32 {
-        if self.limit == 0 { Self::DEFAULT_LIMIT } else { self.limit.min(Self::MAX_LIMIT) }
+        bounded(self.limit, Self::DEFAULT_LIMIT, Self::MAX_LIMIT)
     }
 }
 
@@ -485,7 +491,7 @@ impl SlaQuery {
     pub const MAX_LIMIT: u32 = 1000;
 
     pub fn effective_limit(&self) -> u32 {
-        if self.limit == 0 { Self::DEFAULT_LIMIT } else { self.limit.min(Self::MAX_LIMIT) }
+        bounded(self.limit, Self::DEFAULT_LIMIT, Self::MAX_LIMIT)
     }
 
     /// Does `row` pass the query? Memory stores filter with it; SQL stores agree with it.
@@ -600,7 +606,7 @@ impl DeliveryQuery {
     pub const MAX_LIMIT: u32 = 1000;
 
     pub fn effective_limit(&self) -> u32 {
-        if self.limit == 0 { Self::DEFAULT_LIMIT } else { self.limit.min(Self::MAX_LIMIT) }
+        bounded(self.limit, Self::DEFAULT_LIMIT, Self::MAX_LIMIT)
     }
 }
 
