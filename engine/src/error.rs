@@ -31,6 +31,10 @@ pub enum EngineError {
     TaskRefused { id: InstanceId, task: Seq, refusal: TaskRefusal },
     #[error("instance {0} is suspended; resume it first")]
     InstanceSuspended(InstanceId),
+    /// A definition version registered again with other content (its message names the
+    /// definition and both content hashes).
+    #[error("definition conflict: {0}")]
+    DefinitionConflict(String),
     #[error(transparent)]
     Step(#[from] StepError),
     #[error(transparent)]
@@ -55,6 +59,7 @@ impl EngineError {
             Self::TaskNotFound { .. } => "BATON-E012",
             Self::TaskRefused { .. } => "BATON-E013",
             Self::InstanceSuspended(_) => "BATON-E014",
+            Self::DefinitionConflict(_) => "BATON-E015",
         }
     }
 }
@@ -81,6 +86,7 @@ mod tests {
             EngineError::TaskNotFound { id: InstanceId::new("i"), task: 1 },
             EngineError::TaskRefused { id: InstanceId::new("i"), task: 1, refusal: TaskRefusal::NotOpen("completed") },
             EngineError::InstanceSuspended(InstanceId::new("i")),
+            EngineError::DefinitionConflict("d@1".into()),
         ];
         let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/errors");
         let mut codes = std::collections::HashSet::new();

@@ -76,11 +76,23 @@ pub struct DefinitionInfo {
     pub version: String,
     /// Hash of the definition's content; a different hash under the same version is refused.
     pub content_hash: String,
+    /// The namespace the definition belongs to (who may see and run it), if it has one. Its
+    /// instances are listed under it. Histories recorded before namespaces existed lack it;
+    /// replay compares definitions by name, version and content hash only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 impl DefinitionInfo {
+    /// A definition without a namespace (see [`DefinitionInfo::with_namespace`]).
     pub fn new(name: impl Into<String>, version: impl Into<String>, content_hash: impl Into<String>) -> Self {
-        Self { name: name.into(), version: version.into(), content_hash: content_hash.into() }
+        Self { name: name.into(), version: version.into(), content_hash: content_hash.into(), namespace: None }
+    }
+
+    /// The same definition, in `namespace`.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
     }
 
     /// The key orchestrations are registered under.
@@ -97,6 +109,13 @@ pub struct InstanceStarted {
     pub input: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The business object the instance is about (an order number, a case id), for searches.
+    /// Not unique; absent from histories recorded before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_key: Option<String>,
+    /// Labels given at the start, sorted and without repeats; they never change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -643,6 +662,29 @@ mod tests {
         assert!(matches!(stored.decode(None), Err(DecodeError::Chain { .. })));
         let stored = sample(1).encode(&id, "abc");
         assert!(matches!(stored.decode(Some(GENESIS_HASH)), Err(DecodeError::Chain { .. })));
+    }
+
+    /// Histories recorded before namespaces, business keys and tags decode, and encode again
+    /// byte for byte, so their hash chains hold.
+    #[test]
+    fn old_started_events_decode_and_encode_as_before() {
+        let old = r#"{"definition":{"name":"order","version":"1.0.0","content_hash":"abc"},"interpreter_version":"0.1.0","input":{"n":1},"idempotency_key":"k"}"#;
+        let kind = EventKind::decode(1, 1, old).expect("decodes");
+        let EventKind::InstanceStarted(started) = &kind else { panic!("an InstanceStarted") };
+        assert_eq!(started.definition, DefinitionInfo::new("order", "1.0.0", "abc"));
+        assert_eq!((started.business_key.as_deref(), started.tags.len()), (None, 0));
+        assert_eq!(kind.encode_payload(), old);
+
+        let new = EventKind::InstanceStarted(InstanceStarted {
+            definition: DefinitionInfo::new("order", "1.0.0", "abc").with_namespace("sales"),
+            business_key: Some("po-7".into()),
+            tags: vec!["eu".into(), "vip".into()],
+            ..started.clone()
+        });
+        let payload = new.encode_payload();
+        assert!(payload.contains(r#""namespace":"sales""#) && payload.contains(r#""business_key":"po-7""#));
+        assert!(payload.contains(r#""tags":["eu","vip"]"#));
+        assert_eq!(EventKind::decode(1, 1, &payload).expect("decodes"), new);
     }
 
     #[test]

@@ -210,6 +210,11 @@ pub struct Instance {
     pub parent: Option<ParentRef>,
     pub created_at: DateTime<Utc>,
     pub result: Option<Value>,
+    /// The business key the instance was started with (from `InstanceStarted`, or the row
+    /// once that event is behind a snapshot or an earlier run).
+    pub business_key: Option<String>,
+    /// The tags the instance was started with (likewise).
+    pub tags: Vec<String>,
     primitives: Primitives,
     user: Box<dyn AnyState>,
     orchestration: Arc<dyn DynOrchestration>,
@@ -255,6 +260,8 @@ impl Instance {
             parent,
             created_at,
             result: None,
+            business_key: None,
+            tags: Vec::new(),
             primitives: Primitives {
                 activities: BTreeMap::new(),
                 timers: BTreeMap::new(),
@@ -356,6 +363,9 @@ impl Instance {
             created_at: self.created_at,
             updated_at: now,
             result: self.result.clone(),
+            business_key: self.business_key.clone(),
+            tags: self.tags.clone(),
+            namespace: self.definition.namespace.clone(),
         }
     }
 
@@ -464,6 +474,8 @@ impl Instance {
                     return Err(StepError::Corrupt(format!("InstanceStarted at seq {seq}")));
                 }
                 self.check_definition(&started.definition.content_hash)?;
+                self.business_key = started.business_key.clone();
+                self.tags = started.tags.clone();
                 self.status = InstanceStatus::Running;
                 let started_by = match &event.actor {
                     Actor::User { id } => Some(id.clone()),
@@ -872,6 +884,12 @@ impl Instance {
             row.parent.clone(),
             row.created_at,
         );
+        // What the instance was started with, in case its InstanceStarted is not replayed.
+        instance.business_key = row.business_key.clone();
+        instance.tags = row.tags.clone();
+        if row.namespace.is_some() {
+            instance.definition.namespace = row.namespace.clone();
+        }
         // The hash the first loaded event must chain to: the snapshot's head, the genesis hash
         // for a history loaded from its start, or (the first event of a later run) its own claim,
         // which the check against the row's chain head below covers.

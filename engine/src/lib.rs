@@ -4,8 +4,13 @@
 //!
 //! # Glossary
 //! - **Definition**: a named, versioned program (a YAML document, or a Rust orchestration),
-//!   immutable once deployed; instances record its content hash ([`DefinitionInfo`]).
+//!   immutable once deployed, optionally in a namespace; instances record its content hash
+//!   ([`DefinitionInfo`]). An engine runs the definitions registered with it, at build or while
+//!   it runs ([`Engine::register`]); deployed definitions' texts are kept in the store
+//!   ([`store::DefinitionStore`]).
 //! - **Instance**: one run of a definition, with its own append-only history ([`Instance`]).
+//!   Started with an optional business key and tags, which lists filter by, with its
+//!   definition's namespace and its creation time ([`store::InstanceFilter`]).
 //! - **HistoryEvent**: a persisted fact about an instance, sequence-numbered, hash-chained and
 //!   carrying its actor ([`HistoryEvent`], [`EventKind`]).
 //! - **Command**: a decision of the orchestration (schedule an activity, start a timer, wait for
@@ -39,7 +44,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
 pub use history::{Actor, DefinitionInfo, EventKind, HistoryEvent, InstanceId, Seq, StoredEvent};
 pub use instance::{Effect, Instance, StepError};
-pub use orchestration::{ANY_EVENT, Command, Ctx, Fault, FaultKind, Orchestration, Trigger};
+pub use orchestration::{ANY_EVENT, Command, Ctx, DynOrchestration, Fault, FaultKind, Orchestration, Trigger};
 pub use runtime::{
     ClockMode, Description, Engine, EngineBuilder, EngineOptions, Outcome, RaiseEvent, Raised, StartOptions, Started,
     StatsSnapshot,

@@ -10,6 +10,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -310,11 +311,17 @@ pub trait Orchestration: Send + Sync + 'static {
 }
 
 /// Type-erased orchestration state, so instances of different orchestrations share one cache.
-pub(crate) trait AnyState: Any + Send + Sync + fmt::Debug {
+/// Every clonable, comparable, serializable state has it.
+pub trait AnyState: Any + Send + Sync + fmt::Debug {
+    /// A boxed copy.
     fn clone_box(&self) -> Box<dyn AnyState>;
+    /// The state as JSON (what snapshots keep).
     fn to_json(&self) -> Value;
+    /// Equal to `other`, which must be of the same type to be equal.
     fn eq_dyn(&self, other: &dyn AnyState) -> bool;
+    /// For downcasting to the concrete state.
     fn as_any(&self) -> &dyn Any;
+    /// For downcasting to the concrete state.
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
@@ -349,12 +356,23 @@ impl Clone for Box<dyn AnyState> {
     }
 }
 
-/// The object-safe face of [`Orchestration`] the engine holds.
-pub(crate) trait DynOrchestration: Send + Sync {
+/// The object-safe face of [`Orchestration`] the engine holds. Every orchestration has one
+/// ([`into_dyn`]): registries that hold orchestrations of several types keep them as
+/// `Arc<dyn DynOrchestration>` and register them with [`crate::Engine::register_dyn`].
+pub trait DynOrchestration: Send + Sync {
+    /// See [`Orchestration::definition`].
     fn definition(&self) -> DefinitionInfo;
+    /// The state of a new instance (or a new run).
     fn new_state(&self) -> Box<dyn AnyState>;
+    /// The state a snapshot kept, or why it does not decode.
     fn state_from_json(&self, value: Value) -> Result<Box<dyn AnyState>, String>;
+    /// See [`Orchestration::on_trigger`]; `state` comes from this orchestration.
     fn on_trigger(&self, state: &mut dyn AnyState, trigger: Trigger<'_>, ctx: &mut Ctx<'_>) -> Result<(), Fault>;
+}
+
+/// An orchestration behind its object-safe face.
+pub fn into_dyn<O: Orchestration>(orchestration: O) -> Arc<dyn DynOrchestration> {
+    Arc::new(Erased(orchestration))
 }
 
 pub(crate) struct Erased<O>(pub O);

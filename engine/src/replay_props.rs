@@ -78,6 +78,8 @@ impl Driver {
             interpreter_version: INTERPRETER_VERSION.into(),
             input,
             idempotency_key: None,
+            business_key: None,
+            tags: Vec::new(),
         });
         driver.step(started);
         driver

@@ -80,7 +80,8 @@ impl Workflow {
     /// is refused by the engine).
     pub fn new(program: Arc<Program>, content_hash: impl Into<String>) -> Self {
         let d = &program.document;
-        let info = DefinitionInfo::new(d.qualified_name(), d.version.clone(), content_hash);
+        let info = DefinitionInfo::new(d.qualified_name(), d.version.clone(), content_hash)
+            .with_namespace(d.namespace.clone());
         Self {
             program,
             info,

@@ -36,6 +36,9 @@ pub(crate) enum Input {
         definition: String,
         input: Value,
         idempotency_key: Option<String>,
+        business_key: Option<String>,
+        /// Sorted, without repeats.
+        tags: Vec<String>,
         actor: Actor,
         reply: Reply<Started>,
     },
@@ -81,11 +84,13 @@ pub(crate) enum Input {
     },
 }
 
-/// How an instance starts: by key, as a child, by whom.
+/// How an instance starts: by key, as a child, by whom, with what business key and tags.
 struct StartHow {
     idempotency_key: Option<String>,
     parent: Option<ParentRef>,
     actor: Actor,
+    business_key: Option<String>,
+    tags: Vec<String>,
 }
 
 /// The people an action names, who must exist in the directory.
@@ -510,7 +515,7 @@ impl Core {
     async fn admit(&mut self, loaded: LoadedInstance) -> bool {
         let LoadedInstance { row, snapshot, events } = loaded;
         let key = format!("{}@{}", row.orchestration, row.version);
-        let result = match self.shared.orchestrations.get(&key) {
+        let result = match self.shared.registered(&key) {
             None => Err((IncidentKind::DefinitionMissing, format!("no orchestration is registered as {key}"))),
             Some(orchestration) => {
                 self.shared.stats.replays.fetch_add(1, Ordering::Relaxed);
@@ -592,12 +597,12 @@ impl Core {
 
     async fn take(&mut self, item: Work, batch: &mut Batch, work: &mut VecDeque<Work>) {
         match item {
-            Work::Input(Input::Start { id, definition, input, idempotency_key, actor, reply }) => {
+            Work::Input(Input::Start { id, definition, input, idempotency_key, business_key, tags, actor, reply }) => {
                 if self.draining {
                     let _ = reply.send(Err(EngineError::ShuttingDown));
                     return;
                 }
-                let how = StartHow { idempotency_key, parent: None, actor };
+                let how = StartHow { idempotency_key, parent: None, actor, business_key, tags };
                 match self.start(batch, id, &definition, input, how, work).await {
                     Ok(Some(started)) => batch.post.push(Post::Started(reply, started)),
                     Ok(None) => {}
@@ -606,7 +611,14 @@ impl Core {
             }
             Work::StartChild { id, definition, input, parent, started_by } => {
                 let actor = started_by.map_or(Actor::System, |id| Actor::User { id });
-                let how = StartHow { idempotency_key: None, parent: Some(parent.clone()), actor };
+                // A child is found through its parent: it carries no business key or tags.
+                let how = StartHow {
+                    idempotency_key: None,
+                    parent: Some(parent.clone()),
+                    actor,
+                    business_key: None,
+                    tags: Vec::new(),
+                };
                 if let Err(err) = self.start(batch, id, &definition, input, how, work).await {
                     let failure = Failure::new("child.start", err.to_string());
                     work.push_back(Work::ChildOutcome { parent, outcome: Err(failure) });
@@ -756,7 +768,7 @@ impl Core {
         how: StartHow,
         work: &mut VecDeque<Work>,
     ) -> Result<Option<Started>, EngineError> {
-        let StartHow { idempotency_key, parent, actor } = how;
+        let StartHow { idempotency_key, parent, actor, business_key, tags } = how;
         if let Some(key) = &idempotency_key {
             if let Some(existing) = batch.new_keys.get(key) {
                 return Ok(Some(Started { id: existing.clone(), created: false }));
@@ -774,7 +786,6 @@ impl Core {
         let orchestration = self
             .shared
             .orchestration(definition)
-            .cloned()
             .ok_or_else(|| EngineError::DefinitionNotFound(definition.to_owned()))?;
         let mut instance = Instance::new(id.clone(), orchestration.clone(), idempotency_key.clone(), parent, batch.now);
         let started = EventKind::InstanceStarted(InstanceStarted {
@@ -782,6 +793,8 @@ impl Core {
             interpreter_version: INTERPRETER_VERSION.into(),
             input,
             idempotency_key: idempotency_key.clone(),
+            business_key,
+            tags,
         });
         let step = instance.handle(started, batch.now, actor).map_err(EngineError::Step)?;
         if let Some(key) = idempotency_key {

@@ -12,8 +12,8 @@ mod dispatch;
 mod timers;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::activity::{ActivityContext, ActivityError, ActivityRegistry};
 use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::error::EngineError;
-use crate::history::{Actor, InstanceId, Seq, StoredEvent};
+use crate::history::{Actor, DefinitionInfo, InstanceId, Seq, StoredEvent};
 use crate::human::{HumanTaskRow, InboxQuery, Principal, TaskAction};
-use crate::orchestration::{DynOrchestration, Erased, Orchestration};
+use crate::orchestration::{DynOrchestration, Orchestration, into_dyn};
 use crate::store::{Incident, InstanceRow, InstanceStatus, SlaQuery, SlaRow, Store, TaskRow, TimerRow};
 
 pub(crate) use self::core::Input;
@@ -143,6 +143,12 @@ pub struct StartOptions {
     pub idempotency_key: Option<String>,
     /// Who starts it; a person here is the request's initiator (four-eyes).
     pub actor: Option<Actor>,
+    /// The business object the instance is about (an order number, a case id): recorded in
+    /// `InstanceStarted`, kept on the instance's row, and filtered by in instance lists. Not
+    /// unique (that is what `idempotency_key` is for).
+    pub business_key: Option<String>,
+    /// Labels to find the instance by; recorded sorted and without repeats, never changed.
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,20 +191,94 @@ pub struct Description {
     pub incidents: Vec<Incident>,
 }
 
+/// A registered orchestration and its definition (read once, when it is registered).
+struct Registered {
+    definition: DefinitionInfo,
+    orchestration: Arc<dyn DynOrchestration>,
+}
+
+/// The orchestrations an engine runs, by key (`name@version`), and the latest version of each
+/// definition name. It only grows: a registered version stays as it was registered.
+#[derive(Default)]
+pub(crate) struct Registry {
+    by_key: HashMap<String, Registered>,
+    /// Per definition name: the latest version registered ([`version_newer`]) and its key.
+    latest: HashMap<String, (String, String)>,
+}
+
+impl Registry {
+    /// Adds an orchestration: `Ok(true)` when it is new, `Ok(false)` when the same content is
+    /// registered under its key already, [`EngineError::DefinitionConflict`] when other content
+    /// is.
+    fn add(
+        &mut self,
+        definition: DefinitionInfo,
+        orchestration: Arc<dyn DynOrchestration>,
+    ) -> Result<bool, EngineError> {
+        let key = definition.key();
+        if let Some(existing) = self.by_key.get(&key) {
+            let registered = &existing.definition.content_hash;
+            if *registered == definition.content_hash {
+                return Ok(false);
+            }
+            return Err(EngineError::DefinitionConflict(format!(
+                "{key} is registered with content hash {registered}, not {}; register the changed definition \
+                 under a new version",
+                definition.content_hash
+            )));
+        }
+        let newest =
+            self.latest.get(&definition.name).is_none_or(|(version, _)| version_newer(&definition.version, version));
+        if newest {
+            self.latest.insert(definition.name.clone(), (definition.version.clone(), key.clone()));
+        }
+        self.by_key.insert(key, Registered { definition, orchestration });
+        Ok(true)
+    }
+
+    /// The orchestration registered as exactly `key` (`name@version`).
+    fn exact(&self, key: &str) -> Option<Arc<dyn DynOrchestration>> {
+        self.by_key.get(key).map(|r| r.orchestration.clone())
+    }
+
+    /// The orchestration a start names: `name@version`, or `name` for its latest version.
+    fn resolve(&self, key: &str) -> Option<Arc<dyn DynOrchestration>> {
+        self.exact(key).or_else(|| self.latest.get(key).and_then(|(_, full)| self.exact(full)))
+    }
+}
+
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    pub orchestrations: HashMap<String, Arc<dyn DynOrchestration>>,
-    /// Latest version registered per definition name.
-    pub latest: HashMap<String, String>,
+    /// Read on every start and cold load, written by [`Engine::register`]; a guard is never
+    /// held across an await.
+    pub registry: RwLock<Registry>,
     pub activities: ActivityRegistry,
     pub options: EngineOptions,
     pub stats: Stats,
 }
 
 impl Shared {
-    pub fn orchestration(&self, key: &str) -> Option<&Arc<dyn DynOrchestration>> {
-        self.orchestrations.get(key).or_else(|| self.latest.get(key).and_then(|full| self.orchestrations.get(full)))
+    /// The registry for reading. Every change to it is a single map insert made after its
+    /// checks, so a panic elsewhere cannot have left it half-changed: a poisoned lock is still
+    /// usable.
+    fn registry(&self) -> RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The registry for [`Engine::register_dyn`], the only writer.
+    fn registry_mut(&self) -> RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The orchestration a start names: `name@version`, or `name` for its latest version.
+    pub fn orchestration(&self, key: &str) -> Option<Arc<dyn DynOrchestration>> {
+        self.registry().resolve(key)
+    }
+
+    /// The orchestration registered as exactly `key` (`name@version`), as instances record it.
+    pub fn registered(&self, key: &str) -> Option<Arc<dyn DynOrchestration>> {
+        self.registry().exact(key)
     }
 }
 
@@ -250,9 +330,17 @@ impl EngineBuilder {
         self
     }
 
-    pub fn orchestration<O: Orchestration>(mut self, orchestration: O) -> Self {
-        let erased: Arc<dyn DynOrchestration> = Arc::new(Erased(orchestration));
-        self.orchestrations.insert(erased.definition().key(), erased);
+    /// Registers an orchestration from the start (a second one under the same key replaces
+    /// the first). [`Engine::register`] adds more while the engine runs.
+    pub fn orchestration<O: Orchestration>(self, orchestration: O) -> Self {
+        self.orchestration_dyn(into_dyn(orchestration))
+    }
+
+    /// [`EngineBuilder::orchestration`] for an orchestration behind its object-safe face.
+    /// Orchestrations given here are known before recovery starts, so instances of theirs that
+    /// recovery reloads never miss their definition.
+    pub fn orchestration_dyn(mut self, orchestration: Arc<dyn DynOrchestration>) -> Self {
+        self.orchestrations.insert(orchestration.definition().key(), orchestration);
         self
     }
 
@@ -289,19 +377,15 @@ impl EngineBuilder {
                 Arc::new(ManualClock::offset(offset))
             }
         };
-        let mut latest: HashMap<String, (String, String)> = HashMap::new();
-        for (key, orchestration) in &self.orchestrations {
-            let definition = orchestration.definition();
-            let entry = latest.entry(definition.name.clone()).or_insert((definition.version.clone(), key.clone()));
-            if version_newer(&definition.version, &entry.0) {
-                *entry = (definition.version.clone(), key.clone());
-            }
+        let mut registry = Registry::default();
+        for orchestration in self.orchestrations.into_values() {
+            // Keys are unique here, so nothing conflicts.
+            registry.add(orchestration.definition(), orchestration)?;
         }
         let shared = Arc::new(Shared {
             store,
             clock,
-            orchestrations: self.orchestrations,
-            latest: latest.into_iter().map(|(name, (_, key))| (name, key)).collect(),
+            registry: RwLock::new(registry),
             activities: self.activities,
             options: self.options,
             stats: Stats::default(),
@@ -388,6 +472,42 @@ impl Engine {
         answer.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
+    /// Registers an orchestration while the engine runs: instances started afterwards can use
+    /// it, and instances of its key load with it from then on (an instance that already failed
+    /// to load for want of it has a `definition_missing` incident: retry that). Returns
+    /// `Ok(true)` when it is new and `Ok(false)` when the same content (content hash) is
+    /// registered under its key (`name@version`) already; other content under a registered key
+    /// is an [`EngineError::DefinitionConflict`]. The latest version of a name (what a start
+    /// by bare name runs) follows dotted-version order, not registration order.
+    pub fn register<O: Orchestration>(&self, orchestration: O) -> Result<bool, EngineError> {
+        self.register_dyn(into_dyn(orchestration))
+    }
+
+    /// [`Engine::register`] for an orchestration behind its object-safe face
+    /// ([`crate::orchestration::into_dyn`]).
+    pub fn register_dyn(&self, orchestration: Arc<dyn DynOrchestration>) -> Result<bool, EngineError> {
+        // Read before taking the lock: no orchestration code runs under it.
+        let definition = orchestration.definition();
+        let key = definition.key();
+        let added = self.shared.registry_mut().add(definition, orchestration)?;
+        if added {
+            tracing::info!(definition = %key, "definition registered");
+        }
+        Ok(added)
+    }
+
+    /// The keys (`name@version`) of every registered orchestration, sorted.
+    pub fn definition_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.shared.registry().by_key.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// The key (`name@version`) a start by bare `name` runs: its latest registered version.
+    pub fn latest_key(&self, name: &str) -> Option<String> {
+        self.shared.registry().latest.get(name).map(|(_, key)| key.clone())
+    }
+
     /// Starts an instance of `definition` (`name@version`, or `name` for the latest version).
     /// Returns once the start is durable.
     pub async fn start(&self, definition: &str, input: Value, options: StartOptions) -> Result<Started, EngineError> {
@@ -395,11 +515,16 @@ impl Engine {
             return Err(EngineError::DefinitionNotFound(definition.to_owned()));
         }
         let id = options.id.unwrap_or_else(InstanceId::generate);
+        let mut tags = options.tags;
+        tags.sort();
+        tags.dedup();
         self.ask(|reply| Input::Start {
             id,
             definition: definition.to_owned(),
             input,
             idempotency_key: options.idempotency_key,
+            business_key: options.business_key,
+            tags,
             actor: options.actor.unwrap_or(Actor::System),
             reply,
         })

@@ -9,9 +9,10 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
 use super::{
-    DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate, InAppNotification, IncidentKind, InstanceFilter,
-    InstanceRow, InstanceStatus, InstanceWrite, NewDelivery, NewIncident, OutboxRow, ParentRef, SlaQuery, SlaRow,
-    SlaStateName, SnapshotRow, Store, StoreError, StoreResult, TaskRow, TimerRow,
+    DefinitionQuery, DefinitionRow, DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate, InAppNotification,
+    IncidentKind, InstanceFilter, InstanceRow, InstanceStatus, InstanceWrite, NewDefinition, NewDelivery, NewIncident,
+    OutboxRow, ParentRef, SlaQuery, SlaRow, SlaStateName, SnapshotRow, Store, StoreError, StoreResult, TaskRow,
+    TimerRow,
 };
 use crate::directory::{Department, Group, Organisation, PeopleQuery, Person};
 use crate::history::{
@@ -36,6 +37,10 @@ pub async fn run_all(store: &dyn Store) {
     event_dedup(store).await;
     list_instances_filters_and_pages(store).await;
     list_instances_limit_is_capped(store).await;
+    instance_search_fields_are_kept_from_creation(store).await;
+    list_instances_by_search_fields(store).await;
+    definitions_deploy_once_per_version(store).await;
+    definitions_latest_and_lists(store).await;
     times_keep_milliseconds(store).await;
     writes_that_need_their_row_are_refused_without_it(store).await;
     human_tasks_round_trip(store).await;
@@ -77,6 +82,9 @@ fn instance_row(instance: &str, orchestration: &str, status: InstanceStatus) -> 
         created_at: at(0),
         updated_at: at(0),
         result: None,
+        business_key: None,
+        tags: Vec::new(),
+        namespace: None,
     }
 }
 
@@ -712,6 +720,385 @@ pub async fn list_instances_limit_is_capped(store: &dyn Store) {
     assert_eq!(ok(store, store.list_instances(&filter(7)).await, "list").len(), 7, "[{kind}] explicit limit");
 }
 
+/// An instance row with what searches find it by.
+fn searchable(
+    instance: &str,
+    business_key: Option<&str>,
+    tags: &[&str],
+    namespace: Option<&str>,
+    created_ms: i64,
+) -> InstanceRow {
+    let mut row = instance_row(instance, "contract.search", InstanceStatus::Running);
+    row.business_key = business_key.map(str::to_owned);
+    row.tags = tags.iter().map(|tag| (*tag).to_owned()).collect();
+    row.namespace = namespace.map(str::to_owned);
+    row.created_at = at(created_ms);
+    row.updated_at = at(created_ms);
+    row
+}
+
+/// Business key, tags and namespace come back as written (tags sorted, each once), and stay
+/// what the creating write had: later writes of the row change the rest only. So does the
+/// creation time.
+pub async fn instance_search_fields_are_kept_from_creation(store: &dyn Store) {
+    let kind = store.kind();
+    // Its own orchestration, out of the way of the list check below.
+    let searchable = |instance, business_key, tags, namespace, created_ms| InstanceRow {
+        orchestration: "contract.keep".into(),
+        ..searchable(instance, business_key, tags, namespace, created_ms)
+    };
+    let a = id("keep-a");
+    let created = searchable("keep-a", Some("order-1"), &["vip", "eu", "vip"], Some("sales"), 5);
+    commit_ok(store, &[touch(&created)], "create keep-a").await;
+    let stored = ok(store, store.instance(&a).await, "instance").unwrap_or_else(|| panic!("[{kind}] keep-a exists"));
+    assert_eq!(stored.business_key.as_deref(), Some("order-1"), "[{kind}] business key");
+    assert_eq!(stored.tags, ["eu", "vip"], "[{kind}] tags sorted, each once");
+    assert_eq!(stored.namespace.as_deref(), Some("sales"), "[{kind}] namespace");
+
+    let mut later = searchable("keep-a", Some("order-2"), &["other"], Some("hr"), 50);
+    later.status = InstanceStatus::Completed;
+    commit_ok(store, &[touch(&later)], "update keep-a").await;
+    let loaded = ok(store, store.load(&a).await, "load").unwrap_or_else(|| panic!("[{kind}] keep-a loads"));
+    assert_eq!(loaded.row.status, InstanceStatus::Completed, "[{kind}] the rest is replaced");
+    assert_eq!(loaded.row.updated_at, at(50), "[{kind}] updated_at is replaced");
+    assert_eq!(loaded.row.created_at, at(5), "[{kind}] created_at stays");
+    assert_eq!(loaded.row.business_key.as_deref(), Some("order-1"), "[{kind}] business key stays");
+    assert_eq!(loaded.row.tags, ["eu", "vip"], "[{kind}] tags stay");
+    assert_eq!(loaded.row.namespace.as_deref(), Some("sales"), "[{kind}] namespace stays");
+    let by_old_tag = InstanceFilter { tag: Some("vip".into()), after: Some(id("keep-")), ..InstanceFilter::default() };
+    let listed = ok(store, store.list_instances(&by_old_tag).await, "list_instances");
+    assert!(listed.iter().any(|row| row.id == a), "[{kind}] found by its first tags");
+    let by_new_tag = InstanceFilter { tag: Some("other".into()), ..InstanceFilter::default() };
+    let listed = ok(store, store.list_instances(&by_new_tag).await, "list_instances");
+    assert!(listed.iter().all(|row| row.id != a), "[{kind}] not found by a later write's tags");
+
+    // Two writes creating one instance in one batch: the first one's tags are kept.
+    let b = id("keep-b");
+    let first = touch(&searchable("keep-b", None, &["first"], None, 1));
+    let second = touch(&searchable("keep-b", None, &["second"], None, 2));
+    commit_ok(store, &[first, second], "create keep-b twice in a batch").await;
+    let stored = ok(store, store.instance(&b).await, "instance").unwrap_or_else(|| panic!("[{kind}] keep-b exists"));
+    assert_eq!(stored.tags, ["first"], "[{kind}] the creating write's tags");
+    assert_eq!(stored.created_at, at(1), "[{kind}] the creating write's time");
+
+    let many = ok(store, store.load_many(&[a.clone(), b.clone()]).await, "load_many");
+    let tags: Vec<&[String]> = many.iter().map(|loaded| loaded.row.tags.as_slice()).collect();
+    assert_eq!(tags, [&["eu".to_owned(), "vip".to_owned()][..], &["first".to_owned()][..]], "[{kind}] load_many");
+}
+
+/// Lists filter by business key, tag, creation time and namespaces, alone and together, with
+/// the id cursor and limit as ever.
+pub async fn list_instances_by_search_fields(store: &dyn Store) {
+    let kind = store.kind();
+    let rows = [
+        searchable("search-00", Some("po-1"), &["urgent", "eu"], Some("sales"), 0),
+        searchable("search-01", Some("po-1"), &["eu"], Some("sales"), 1_000),
+        searchable("search-02", Some("po-2"), &["urgent"], Some("hr"), 2_000),
+        searchable("search-03", None, &["urgent"], None, 3_000),
+        searchable("search-04", Some("po-1"), &[], Some("hr"), 4_000),
+        searchable("search-05", Some("po-3"), &["urgent", "us"], Some("finance"), 5_000),
+        searchable("search-06", None, &[], Some("sales"), 6_000),
+    ];
+    let mut writes: Vec<InstanceWrite> = rows.iter().map(touch).collect();
+    if let Some(row) = writes[5].instance.as_mut() {
+        row.status = InstanceStatus::Waiting;
+    }
+    commit_ok(store, &writes, "searchable instances").await;
+    let list = async |filter: InstanceFilter| -> Vec<String> {
+        let filter =
+            InstanceFilter { orchestration: filter.orchestration.or_else(|| Some("contract.search".into())), ..filter };
+        let rows = ok(store, store.list_instances(&filter).await, "list_instances");
+        rows.into_iter().map(|row| row.id.0).collect()
+    };
+    let names = |list: &[&str]| Some(list.iter().map(|n| (*n).to_owned()).collect::<Vec<String>>());
+    let fine = |ms: i64| at(ms) + Duration::microseconds(700);
+    let cases: Vec<(&str, InstanceFilter, Vec<&str>)> = vec![
+        (
+            "business key",
+            InstanceFilter { business_key: Some("po-1".into()), ..InstanceFilter::default() },
+            vec!["search-00", "search-01", "search-04"],
+        ),
+        (
+            "unknown business key",
+            InstanceFilter { business_key: Some("po-9".into()), ..InstanceFilter::default() },
+            vec![],
+        ),
+        (
+            "tag",
+            InstanceFilter { tag: Some("urgent".into()), ..InstanceFilter::default() },
+            vec!["search-00", "search-02", "search-03", "search-05"],
+        ),
+        ("another tag", InstanceFilter { tag: Some("us".into()), ..InstanceFilter::default() }, vec!["search-05"]),
+        (
+            "created at or after",
+            InstanceFilter { created_after: Some(at(4_000)), ..InstanceFilter::default() },
+            vec!["search-04", "search-05", "search-06"],
+        ),
+        (
+            "created before",
+            InstanceFilter { created_before: Some(at(2_000)), ..InstanceFilter::default() },
+            vec!["search-00", "search-01"],
+        ),
+        (
+            "created in a range",
+            InstanceFilter {
+                created_after: Some(at(1_000)),
+                created_before: Some(at(4_000)),
+                ..InstanceFilter::default()
+            },
+            vec!["search-01", "search-02", "search-03"],
+        ),
+        (
+            "created range in milliseconds",
+            InstanceFilter {
+                created_after: Some(fine(1_000)),
+                created_before: Some(fine(3_000)),
+                ..InstanceFilter::default()
+            },
+            vec!["search-01", "search-02"],
+        ),
+        (
+            "one namespace",
+            InstanceFilter { namespaces: names(&["hr"]), ..InstanceFilter::default() },
+            vec!["search-02", "search-04"],
+        ),
+        (
+            "several namespaces",
+            InstanceFilter { namespaces: names(&["sales", "finance", "nowhere"]), ..InstanceFilter::default() },
+            vec!["search-00", "search-01", "search-05", "search-06"],
+        ),
+        ("no namespace at all", InstanceFilter { namespaces: names(&[]), ..InstanceFilter::default() }, vec![]),
+        (
+            "every namespace",
+            InstanceFilter::default(),
+            vec!["search-00", "search-01", "search-02", "search-03", "search-04", "search-05", "search-06"],
+        ),
+        (
+            "business key and tag",
+            InstanceFilter { business_key: Some("po-1".into()), tag: Some("eu".into()), ..InstanceFilter::default() },
+            vec!["search-00", "search-01"],
+        ),
+        (
+            "tag and namespaces",
+            InstanceFilter {
+                tag: Some("urgent".into()),
+                namespaces: names(&["sales", "hr"]),
+                ..InstanceFilter::default()
+            },
+            vec!["search-00", "search-02"],
+        ),
+        (
+            "tag, status and time",
+            InstanceFilter {
+                tag: Some("urgent".into()),
+                status: Some(InstanceStatus::Waiting),
+                created_after: Some(at(1)),
+                ..InstanceFilter::default()
+            },
+            vec!["search-05"],
+        ),
+        (
+            "everything at once",
+            InstanceFilter {
+                status: Some(InstanceStatus::Running),
+                business_key: Some("po-1".into()),
+                tag: Some("eu".into()),
+                created_after: Some(at(500)),
+                created_before: Some(at(5_000)),
+                namespaces: names(&["sales"]),
+                ..InstanceFilter::default()
+            },
+            vec!["search-01"],
+        ),
+        (
+            "another orchestration",
+            InstanceFilter {
+                orchestration: Some("contract.elsewhere".into()),
+                tag: Some("urgent".into()),
+                ..InstanceFilter::default()
+            },
+            vec![],
+        ),
+    ];
+    for (what, filter, expected) in cases {
+        assert_eq!(list(filter).await, expected, "[{kind}] {what}");
+    }
+
+    // Pages of a filtered list.
+    let urgent = |after: Option<&str>| InstanceFilter {
+        tag: Some("urgent".into()),
+        after: after.map(id),
+        limit: 2,
+        ..InstanceFilter::default()
+    };
+    assert_eq!(list(urgent(None)).await, ["search-00", "search-02"], "[{kind}] tag page 1");
+    assert_eq!(list(urgent(Some("search-02"))).await, ["search-03", "search-05"], "[{kind}] tag page 2");
+    assert!(list(urgent(Some("search-05"))).await.is_empty(), "[{kind}] past the last tag page");
+    let sales = |after: Option<&str>| InstanceFilter {
+        namespaces: names(&["sales"]),
+        after: after.map(id),
+        limit: 1,
+        ..InstanceFilter::default()
+    };
+    assert_eq!(list(sales(Some("search-00"))).await, ["search-01"], "[{kind}] namespace page");
+
+    // Without the orchestration filter, a filter alone finds the whole row.
+    let alone = InstanceFilter { business_key: Some("po-3".into()), ..InstanceFilter::default() };
+    let found = ok(store, store.list_instances(&alone).await, "list_instances");
+    let expected =
+        writes[5].instance.clone().map(|row| InstanceRow { tags: vec!["urgent".into(), "us".into()], ..row });
+    assert_eq!(found, expected.into_iter().collect::<Vec<_>>(), "[{kind}] business key alone, whole row");
+}
+
+fn new_definition(name: &str, version: &str, namespace: Option<&str>, hash: &str) -> NewDefinition {
+    NewDefinition {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        namespace: namespace.map(str::to_owned),
+        content_hash: hash.to_owned(),
+        source: format!("document:\n  name: {name}\n  version: '{version}'\n# {hash}\n"),
+        deployed_by: Actor::User { id: "deployer".into() },
+        deployed_at: at(7),
+    }
+}
+
+/// Deploys `definition`, which must be new.
+async fn deploy_new(store: &dyn Store, definition: &NewDefinition) -> DefinitionRow {
+    let what = format!("deploying {}@{}", definition.name, definition.version);
+    let (row, created) = ok(store, store.deploy_definition(definition).await, &what);
+    assert!(created, "[{}] {what}: created", store.kind());
+    row
+}
+
+/// A deployed version is immutable: the same text again is accepted and changes nothing,
+/// another text under it is a conflict naming it.
+pub async fn definitions_deploy_once_per_version(store: &dyn Store) {
+    let kind = store.kind();
+    let mut new = new_definition("contract.def.once", "1.0.0", Some("sales"), "hash-1");
+    new.deployed_at = at(7) + Duration::microseconds(700);
+    let row = deploy_new(store, &new).await;
+    assert!(row.seq > 0, "[{kind}] seqs start at 1");
+    let expected = DefinitionRow {
+        seq: row.seq,
+        name: new.name.clone(),
+        version: new.version.clone(),
+        namespace: new.namespace.clone(),
+        content_hash: new.content_hash.clone(),
+        source: new.source.clone(),
+        deployed_by: new.deployed_by.clone(),
+        deployed_at: at(7),
+    };
+    assert_eq!(row, expected, "[{kind}] the deployed row (time in milliseconds)");
+    assert_eq!(row.key(), "contract.def.once@1.0.0", "[{kind}] key");
+
+    let again = NewDefinition { deployed_by: Actor::System, deployed_at: at(99), ..new.clone() };
+    let (same, created) = ok(store, store.deploy_definition(&again).await, "deploying the same text again");
+    assert!(!created, "[{kind}] the same text again creates nothing");
+    assert_eq!(same, expected, "[{kind}] the same text again returns the first row as it was");
+
+    let changed = NewDefinition { content_hash: "hash-2".into(), source: "changed".into(), ..new.clone() };
+    match store.deploy_definition(&changed).await {
+        Err(StoreError::Conflict(message)) => {
+            assert!(
+                message.contains("contract.def.once") && message.contains("1.0.0"),
+                "[{kind}] the conflict names the definition and version: {message}"
+            );
+        }
+        other => panic!("[{kind}] another text under a deployed version: expected a conflict, got {other:?}"),
+    }
+    let stored = ok(store, store.definition("contract.def.once", Some("1.0.0")).await, "definition");
+    assert_eq!(stored, Some(expected), "[{kind}] the conflict changed nothing");
+    let listed = ok(
+        store,
+        store
+            .definitions(&DefinitionQuery { name: Some("contract.def.once".into()), ..DefinitionQuery::default() })
+            .await,
+        "definitions",
+    );
+    assert_eq!(listed.len(), 1, "[{kind}] one row per version");
+}
+
+/// `definition` finds a version, or the most recently deployed one; lists filter by name and
+/// namespaces and page by seq.
+pub async fn definitions_latest_and_lists(store: &dyn Store) {
+    let kind = store.kind();
+    let a1 = deploy_new(store, &new_definition("contract.def.a", "1", Some("sales"), "a1")).await;
+    let a2 = deploy_new(store, &new_definition("contract.def.a", "2", Some("sales"), "a2")).await;
+    let b1 = deploy_new(store, &new_definition("contract.def.b", "1", Some("hr"), "b1")).await;
+    let c1 = deploy_new(store, &new_definition("contract.def.c", "1", None, "c1")).await;
+    // Deployed last, so the most recent, though its version number is lower.
+    let a0 = deploy_new(store, &new_definition("contract.def.a", "0.5", Some("sales"), "a0")).await;
+    assert!(a1.seq < a2.seq && a2.seq < b1.seq && b1.seq < c1.seq && c1.seq < a0.seq, "[{kind}] seqs follow deploys");
+
+    let find = async |name: &str, version: Option<&str>| {
+        ok(store, store.definition(name, version).await, "definition").map(|row| row.seq)
+    };
+    assert_eq!(find("contract.def.a", Some("1")).await, Some(a1.seq), "[{kind}] a version");
+    assert_eq!(find("contract.def.a", Some("2")).await, Some(a2.seq), "[{kind}] another version");
+    assert_eq!(find("contract.def.a", None).await, Some(a0.seq), "[{kind}] the most recently deployed");
+    assert_eq!(find("contract.def.b", None).await, Some(b1.seq), "[{kind}] the only version");
+    assert_eq!(find("contract.def.a", Some("9")).await, None, "[{kind}] unknown version");
+    assert_eq!(find("contract.def.none", None).await, None, "[{kind}] unknown name");
+
+    let list = async |query: DefinitionQuery| -> Vec<i64> {
+        // Only this check's rows: they come after a1.
+        let query = DefinitionQuery { after: query.after.or(Some(a1.seq - 1)), ..query };
+        ok(store, store.definitions(&query).await, "definitions").iter().map(|row| row.seq).collect()
+    };
+    let names = |list: &[&str]| Some(list.iter().map(|n| (*n).to_owned()).collect::<Vec<String>>());
+    let cases: Vec<(&str, DefinitionQuery, Vec<i64>)> = vec![
+        ("everything", DefinitionQuery::default(), vec![a1.seq, a2.seq, b1.seq, c1.seq, a0.seq]),
+        (
+            "by name",
+            DefinitionQuery { name: Some("contract.def.a".into()), ..DefinitionQuery::default() },
+            vec![a1.seq, a2.seq, a0.seq],
+        ),
+        ("one namespace", DefinitionQuery { namespaces: names(&["hr"]), ..DefinitionQuery::default() }, vec![b1.seq]),
+        (
+            "several namespaces",
+            DefinitionQuery { namespaces: names(&["hr", "sales"]), ..DefinitionQuery::default() },
+            vec![a1.seq, a2.seq, b1.seq, a0.seq],
+        ),
+        ("no namespace at all", DefinitionQuery { namespaces: names(&[]), ..DefinitionQuery::default() }, vec![]),
+        (
+            "name and namespace",
+            DefinitionQuery {
+                name: Some("contract.def.a".into()),
+                namespaces: names(&["hr"]),
+                ..DefinitionQuery::default()
+            },
+            vec![],
+        ),
+        (
+            "a page",
+            DefinitionQuery { after: Some(a2.seq), limit: 2, ..DefinitionQuery::default() },
+            vec![b1.seq, c1.seq],
+        ),
+        (
+            "a page by name",
+            DefinitionQuery {
+                name: Some("contract.def.a".into()),
+                after: Some(a1.seq),
+                limit: 1,
+                ..DefinitionQuery::default()
+            },
+            vec![a2.seq],
+        ),
+        ("past the end", DefinitionQuery { after: Some(a0.seq), ..DefinitionQuery::default() }, vec![]),
+    ];
+    for (what, query, expected) in cases {
+        assert_eq!(list(query).await, expected, "[{kind}] {what}");
+    }
+    let listed = ok(
+        store,
+        store.definitions(&DefinitionQuery { after: Some(b1.seq - 1), limit: 1, ..DefinitionQuery::default() }).await,
+        "definitions",
+    );
+    assert_eq!(listed, vec![b1.clone()], "[{kind}] whole rows come back");
+    let bound = |limit| DefinitionQuery { limit, ..DefinitionQuery::default() }.effective_limit();
+    assert_eq!((bound(0), bound(7), bound(5000)), (100, 7, 1000), "the bound rule");
+}
+
 /// Stored times have millisecond precision, in every store, so memory and disk agree.
 pub async fn times_keep_milliseconds(store: &dyn Store) {
     let kind = store.kind();
@@ -1114,7 +1501,7 @@ pub async fn slas_by_state(store: &dyn Store) {
     let late = SlaRow { breached_at: Some(at(700)), stopped_at: Some(at(950)), running_since: None, ..sla("sla-5", b) };
     let paused = SlaRow { target_at: None, at_risk_at: None, running_since: None, ..sla("sla-6", b) };
     let due_now = SlaRow {
-        definition: "contract.sla2".into(),
+        definition: "hr/contract.sla2".into(),
         at_risk_at: Some(at(1000)),
         human_task: None,
         calendar: None,
@@ -1152,7 +1539,10 @@ pub async fn slas_by_state(store: &dyn Store) {
         (state(SlaStateName::AtRisk, 999), vec!["sla-2"]),
         (SlaQuery { open_only: true, ..SlaQuery::default() }, vec!["sla-1", "sla-2", "sla-3", "sla-6", "sla-7"]),
         (SlaQuery { department: Some("sla-dept-A".into()), ..SlaQuery::default() }, vec!["sla-1", "sla-2", "sla-3"]),
-        (SlaQuery { definition: Some("contract.sla2".into()), ..SlaQuery::default() }, vec!["sla-7"]),
+        (SlaQuery { definition: Some("hr/contract.sla2".into()), ..SlaQuery::default() }, vec!["sla-7"]),
+        (SlaQuery { namespaces: Some(vec!["hr".into(), "it".into()]), ..SlaQuery::default() }, vec!["sla-7"]),
+        (SlaQuery { namespaces: Some(vec!["contract.sla".into()]), ..SlaQuery::default() }, vec![]),
+        (SlaQuery { namespaces: Some(vec![]), ..SlaQuery::default() }, vec![]),
         (SlaQuery { instance: Some(id("sla-3")), ..SlaQuery::default() }, vec!["sla-3"]),
         (SlaQuery { department: Some("sla-dept-B".into()), open_only: true, ..SlaQuery::default() }, vec!["sla-6"]),
         (SlaQuery { after: Some((id("sla-5"), 1)), ..SlaQuery::default() }, vec!["sla-6", "sla-7"]),

@@ -14,10 +14,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate, HistoryStore, HumanTaskStore, InAppNotification,
-    Incident, IncidentStore, InstanceFilter, InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance, NewDelivery,
-    NewIncident, NotificationStore, OutboxRow, OutboxStore, SettingsStore, SlaQuery, SlaRow, SlaStore, SnapshotRow,
-    StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore,
+    DefinitionQuery, DefinitionRow, DefinitionStore, DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate,
+    HistoryStore, HumanTaskStore, InAppNotification, Incident, IncidentStore, InstanceFilter, InstanceRow,
+    InstanceStatus, InstanceWrite, LoadedInstance, NewDefinition, NewDelivery, NewIncident, NotificationStore,
+    OutboxRow, OutboxStore, SettingsStore, SlaQuery, SlaRow, SlaStore, SnapshotRow, StepStore, Store, StoreError,
+    StoreResult, TaskRow, TaskStore, TimerRow, TimerStore, definition_conflict,
 };
 use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
 use crate::history::{InstanceId, Seq, StoredEvent, history_time};
@@ -73,6 +74,10 @@ struct State {
     people: BTreeMap<String, Person>,
     departments: BTreeMap<String, Department>,
     groups: BTreeMap<String, Group>,
+    /// Deployed definitions by seq (deploy order), and the seq of each `(name, version)`.
+    definitions: BTreeMap<i64, DefinitionRow>,
+    definition_versions: HashMap<(String, String), i64>,
+    last_definition_seq: i64,
 }
 
 type DeliveryKey = (InstanceId, Seq, String, String);
@@ -258,9 +263,18 @@ impl State {
     }
 
     fn upsert_instance(&mut self, row: &InstanceRow) {
+        // What the instance was created with (creation time, business key, tags, namespace)
+        // never changes: a later row replaces the rest.
+        let (created_at, business_key, tags, namespace) = match self.instances.get(&row.id) {
+            Some(old) => (old.created_at, old.business_key.clone(), old.tags.clone(), old.namespace.clone()),
+            None => (row.created_at, row.business_key.clone(), normalized_tags(&row.tags), row.namespace.clone()),
+        };
         let row = InstanceRow {
-            created_at: history_time(row.created_at),
+            created_at: history_time(created_at),
             updated_at: history_time(row.updated_at),
+            business_key,
+            tags,
+            namespace,
             ..row.clone()
         };
         if let Some(previous) = self.instances.get(&row.id).and_then(|old| old.idempotency_key.clone()) {
@@ -307,6 +321,14 @@ impl State {
             .collect();
         Some(LoadedInstance { row, snapshot, events })
     }
+}
+
+/// Tags as a set, as SQL's `instance_tags` keeps them: sorted, each once.
+fn normalized_tags(tags: &[String]) -> Vec<String> {
+    let mut tags = tags.to_vec();
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 fn normalized_task(task: &TaskRow) -> TaskRow {
@@ -386,8 +408,7 @@ impl HistoryStore for MemoryStore {
             .instances
             .range((Bound::Excluded(after), Bound::Unbounded))
             .map(|(_, row)| row)
-            .filter(|row| filter.status.is_none_or(|status| row.status == status))
-            .filter(|row| filter.orchestration.as_ref().is_none_or(|name| &row.orchestration == name))
+            .filter(|row| filter.matches(row))
             .take(filter.effective_limit() as usize)
             .cloned()
             .collect())
@@ -654,6 +675,66 @@ impl NotificationStore for MemoryStore {
             }
         }
         Ok(changed)
+    }
+}
+
+impl State {
+    /// Deploys a definition unless its `(name, version)` is taken (see
+    /// [`DefinitionStore::deploy_definition`]).
+    fn deploy_definition(&mut self, new: &NewDefinition) -> StoreResult<(DefinitionRow, bool)> {
+        let key = (new.name.clone(), new.version.clone());
+        if let Some(existing) = self.definition_versions.get(&key).and_then(|seq| self.definitions.get(seq)) {
+            if existing.content_hash != new.content_hash {
+                return Err(definition_conflict(existing, new));
+            }
+            return Ok((existing.clone(), false));
+        }
+        self.last_definition_seq += 1;
+        let row = DefinitionRow {
+            seq: self.last_definition_seq,
+            name: new.name.clone(),
+            version: new.version.clone(),
+            namespace: new.namespace.clone(),
+            content_hash: new.content_hash.clone(),
+            source: new.source.clone(),
+            deployed_by: new.deployed_by.clone(),
+            deployed_at: history_time(new.deployed_at),
+        };
+        self.definitions.insert(row.seq, row.clone());
+        self.definition_versions.insert(key, row.seq);
+        Ok((row, true))
+    }
+}
+
+#[async_trait]
+impl DefinitionStore for MemoryStore {
+    async fn deploy_definition(&self, definition: &NewDefinition) -> StoreResult<(DefinitionRow, bool)> {
+        self.state().deploy_definition(definition)
+    }
+
+    async fn definition(&self, name: &str, version: Option<&str>) -> StoreResult<Option<DefinitionRow>> {
+        let state = self.state();
+        let found = match version {
+            Some(version) => state
+                .definition_versions
+                .get(&(name.to_owned(), version.to_owned()))
+                .and_then(|seq| state.definitions.get(seq)),
+            None => state.definitions.values().rev().find(|row| row.name == name),
+        };
+        Ok(found.cloned())
+    }
+
+    async fn definitions(&self, query: &DefinitionQuery) -> StoreResult<Vec<DefinitionRow>> {
+        let state = self.state();
+        let after = query.after.unwrap_or(0);
+        Ok(state
+            .definitions
+            .range((Bound::Excluded(after), Bound::Unbounded))
+            .map(|(_, row)| row)
+            .filter(|row| query.matches(row))
+            .take(query.effective_limit() as usize)
+            .cloned()
+            .collect())
     }
 }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::history::{InstanceId, Seq, StoredEvent};
+use crate::history::{Actor, InstanceId, Seq, StoredEvent};
 use crate::human::{HumanTaskRow, InboxQuery, Principal};
 
 pub mod memory;
@@ -86,6 +86,9 @@ impl InstanceStatus {
 }
 
 /// The summary row of an instance: what lists and `describe` read without touching history.
+///
+/// A write replaces the row, except what the instance was created with: `created_at`,
+/// `business_key`, `tags` and `namespace` stay as the write that created the row had them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRow {
     pub id: InstanceId,
@@ -104,6 +107,16 @@ pub struct InstanceRow {
     pub updated_at: DateTime<Utc>,
     /// Final output or failure, once the instance has ended.
     pub result: Option<Value>,
+    /// The business object the instance is about (an order number, a case id), given at the
+    /// start; not unique.
+    #[serde(default)]
+    pub business_key: Option<String>,
+    /// Labels given at the start; stores keep them sorted and without repeats.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The namespace of the instance's definition ([`crate::DefinitionInfo::namespace`]).
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,14 +289,27 @@ pub fn bounded(limit: u32, default: u32, max: u32) -> u32 {
     if limit == 0 { default } else { limit.min(max) }
 }
 
-/// Filter for instance lists. Every list is bounded by `limit`.
+/// Filter for instance lists, in id order. Every filter set must pass; every list is bounded
+/// by `limit`.
 #[derive(Clone, Debug, Default)]
 pub struct InstanceFilter {
     pub status: Option<InstanceStatus>,
+    /// Only instances of this definition name.
     pub orchestration: Option<String>,
     /// Cursor: only ids greater than this one.
     pub after: Option<InstanceId>,
     pub limit: u32,
+    /// Only instances started with this business key.
+    pub business_key: Option<String>,
+    /// Only instances carrying this tag.
+    pub tag: Option<String>,
+    /// Only instances created at or after this time (compared in milliseconds, as stored).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only instances created before this time (compared in milliseconds, as stored).
+    pub created_before: Option<DateTime<Utc>>,
+    /// `None`: every namespace. `Some(list)`: only instances whose namespace is in the list (an
+    /// empty list matches nothing, and an instance without a namespace matches no list).
+    pub namespaces: Option<Vec<String>>,
 }
 
 impl InstanceFilter {
@@ -296,6 +322,108 @@ impl InstanceFilter {
     pub fn effective_limit(&self) -> u32 {
         bounded(self.limit, Self::DEFAULT_LIMIT, Self::MAX_LIMIT)
     }
+
+    /// Does `row` pass the filter (cursor included, limit aside)? Memory stores filter with it;
+    /// SQL stores agree with it.
+    pub fn matches(&self, row: &InstanceRow) -> bool {
+        let created_ms = row.created_at.timestamp_millis();
+        self.status.is_none_or(|status| row.status == status)
+            && self.orchestration.as_ref().is_none_or(|name| &row.orchestration == name)
+            && self.after.as_ref().is_none_or(|after| &row.id > after)
+            && self.business_key.as_ref().is_none_or(|key| row.business_key.as_ref() == Some(key))
+            && self.tag.as_ref().is_none_or(|tag| row.tags.contains(tag))
+            && self.created_after.is_none_or(|t| created_ms >= t.timestamp_millis())
+            && self.created_before.is_none_or(|t| created_ms < t.timestamp_millis())
+            && in_namespaces(self.namespaces.as_deref(), row.namespace.as_deref())
+    }
+}
+
+/// The namespace rule of list queries: `None` lets every row through; a list only the rows
+/// whose namespace it names.
+fn in_namespaces(namespaces: Option<&[String]>, namespace: Option<&str>) -> bool {
+    match (namespaces, namespace) {
+        (None, _) => true,
+        (Some(list), Some(namespace)) => list.iter().any(|n| n == namespace),
+        (Some(_), None) => false,
+    }
+}
+
+/// A definition about to be deployed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewDefinition {
+    pub name: String,
+    pub version: String,
+    pub namespace: Option<String>,
+    /// Identifies `source`: the same version deployed again must have the same hash.
+    pub content_hash: String,
+    /// The definition's text (YAML or JSON), as deployed.
+    pub source: String,
+    pub deployed_by: Actor,
+    pub deployed_at: DateTime<Utc>,
+}
+
+/// A deployed definition. A version is immutable once deployed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionRow {
+    /// Deploy order, assigned by the store (from 1): the cursor of [`DefinitionQuery`].
+    pub seq: i64,
+    pub name: String,
+    pub version: String,
+    pub namespace: Option<String>,
+    pub content_hash: String,
+    pub source: String,
+    pub deployed_by: Actor,
+    /// Kept in milliseconds.
+    pub deployed_at: DateTime<Utc>,
+}
+
+impl DefinitionRow {
+    /// The key the engine registers the definition under (`name@version`).
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// Filter for definition lists, in deploy order (`seq`), bounded by `limit`.
+#[derive(Clone, Debug, Default)]
+pub struct DefinitionQuery {
+    /// Only versions of this name.
+    pub name: Option<String>,
+    /// `None`: every namespace. `Some(list)`: only definitions whose namespace is in the list
+    /// (an empty list matches nothing, and a definition without a namespace matches no list).
+    pub namespaces: Option<Vec<String>>,
+    /// Cursor: only rows with a greater `seq`.
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+impl DefinitionQuery {
+    /// Lists return this many rows when the query asks for none.
+    pub const DEFAULT_LIMIT: u32 = 100;
+    /// No list returns more rows than this.
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// The number of rows a list with this query returns at most.
+    pub fn effective_limit(&self) -> u32 {
+        bounded(self.limit, Self::DEFAULT_LIMIT, Self::MAX_LIMIT)
+    }
+
+    /// Does `row` pass the query (cursor included, limit aside)? Memory stores filter with it;
+    /// SQL stores agree with it.
+    pub fn matches(&self, row: &DefinitionRow) -> bool {
+        self.name.as_ref().is_none_or(|name| &row.name == name)
+            && self.after.is_none_or(|after| row.seq > after)
+            && in_namespaces(self.namespaces.as_deref(), row.namespace.as_deref())
+    }
+}
+
+/// The conflict of deploying another text under a deployed version.
+pub(crate) fn definition_conflict(existing: &DefinitionRow, new: &NewDefinition) -> StoreError {
+    StoreError::Conflict(format!(
+        "definition {} version {} is already deployed with content hash {}, not {}; a deployed version \
+         never changes: deploy the new text under a new version",
+        existing.name, existing.version, existing.content_hash, new.content_hash
+    ))
 }
 
 /// Writes of the runtime's steps.
@@ -317,7 +445,24 @@ pub trait HistoryStore: Send + Sync {
     async fn history(&self, id: &InstanceId, from: Seq, limit: u32) -> StoreResult<Vec<StoredEvent>>;
     async fn find_by_idempotency_key(&self, key: &str) -> StoreResult<Option<InstanceId>>;
     async fn event_seen(&self, id: &InstanceId, event_id: &str) -> StoreResult<bool>;
+    /// The instances that pass `filter` ([`InstanceFilter::matches`]), in id order, at most
+    /// `filter.effective_limit()`.
     async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<InstanceRow>>;
+}
+
+/// Deployed definitions: their text, kept so every node can compile and register them again.
+#[async_trait]
+pub trait DefinitionStore: Send + Sync {
+    /// Deploys a definition version. A deployed version is immutable: the same `(name,
+    /// version)` with the same content hash returns the existing row and `false`; with another
+    /// hash it is a [`StoreError::Conflict`] naming the definition and version. Returns the
+    /// stored row and whether it was created.
+    async fn deploy_definition(&self, definition: &NewDefinition) -> StoreResult<(DefinitionRow, bool)>;
+    /// One version of a definition; `version: None` is the most recently deployed version of
+    /// `name`.
+    async fn definition(&self, name: &str, version: Option<&str>) -> StoreResult<Option<DefinitionRow>>;
+    /// The definitions that pass `query`, in deploy order, at most `query.effective_limit()`.
+    async fn definitions(&self, query: &DefinitionQuery) -> StoreResult<Vec<DefinitionRow>>;
 }
 
 /// Activity tasks outside the step path: recovery and inspection.
@@ -484,6 +629,9 @@ pub struct SlaQuery {
     pub now: Option<DateTime<Utc>>,
     pub after: Option<(InstanceId, Seq)>,
     pub limit: u32,
+    /// Only clocks of definitions in these namespaces (the part of `definition` before its
+    /// `/`); None: every namespace.
+    pub namespaces: Option<Vec<String>>,
 }
 
 impl SlaQuery {
@@ -503,6 +651,9 @@ impl SlaQuery {
             && self.state.is_none_or(|s| row.state(now) == s)
             && (!self.open_only || row.stopped_at.is_none())
             && self.after.as_ref().is_none_or(|(i, s)| (&row.instance, row.seq) > (i, *s))
+            && self.namespaces.as_ref().is_none_or(|list| {
+                row.definition.split_once('/').is_some_and(|(namespace, _)| list.iter().any(|n| n == namespace))
+            })
     }
 }
 
@@ -640,6 +791,7 @@ pub trait Store:
     + HumanTaskStore
     + SlaStore
     + NotificationStore
+    + DefinitionStore
     + crate::directory::Directory
     + std::fmt::Debug
 {

@@ -27,10 +27,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlitePool, SqliteTransaction};
 
 use super::{
-    DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate, HistoryStore, HumanTaskStore, InAppNotification,
-    Incident, IncidentKind, IncidentStore, InstanceFilter, InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance,
-    NewDelivery, NewIncident, NotificationStore, OutboxRow, OutboxStore, ParentRef, SettingsStore, SlaQuery, SlaRow,
-    SlaStore, SnapshotRow, StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore,
+    DefinitionQuery, DefinitionRow, DefinitionStore, DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate,
+    HistoryStore, HumanTaskStore, InAppNotification, Incident, IncidentKind, IncidentStore, InstanceFilter,
+    InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance, NewDefinition, NewDelivery, NewIncident,
+    NotificationStore, OutboxRow, OutboxStore, ParentRef, SettingsStore, SlaQuery, SlaRow, SlaStore, SnapshotRow,
+    StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore, definition_conflict,
 };
 use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
 use crate::history::{InstanceId, Seq, StoredEvent, time_from_ms};
@@ -86,6 +87,7 @@ fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         migration(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
         migration(2, "people_and_deadlines", include_str!("../../migrations/sqlite/0002_people_and_deadlines.sql")),
+        migration(3, "definitions_and_search", include_str!("../../migrations/sqlite/0003_definitions_and_search.sql")),
     ])
 }
 
@@ -279,6 +281,30 @@ fn decode_instance(row: &SqliteRow) -> StoreResult<InstanceRow> {
         created_at: get_time(row, "created_ms")?,
         updated_at: get_time(row, "updated_ms")?,
         result: get_optional_json(row, "result")?,
+        business_key: get(row, "business_key")?,
+        tags: get_tags(row)?,
+        namespace: get(row, "namespace")?,
+    })
+}
+
+/// The `tags` column of [`instance_columns!`]: a JSON array, sorted here (SQLite's
+/// `json_group_array` promises no order).
+fn get_tags(row: &SqliteRow) -> StoreResult<Vec<String>> {
+    let mut tags: Vec<String> = get_decoded(row, "tags")?;
+    tags.sort();
+    Ok(tags)
+}
+
+fn decode_definition(row: &SqliteRow) -> StoreResult<DefinitionRow> {
+    Ok(DefinitionRow {
+        seq: get(row, "seq")?,
+        name: get(row, "name")?,
+        version: get(row, "version")?,
+        namespace: get(row, "namespace")?,
+        content_hash: get(row, "content_hash")?,
+        source: get(row, "source")?,
+        deployed_by: get_decoded(row, "deployed_by")?,
+        deployed_at: get_time(row, "deployed_ms")?,
     })
 }
 
@@ -450,21 +476,31 @@ fn decode_all<T>(rows: &[SqliteRow], decode: fn(&SqliteRow) -> StoreResult<T>) -
 // whose positions are listed in the statement. JSON values (inputs, payloads, state) are
 // carried as already-encoded strings, so they reach their TEXT column byte for byte.
 
+/// What an instance was created with (its creation time, business key and namespace) stays:
+/// an update leaves those columns, and their indexes, alone.
 const UPSERT_INSTANCES: &str = "
     INSERT INTO instances (id, orchestration, version, status, next_seq, last_hash, run_start,
-                           idempotency_key, parent_id, parent_seq, created_ms, updated_ms, result)
+                           idempotency_key, parent_id, parent_seq, created_ms, updated_ms, result,
+                           business_key, namespace)
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
            json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
            json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
            json_extract(value, '$[9]'), json_extract(value, '$[10]'), json_extract(value, '$[11]'),
-           json_extract(value, '$[12]')
+           json_extract(value, '$[12]'), json_extract(value, '$[13]'), json_extract(value, '$[14]')
     FROM json_each(?1) WHERE true ORDER BY key
     ON CONFLICT (id) DO UPDATE SET
         orchestration = excluded.orchestration, version = excluded.version, status = excluded.status,
         next_seq = excluded.next_seq, last_hash = excluded.last_hash, run_start = excluded.run_start,
         idempotency_key = excluded.idempotency_key, parent_id = excluded.parent_id,
-        parent_seq = excluded.parent_seq, created_ms = excluded.created_ms,
-        updated_ms = excluded.updated_ms, result = excluded.result";
+        parent_seq = excluded.parent_seq, updated_ms = excluded.updated_ms, result = excluded.result";
+
+/// The tags of instances the batch creates; runs before [`UPSERT_INSTANCES`], so an instance
+/// that already has a row keeps the tags it was created with.
+const INSERT_INSTANCE_TAGS: &str = "
+    INSERT INTO instance_tags (instance_id, tag)
+    SELECT json_extract(t.value, '$[0]'), json_extract(t.value, '$[1]') FROM json_each(?1) AS t
+    WHERE NOT EXISTS (SELECT 1 FROM instances AS i WHERE i.id = json_extract(t.value, '$[0]'))
+    ON CONFLICT DO NOTHING";
 
 const INSERT_HISTORY: &str = "
     INSERT INTO history (instance_id, seq, tag, schema, at_ms, actor, payload, prev_hash, hash)
@@ -596,6 +632,8 @@ type InstanceJson<'a> = (
     i64,
     i64,
     Option<String>,
+    Option<&'a str>,
+    Option<&'a str>,
 );
 type EventJson<'a> = (&'a str, i64, u16, u16, i64, &'a str, &'a str, &'a str, &'a str);
 type TaskJson<'a> = (&'a str, i64, &'a str, String, String, u32, i64, bool, Option<&'a str>);
@@ -773,9 +811,15 @@ fn encode_batch(writes: &[InstanceWrite]) -> StoreResult<Vec<Statement>> {
     let mut resolved: Vec<(i64, i64)> = Vec::new();
     let mut resolved_ids: HashSet<i64> = HashSet::new();
     let mut received: Vec<(&str, &str)> = Vec::new();
+    // Tags come with the first write of each instance: the one that may create it.
+    let mut tags: Vec<(&str, &str)> = Vec::new();
+    let mut tagged: HashSet<&str> = HashSet::new();
 
     for write in writes {
         if let Some(row) = &write.instance {
+            if tagged.insert(row.id.as_str()) {
+                tags.extend(row.tags.iter().map(|tag| (row.id.as_str(), tag.as_str())));
+            }
             instances.push((
                 row.id.as_str(),
                 &row.orchestration,
@@ -790,6 +834,8 @@ fn encode_batch(writes: &[InstanceWrite]) -> StoreResult<Vec<Statement>> {
                 row.created_at.timestamp_millis(),
                 row.updated_at.timestamp_millis(),
                 row.result.as_ref().map(to_json).transpose()?,
+                row.business_key.as_deref(),
+                row.namespace.as_deref(),
             ));
         }
         for event in &write.events {
@@ -871,6 +917,7 @@ fn encode_batch(writes: &[InstanceWrite]) -> StoreResult<Vec<Statement>> {
     }
 
     let mut statements = Vec::new();
+    push_statement(&mut statements, INSERT_INSTANCE_TAGS, "instance_tags", &tags)?;
     push_statement(&mut statements, UPSERT_INSTANCES, "instances", &instances)?;
     push_statement(&mut statements, INSERT_HISTORY, "history", &events)?;
     push_statement(&mut statements, UPSERT_SNAPSHOTS, "snapshots", &snapshots)?;
@@ -934,15 +981,21 @@ impl SqliteStore {
 // ---------------------------------------------------------------------------------------------
 // Reads.
 
-const SELECT_INSTANCE: &str = "
+/// The columns [`decode_instance`] reads, from `instances` (not aliased): the row's own and
+/// its tags as a JSON array.
+macro_rules! instance_columns {
+    () => {
+        "
     SELECT id, orchestration, version, status, next_seq, last_hash, run_start, idempotency_key,
-           parent_id, parent_seq, created_ms, updated_ms, result
-    FROM instances WHERE id = ?1";
+           parent_id, parent_seq, created_ms, updated_ms, result, business_key, namespace,
+           (SELECT json_group_array(tag) FROM instance_tags WHERE instance_id = instances.id) AS tags
+    FROM instances"
+    };
+}
 
-const LOAD_INSTANCES: &str = "
-    SELECT id, orchestration, version, status, next_seq, last_hash, run_start, idempotency_key,
-           parent_id, parent_seq, created_ms, updated_ms, result
-    FROM instances WHERE id IN (SELECT value FROM json_each(?1))";
+const SELECT_INSTANCE: &str = concat!(instance_columns!(), " WHERE id = ?1");
+
+const LOAD_INSTANCES: &str = concat!(instance_columns!(), " WHERE id IN (SELECT value FROM json_each(?1))");
 
 /// A snapshot taken before the current run began (continue-as-new) belongs to the old run.
 const LOAD_SNAPSHOTS: &str = "
@@ -966,26 +1019,19 @@ const FIND_BY_IDEMPOTENCY_KEY: &str = "SELECT id FROM instances WHERE idempotenc
 
 const EVENT_SEEN: &str = "SELECT 1 FROM received_events WHERE instance_id = ?1 AND event_id = ?2";
 
-// One statement per filter combination, so each can use its index. ?1 = after, ?2 = limit.
-const LIST_INSTANCES: &str = "
-    SELECT id, orchestration, version, status, next_seq, last_hash, run_start, idempotency_key,
-           parent_id, parent_seq, created_ms, updated_ms, result
-    FROM instances WHERE id > ?1 ORDER BY id LIMIT ?2";
-
-const LIST_INSTANCES_BY_STATUS: &str = "
-    SELECT id, orchestration, version, status, next_seq, last_hash, run_start, idempotency_key,
-           parent_id, parent_seq, created_ms, updated_ms, result
-    FROM instances WHERE status = ?3 AND id > ?1 ORDER BY id LIMIT ?2";
-
-const LIST_INSTANCES_BY_ORCHESTRATION: &str = "
-    SELECT id, orchestration, version, status, next_seq, last_hash, run_start, idempotency_key,
-           parent_id, parent_seq, created_ms, updated_ms, result
-    FROM instances WHERE orchestration = ?3 AND id > ?1 ORDER BY id LIMIT ?2";
-
-const LIST_INSTANCES_BY_STATUS_AND_ORCHESTRATION: &str = "
-    SELECT id, orchestration, version, status, next_seq, last_hash, run_start, idempotency_key,
-           parent_id, parent_seq, created_ms, updated_ms, result
-    FROM instances WHERE status = ?3 AND orchestration = ?4 AND id > ?1 ORDER BY id LIMIT ?2";
+// Instance lists ([`InstanceFilter::matches`]), one statement per filter combination
+// ([`assemble`]), so each can use its index: ?1 after; ?2 limit; ?3 status; ?4 orchestration;
+// ?5 business key; ?6 tag; ?7 created at or after (ms); ?8 created before (ms); ?9 namespaces
+// (a JSON array).
+const SELECT_INSTANCES: &str = concat!(instance_columns!(), " WHERE id > ?1");
+const INSTANCES_IN_STATUS: &str = " AND status = ?3";
+const INSTANCES_OF_ORCHESTRATION: &str = " AND orchestration = ?4";
+const INSTANCES_WITH_BUSINESS_KEY: &str = " AND business_key = ?5";
+const INSTANCES_WITH_TAG: &str = " AND id IN (SELECT instance_id FROM instance_tags WHERE tag = ?6)";
+const INSTANCES_CREATED_AFTER: &str = " AND created_ms >= ?7";
+const INSTANCES_CREATED_BEFORE: &str = " AND created_ms < ?8";
+const INSTANCES_IN_NAMESPACES: &str = " AND namespace IN (SELECT value FROM json_each(?9))";
+const INSTANCES_PAGE: &str = " ORDER BY id LIMIT ?2";
 
 #[async_trait]
 impl HistoryStore for SqliteStore {
@@ -1077,21 +1123,34 @@ impl HistoryStore for SqliteStore {
     }
 
     async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<InstanceRow>> {
-        let sql = match (filter.status.is_some(), filter.orchestration.is_some()) {
-            (false, false) => LIST_INSTANCES,
-            (true, false) => LIST_INSTANCES_BY_STATUS,
-            (false, true) => LIST_INSTANCES_BY_ORCHESTRATION,
-            (true, true) => LIST_INSTANCES_BY_STATUS_AND_ORCHESTRATION,
-        };
+        let sql = assemble(
+            SELECT_INSTANCES,
+            &[
+                (filter.status.is_some(), INSTANCES_IN_STATUS),
+                (filter.orchestration.is_some(), INSTANCES_OF_ORCHESTRATION),
+                (filter.business_key.is_some(), INSTANCES_WITH_BUSINESS_KEY),
+                (filter.tag.is_some(), INSTANCES_WITH_TAG),
+                (filter.created_after.is_some(), INSTANCES_CREATED_AFTER),
+                (filter.created_before.is_some(), INSTANCES_CREATED_BEFORE),
+                (filter.namespaces.is_some(), INSTANCES_IN_NAMESPACES),
+            ],
+            INSTANCES_PAGE,
+        );
         let after = filter.after.as_ref().map_or("", InstanceId::as_str);
-        let mut query = sqlx::query(sql).bind(after).bind(i64::from(filter.effective_limit()));
-        if let Some(status) = filter.status {
-            query = query.bind(status.as_str());
-        }
-        if let Some(orchestration) = &filter.orchestration {
-            query = query.bind(orchestration.as_str());
-        }
-        let rows = query.fetch_all(&self.read).await.map_err(|err| db_error("instances", err))?;
+        let namespaces = filter.namespaces.as_ref().map(to_json).transpose()?;
+        let rows = sqlx::query(sql)
+            .bind(after)
+            .bind(i64::from(filter.effective_limit()))
+            .bind(filter.status.map(InstanceStatus::as_str))
+            .bind(filter.orchestration.as_deref())
+            .bind(filter.business_key.as_deref())
+            .bind(filter.tag.as_deref())
+            .bind(ms(filter.created_after))
+            .bind(ms(filter.created_before))
+            .bind(namespaces)
+            .fetch_all(&self.read)
+            .await
+            .map_err(|err| db_error("instances", err))?;
         decode_all(&rows, decode_instance)
     }
 }
@@ -1304,6 +1363,88 @@ impl SettingsStore for SqliteStore {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Deployed definitions. Lists: ?1 after; ?2 name; ?3 namespaces (a JSON array); ?4 limit.
+
+/// A version already deployed keeps its row; the caller compares hashes.
+const INSERT_DEFINITION: &str = "
+    INSERT INTO definitions (name, version, namespace, content_hash, source, deployed_by, deployed_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name, version) DO NOTHING";
+
+const SELECT_DEFINITION_VERSION: &str = "
+    SELECT seq, name, version, namespace, content_hash, source, deployed_by, deployed_ms
+    FROM definitions WHERE name = ?1 AND version = ?2";
+
+const SELECT_LATEST_DEFINITION: &str = "
+    SELECT seq, name, version, namespace, content_hash, source, deployed_by, deployed_ms
+    FROM definitions WHERE name = ?1 ORDER BY seq DESC LIMIT 1";
+
+const SELECT_DEFINITIONS: &str = "
+    SELECT seq, name, version, namespace, content_hash, source, deployed_by, deployed_ms
+    FROM definitions WHERE seq > ?1";
+const DEFINITIONS_NAMED: &str = " AND name = ?2";
+const DEFINITIONS_IN_NAMESPACES: &str = " AND namespace IN (SELECT value FROM json_each(?3))";
+const DEFINITIONS_PAGE: &str = " ORDER BY seq LIMIT ?4";
+
+#[async_trait]
+impl DefinitionStore for SqliteStore {
+    async fn deploy_definition(&self, definition: &NewDefinition) -> StoreResult<(DefinitionRow, bool)> {
+        let deployed_by = to_json(&definition.deployed_by)?;
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(INSERT_DEFINITION)
+            .bind(&definition.name)
+            .bind(&definition.version)
+            .bind(definition.namespace.as_deref())
+            .bind(&definition.content_hash)
+            .bind(&definition.source)
+            .bind(deployed_by)
+            .bind(definition.deployed_at.timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| db_error("definitions", err))?;
+        let row = sqlx::query(SELECT_DEFINITION_VERSION)
+            .bind(&definition.name)
+            .bind(&definition.version)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|err| db_error("definitions", err))?;
+        tx.commit().await.map_err(|err| db_error("commit", err))?;
+        let row = decode_definition(&row)?;
+        let created = inserted.rows_affected() == 1;
+        if !created && row.content_hash != definition.content_hash {
+            return Err(definition_conflict(&row, definition));
+        }
+        Ok((row, created))
+    }
+
+    async fn definition(&self, name: &str, version: Option<&str>) -> StoreResult<Option<DefinitionRow>> {
+        let query = match version {
+            Some(version) => sqlx::query(SELECT_DEFINITION_VERSION).bind(name).bind(version),
+            None => sqlx::query(SELECT_LATEST_DEFINITION).bind(name),
+        };
+        let row = query.fetch_optional(&self.read).await.map_err(|err| db_error("definitions", err))?;
+        row.as_ref().map(decode_definition).transpose()
+    }
+
+    async fn definitions(&self, query: &DefinitionQuery) -> StoreResult<Vec<DefinitionRow>> {
+        let sql = assemble(
+            SELECT_DEFINITIONS,
+            &[(query.name.is_some(), DEFINITIONS_NAMED), (query.namespaces.is_some(), DEFINITIONS_IN_NAMESPACES)],
+            DEFINITIONS_PAGE,
+        );
+        let namespaces = query.namespaces.as_ref().map(to_json).transpose()?;
+        let rows = sqlx::query(sql)
+            .bind(query.after.unwrap_or(0))
+            .bind(query.name.as_deref())
+            .bind(namespaces)
+            .bind(i64::from(query.effective_limit()))
+            .fetch_all(&self.read)
+            .await
+            .map_err(|err| db_error("definitions", err))?;
+        decode_all(&rows, decode_definition)
+    }
+}
+
 /// A query assembled from fixed fragments: `select`, then the condition of each filter in use
 /// (as a plain `AND` term, so SQLite can pick the index that fits it), then `tail`. The
 /// fragments number their parameters, and every argument is bound whether its fragment is there
@@ -1480,6 +1621,10 @@ const SLAS_IN_STATE: &str = "
              WHEN stopped_ms IS NOT NULL THEN 'met'
              WHEN at_risk_ms <= ?7 THEN 'at_risk'
              ELSE 'on_track' END = ?6";
+/// The namespace is the part of the definition's name before its `/`.
+const SLAS_IN_NAMESPACES: &str = "
+    AND instr(definition, '/') > 0
+    AND substr(definition, 1, instr(definition, '/') - 1) IN (SELECT value FROM json_each(?9))";
 const SLAS_PAGE: &str = " ORDER BY instance_id, seq LIMIT ?8";
 
 #[async_trait]
@@ -1493,9 +1638,11 @@ impl SlaStore for SqliteStore {
                 (query.department.is_some(), SLAS_OF_DEPARTMENT),
                 (query.open_only, SLAS_OPEN),
                 (query.state.is_some(), SLAS_IN_STATE),
+                (query.namespaces.is_some(), SLAS_IN_NAMESPACES),
             ],
             SLAS_PAGE,
         );
+        let namespaces = query.namespaces.as_ref().map(to_json).transpose()?;
         let (after_instance, after_seq) = cursor(query.after.as_ref())?;
         let now = query.now.unwrap_or_else(Utc::now);
         let rows = sqlx::query(sql)
@@ -1507,6 +1654,7 @@ impl SlaStore for SqliteStore {
             .bind(query.state.map(|state| state.as_str()))
             .bind(now.timestamp_millis())
             .bind(i64::from(query.effective_limit()))
+            .bind(namespaces)
             .fetch_all(&self.read)
             .await
             .map_err(|err| db_error("slas", err))?;
@@ -1891,6 +2039,47 @@ mod tests {
         assert!(database_path("sqlite://rel.db?mode=ro").is_err());
         assert!(database_path("sqlite::memory:").is_err());
         assert!(database_path("").is_err());
+    }
+
+    /// A store written before definitions and searches existed opens: its instances have no
+    /// business key, tags or namespace, and go on being written and listed.
+    #[tokio::test]
+    async fn a_store_from_before_migration_3_upgrades() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("old.db");
+        let connect = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(connect).await.expect("opens");
+        let mut old = migrator();
+        old.migrations.to_mut().retain(|migration| migration.version < 3);
+        old.run(&pool).await.expect("the first two migrations");
+        sqlx::query(
+            "INSERT INTO instances (id, orchestration, version, status, next_seq, last_hash, run_start, created_ms,
+                                    updated_ms)
+             VALUES ('old-1', 'legacy', '1', 'waiting', 1, 'h', 0, 5, 6)",
+        )
+        .execute(&pool)
+        .await
+        .expect("an instance of the old schema");
+        pool.close().await;
+
+        let store =
+            SqliteStore::open(path.to_str().expect("utf-8 path"), SqliteOptions::default()).await.expect("upgrades");
+        let id = InstanceId::new("old-1");
+        let row = store.instance(&id).await.expect("reads").expect("old-1 exists");
+        assert_eq!((row.business_key, row.tags, row.namespace), (None, Vec::new(), None));
+        let mut later = store.instance(&id).await.expect("reads").expect("old-1 exists");
+        later.status = InstanceStatus::Completed;
+        later.tags = vec!["late".into()];
+        store.commit(&[InstanceWrite { instance: Some(later), ..InstanceWrite::default() }]).await.expect("commits");
+        let row = store.instance(&id).await.expect("reads").expect("old-1 exists");
+        assert_eq!((row.status, row.tags.len()), (InstanceStatus::Completed, 0), "tags only come with creation");
+        let filter = InstanceFilter { orchestration: Some("legacy".into()), ..InstanceFilter::default() };
+        assert_eq!(store.list_instances(&filter).await.expect("lists").len(), 1);
+        let tagged = InstanceFilter { tag: Some("late".into()), ..filter.clone() };
+        assert!(store.list_instances(&tagged).await.expect("lists").is_empty());
+        let namespaced = InstanceFilter { namespaces: Some(vec!["any".into()]), ..filter };
+        assert!(store.list_instances(&namespaced).await.expect("lists").is_empty());
+        store.close().await;
     }
 
     /// The inbox target: a team leader's 200 open tasks among 100,000 (spread over the whole
