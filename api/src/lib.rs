@@ -1,4 +1,16 @@
-//! The HTTP and gRPC APIs, the web UI and authentication.
+//! Baton's server side: the HTTP/JSON API (with its OpenAPI document), authentication of
+//! bearer tokens, and the one policy module that decides every operation.
 //!
-//! This crate is part of the workspace layout (docs/architecture.md); its contents arrive with
-//! the issue that owns them.
+//! The durable core ([`baton_engine`]) knows nothing of HTTP; this crate maps its operations
+//! and errors onto routes and RFC 7807 problems (docs/api.md).
+
+pub mod app;
+pub mod auth;
+pub mod cloudevents;
+pub mod policy;
+pub mod problem;
+pub mod routes;
+pub mod server;
+
+pub use app::{ApiOptions, App};
+pub use routes::{ApiDoc, router};

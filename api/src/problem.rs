@@ -1,0 +1,280 @@
+//! RFC 7807 problem details: every error of the HTTP API is one of these, with a stable `type`
+//! a client can match on. gRPC maps the same kinds to status codes.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use baton_engine::EngineError;
+use baton_engine::human::TaskRefusal;
+use baton_engine::store::StoreError;
+use baton_workflows::diagnostic::Diagnostic;
+use serde::Serialize;
+
+use crate::auth::AuthError;
+
+/// The stable problem types. The `type` member is `urn:baton:problem:<slug>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// No usable credentials (401).
+    Unauthenticated,
+    /// Authenticated, but the policy refuses the operation (403).
+    Forbidden,
+    /// The resource does not exist, or the caller may not know it exists (404).
+    NotFound,
+    /// The request is malformed or fails validation (400).
+    BadRequest,
+    /// A definition does not validate; `errors` gives each problem with its position (422).
+    InvalidDefinition,
+    /// The request conflicts with the resource's state: an immutable version with another
+    /// text, an instance id taken, an ended instance (409).
+    Conflict,
+    /// The task refused the action (a rule of the task, not of the platform) (409).
+    TaskRefused,
+    /// The form of a task does not accept the data; `errors` lists every problem (422).
+    InvalidTaskData,
+    /// The caller sent too many requests (429).
+    RateLimited,
+    /// The engine cannot take the request now (shutting down, store unreachable) (503).
+    Unavailable,
+    /// An unexpected failure; the details are in the server's log (500).
+    Internal,
+}
+
+impl Kind {
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not-found",
+            Self::BadRequest => "bad-request",
+            Self::InvalidDefinition => "invalid-definition",
+            Self::Conflict => "conflict",
+            Self::TaskRefused => "task-refused",
+            Self::InvalidTaskData => "invalid-task-data",
+            Self::RateLimited => "rate-limited",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidDefinition | Self::InvalidTaskData => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Conflict | Self::TaskRefused => StatusCode::CONFLICT,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "Authentication required",
+            Self::Forbidden => "Not allowed",
+            Self::NotFound => "Not found",
+            Self::BadRequest => "Bad request",
+            Self::InvalidDefinition => "The definition is not valid",
+            Self::Conflict => "Conflict",
+            Self::TaskRefused => "The task refused the action",
+            Self::InvalidTaskData => "The data does not fit the task's form",
+            Self::RateLimited => "Too many requests",
+            Self::Unavailable => "Unavailable",
+            Self::Internal => "Internal error",
+        }
+    }
+
+    /// The problem's `type` URI.
+    pub fn uri(self) -> String {
+        format!("urn:baton:problem:{}", self.slug())
+    }
+}
+
+/// One problem of a definition or a form, with its position when it has one.
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldError {
+    /// A stable code (`BATON-L001`...) when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub message: String,
+    /// The JSON pointer of the offending node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+}
+
+impl From<&Diagnostic> for FieldError {
+    fn from(d: &Diagnostic) -> Self {
+        Self {
+            code: Some(d.code.to_owned()),
+            message: d.message.clone(),
+            pointer: Some(d.pointer.clone()),
+            line: Some(d.line),
+            column: Some(d.column),
+            expected: d.expected.clone(),
+        }
+    }
+}
+
+/// An RFC 7807 problem, as the API answers it.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    kind: Kind,
+    pub detail: String,
+    /// The engine's error code (`BATON-E012`...) or the token's refusal (`expired`...).
+    pub code: Option<String>,
+    pub errors: Vec<FieldError>,
+}
+
+/// The problem's JSON body (`application/problem+json`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody<'a> {
+    /// A stable URI: `urn:baton:problem:<slug>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'a str,
+    pub status: u16,
+    pub detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    pub errors: &'a [FieldError],
+}
+
+impl Problem {
+    pub fn new(kind: Kind, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into(), code: None, errors: Vec::new() }
+    }
+
+    pub fn with_code(mut self, code: &str) -> Self {
+        self.code = Some(code.to_owned());
+        self
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ProblemBody<'_> {
+        ProblemBody {
+            kind: self.kind.uri(),
+            title: self.kind.title(),
+            status: self.kind.status().as_u16(),
+            detail: &self.detail,
+            code: self.code.as_deref(),
+            errors: &self.errors,
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(Kind::NotFound, what)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(Kind::BadRequest, detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(Kind::Forbidden, detail)
+    }
+
+    /// An unexpected failure: logged in full, reported without internals.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self::new(Kind::Internal, "the server failed to answer; its log has the details")
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.kind().status();
+        let mut response = (status, axum::Json(self.body())).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.kind() == Kind::Unauthenticated {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<AuthError> for Problem {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Config(_) => Problem::internal(&error),
+            _ => Problem::new(Kind::Unauthenticated, format!("the bearer token was refused: {error}"))
+                .with_code(error.code()),
+        }
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(detail) => Problem::new(Kind::Conflict, detail),
+            StoreError::Unavailable(detail) => Problem::new(Kind::Unavailable, detail),
+            other => Problem::internal(other),
+        }
+    }
+}
+
+impl From<EngineError> for Problem {
+    fn from(error: EngineError) -> Self {
+        let code = error.code();
+        let problem = match &error {
+            EngineError::DefinitionNotFound(_)
+            | EngineError::InstanceNotFound(_)
+            | EngineError::IncidentNotFound(_)
+            | EngineError::TaskNotFound { .. } => Problem::new(Kind::NotFound, error.to_string()),
+            EngineError::InstanceExists(_)
+            | EngineError::DefinitionConflict(_)
+            | EngineError::InstanceEnded { .. }
+            | EngineError::InstanceFaulted { .. }
+            | EngineError::InstanceSuspended(_)
+            | EngineError::ClockNotManual => Problem::new(Kind::Conflict, error.to_string()),
+            EngineError::InvalidArgument(_) => Problem::new(Kind::BadRequest, error.to_string()),
+            EngineError::TaskRefused { refusal, .. } => match refusal {
+                TaskRefusal::NotFound | TaskRefusal::Forbidden { .. } => {
+                    Problem::new(Kind::NotFound, "the task does not exist, or you may not see it")
+                }
+                TaskRefusal::InvalidData(problems) => Problem::new(Kind::InvalidTaskData, error.to_string())
+                    .with_errors(
+                        problems
+                            .iter()
+                            .map(|message| FieldError {
+                                code: None,
+                                message: message.clone(),
+                                pointer: None,
+                                line: None,
+                                column: None,
+                                expected: None,
+                            })
+                            .collect(),
+                    ),
+                _ => Problem::new(Kind::TaskRefused, error.to_string()),
+            },
+            EngineError::ShuttingDown => Problem::new(Kind::Unavailable, error.to_string()),
+            EngineError::Store(StoreError::Conflict(detail)) => Problem::new(Kind::Conflict, detail.clone()),
+            EngineError::Store(StoreError::Unavailable(detail)) => Problem::new(Kind::Unavailable, detail.clone()),
+            _ => return Problem::internal(&error).with_code(code),
+        };
+        problem.with_code(code)
+    }
+}
+
+/// The API's result type.
+pub type ApiResult<T> = Result<T, Problem>;

@@ -1,0 +1,479 @@
+//! Instances: start, search, describe, history, events in, suspend, resume, terminate, and
+//! incidents.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use baton_engine::history::Seq;
+use baton_engine::human::may_see;
+use baton_engine::store::{InstanceFilter, InstanceRow};
+use baton_engine::{Actor, InstanceId, InstanceStatus, RaiseEvent, Raised, StartOptions};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Body, Page, authorize, created_or_ok, decode_cursor};
+use crate::app::{App, Auth};
+use crate::auth::Scope;
+use crate::policy::{self, Access};
+use crate::problem::{ApiResult, Problem};
+
+/// An instance's summary.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceView {
+    pub id: String,
+    /// `namespace/name`.
+    pub definition: String,
+    pub version: String,
+    pub namespace: Option<String>,
+    #[schema(value_type = String, example = "running")]
+    pub status: InstanceStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub business_key: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The output once completed; the failure once faulted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub result: Option<Value>,
+}
+
+impl From<InstanceRow> for InstanceView {
+    fn from(row: InstanceRow) -> Self {
+        Self {
+            id: row.id.to_string(),
+            namespace: row.namespace.or_else(|| policy::namespace_of(&row.orchestration).map(str::to_owned)),
+            definition: row.orchestration,
+            version: row.version,
+            status: row.status,
+            business_key: row.business_key,
+            tags: row.tags,
+            idempotency_key: row.idempotency_key,
+            parent: row.parent.map(|p| p.instance.to_string()),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            result: row.result,
+        }
+    }
+}
+
+/// An instance with what it waits for.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceDetail {
+    pub instance: InstanceView,
+    /// Open activity tasks.
+    #[schema(value_type = Vec<Object>)]
+    pub activities: Vec<Value>,
+    /// Human tasks, open and done.
+    #[schema(value_type = Vec<Object>)]
+    pub human_tasks: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub timers: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub incidents: Vec<Value>,
+}
+
+/// What starts an instance.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartRequest {
+    /// `namespace/name` (the latest version) or `namespace/name@version`.
+    pub definition: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// The instance's id; generated when absent.
+    pub id: Option<String>,
+    /// A second start with the same key answers with the first instance (200, not 201).
+    pub idempotency_key: Option<String>,
+    /// The business object the instance is about (a session, an employee), for searches.
+    pub business_key: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A started instance.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StartAnswer {
+    pub id: String,
+    /// False when the idempotency key matched an instance started before.
+    pub created: bool,
+}
+
+const MAX_TAGS: usize = 32;
+const MAX_KEY_CHARS: usize = 256;
+
+/// Starts an instance of a deployed definition.
+#[utoipa::path(post, path = "/api/v1/instances", operation_id = "startInstance", tag = "instances",
+    request_body = StartRequest,
+    responses((status = 201, body = StartAnswer), (status = 200, body = StartAnswer, description = "The idempotency key matched"),
+        (status = 404, body = crate::problem::ProblemBody), (status = 400, body = crate::problem::ProblemBody)))]
+pub async fn start(State(app): State<Arc<App>>, auth: Auth, Body(request): Body<StartRequest>) -> ApiResult<Response> {
+    authorize(&app, &auth, "startInstance", policy::namespace_of(&request.definition))?;
+    if request.tags.len() > MAX_TAGS || request.tags.iter().any(|t| t.is_empty() || t.chars().count() > MAX_KEY_CHARS) {
+        return Err(Problem::bad_request(format!("at most {MAX_TAGS} tags, each 1 to {MAX_KEY_CHARS} characters")));
+    }
+    if [&request.business_key, &request.idempotency_key, &request.id]
+        .into_iter()
+        .flatten()
+        .any(|k| k.is_empty() || k.chars().count() > MAX_KEY_CHARS)
+    {
+        return Err(Problem::bad_request(format!("ids and keys are 1 to {MAX_KEY_CHARS} characters")));
+    }
+    let options = StartOptions {
+        id: request.id.map(InstanceId::new),
+        idempotency_key: request.idempotency_key,
+        actor: Some(auth.actor()),
+        business_key: request.business_key,
+        tags: request.tags,
+    };
+    let started = app.engine.start(&request.definition, request.input, options).await?;
+    Ok(created_or_ok(started.created, StartAnswer { id: started.id.to_string(), created: started.created }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// `namespace/name`.
+    definition: Option<String>,
+    /// running, waiting, suspended, cancelled, faulted, completed.
+    status: Option<String>,
+    business_key: Option<String>,
+    tag: Option<String>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Searches instances of the namespaces the caller operates.
+#[utoipa::path(get, path = "/api/v1/instances", operation_id = "listInstances", tag = "instances",
+    params(SearchParams), responses((status = 200, body = Page<InstanceView>), (status = 400, body = crate::problem::ProblemBody)))]
+pub async fn list(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Query(params): Query<SearchParams>,
+) -> ApiResult<axum::Json<Page<InstanceView>>> {
+    authorize(&app, &auth, "listInstances", None)?;
+    let namespaces = match policy::scope("listInstances", auth.caller()?) {
+        Scope::All => None,
+        Scope::Only(list) => Some(list),
+        Scope::Nothing => return Err(Problem::forbidden("you operate no namespace")),
+    };
+    let status = match params.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_value::<InstanceStatus>(Value::String(s.to_owned()))
+                .map_err(|_| Problem::bad_request(format!("unknown status {s:?}")))?,
+        ),
+    };
+    let filter = InstanceFilter {
+        status,
+        orchestration: params.definition,
+        after: params.after.as_deref().map(decode_cursor).transpose()?.map(InstanceId::new),
+        limit: params.limit.unwrap_or(0),
+        business_key: params.business_key,
+        tag: params.tag,
+        created_after: params.created_after,
+        created_before: params.created_before,
+        namespaces,
+    };
+    let limit = filter.effective_limit();
+    let rows = app.engine.store().list_instances(&filter).await?;
+    let items = rows.into_iter().map(InstanceView::from).collect();
+    Ok(axum::Json(Page::new(items, limit, |last| last.id.clone())))
+}
+
+/// Loads an instance the caller may see: with a platform permission in its namespace, or
+/// as its initiator, or as someone who may see one of its human tasks. Anyone else is told
+/// it does not exist.
+async fn visible_instance(app: &App, auth: &Auth, operation: &str, id: &InstanceId) -> ApiResult<InstanceRow> {
+    let not_found = || Problem::not_found(format!("instance {id} does not exist, or you may not see it"));
+    auth.caller()?;
+    let row = app.engine.store().instance(id).await?;
+    let namespace = row
+        .as_ref()
+        .and_then(|r| r.namespace.clone().or_else(|| policy::namespace_of(&r.orchestration).map(str::to_owned)));
+    let access = authorize(app, auth, operation, namespace.as_deref());
+    let Some(row) = row else {
+        return Err(access.err().unwrap_or_else(not_found));
+    };
+    match access {
+        Ok(Access::Granted) => Ok(row),
+        Ok(Access::IfInvolved) if involved(app, auth, id).await? => Ok(row),
+        Ok(Access::IfInvolved) | Err(_) => Err(not_found()),
+    }
+}
+
+async fn involved(app: &App, auth: &Auth, id: &InstanceId) -> ApiResult<bool> {
+    let caller = auth.caller()?;
+    let first = app.engine.history(id, 0, 1).await?;
+    let started_by = first
+        .first()
+        .and_then(|e| serde_json::from_str::<Actor>(&e.actor).ok())
+        .is_some_and(|actor| actor == Actor::User { id: caller.subject.clone() });
+    if started_by {
+        return Ok(true);
+    }
+    let principal = app.principal(caller).await?;
+    let tasks = app.engine.store().human_tasks_of(id).await?;
+    Ok(tasks.iter().any(|row| may_see(&principal, &row.task)))
+}
+
+/// An instance with its open activity tasks, human tasks, timers and incidents.
+#[utoipa::path(get, path = "/api/v1/instances/{id}", operation_id = "getInstance", tag = "instances",
+    params(("id" = String, Path)), responses((status = 200, body = InstanceDetail), (status = 404, body = crate::problem::ProblemBody)))]
+pub async fn get(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<InstanceDetail>> {
+    let id = InstanceId::new(id);
+    let row = visible_instance(&app, &auth, "getInstance", &id).await?;
+    let description = app.engine.describe(&id).await?;
+    let human = app.engine.store().human_tasks_of(&id).await?;
+    Ok(axum::Json(InstanceDetail {
+        instance: row.into(),
+        activities: to_json(&description.tasks),
+        human_tasks: to_json(&human),
+        timers: to_json(&description.timers),
+        incidents: to_json(&description.incidents),
+    }))
+}
+
+fn to_json<T: Serialize>(rows: &[T]) -> Vec<Value> {
+    rows.iter().map(|row| serde_json::to_value(row).unwrap_or_default()).collect()
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// The cursor of the previous page (`next`); from the first event when absent.
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// An instance's history, oldest first, each event with its actor and hash.
+#[utoipa::path(get, path = "/api/v1/instances/{id}/history", operation_id = "getInstanceHistory", tag = "instances",
+    params(("id" = String, Path), HistoryParams),
+    responses((status = 200, body = Page<Object>), (status = 404, body = crate::problem::ProblemBody)))]
+pub async fn history(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(params): Query<HistoryParams>,
+) -> ApiResult<axum::Json<Page<Value>>> {
+    const DEFAULT: u32 = 100;
+    const MAX: u32 = 1000;
+    let id = InstanceId::new(id);
+    visible_instance(&app, &auth, "getInstanceHistory", &id).await?;
+    let from: Seq = match params.after {
+        Some(cursor) => decode_cursor(&cursor)?.parse::<Seq>().map_err(|_| Problem::bad_request("bad cursor"))? + 1,
+        None => 0,
+    };
+    let limit = baton_engine::store::bounded(params.limit.unwrap_or(0), DEFAULT, MAX);
+    let events = app.engine.history(&id, from, limit).await?;
+    let items: Vec<Value> = events.iter().map(|e| e.to_view()).collect();
+    Ok(axum::Json(Page::new(items, limit, |last| last.get("seq").map(Value::to_string).unwrap_or_default())))
+}
+
+/// A reason, recorded in history with the caller.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    #[serde(default)]
+    pub reason: String,
+}
+
+const MAX_REASON_CHARS: usize = 2000;
+
+/// The optional `{"reason": ...}` body of an operation.
+fn reason(body: axum::body::Bytes) -> ApiResult<String> {
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        String::new()
+    } else {
+        serde_json::from_slice::<Reason>(&body).map_err(|e| Problem::bad_request(format!("the body: {e}")))?.reason
+    };
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(Problem::bad_request(format!("the reason is longer than {MAX_REASON_CHARS} characters")));
+    }
+    Ok(reason)
+}
+
+async fn operate(app: &App, auth: &Auth, operation: &str, id: &InstanceId) -> ApiResult<()> {
+    let row = app.engine.store().instance(id).await?;
+    let namespace = row
+        .as_ref()
+        .and_then(|r| r.namespace.clone().or_else(|| policy::namespace_of(&r.orchestration).map(str::to_owned)));
+    authorize(app, auth, operation, namespace.as_deref())?;
+    if row.is_none() {
+        return Err(Problem::not_found(format!("instance {id} does not exist")));
+    }
+    Ok(())
+}
+
+/// Suspends an instance: it takes no input until resumed (what arrives is kept).
+#[utoipa::path(post, path = "/api/v1/instances/{id}/suspend", operation_id = "suspendInstance", tag = "instances",
+    params(("id" = String, Path)), request_body(content = Reason, description = "Optional"),
+    responses((status = 204), (status = 404, body = crate::problem::ProblemBody), (status = 409, body = crate::problem::ProblemBody)))]
+pub async fn suspend(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::http::StatusCode> {
+    let id = InstanceId::new(id);
+    operate(&app, &auth, "suspendInstance", &id).await?;
+    app.engine.suspend(&id, &reason(body)?, auth.actor()).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Resumes a suspended instance.
+#[utoipa::path(post, path = "/api/v1/instances/{id}/resume", operation_id = "resumeInstance", tag = "instances",
+    params(("id" = String, Path)), request_body(content = Reason, description = "Optional"),
+    responses((status = 204), (status = 404, body = crate::problem::ProblemBody), (status = 409, body = crate::problem::ProblemBody)))]
+pub async fn resume(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::http::StatusCode> {
+    let id = InstanceId::new(id);
+    operate(&app, &auth, "resumeInstance", &id).await?;
+    app.engine.resume(&id, &reason(body)?, auth.actor()).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Ends an instance now.
+#[utoipa::path(post, path = "/api/v1/instances/{id}/terminate", operation_id = "terminateInstance", tag = "instances",
+    params(("id" = String, Path)), request_body(content = Reason, description = "Optional"),
+    responses((status = 204), (status = 404, body = crate::problem::ProblemBody), (status = 409, body = crate::problem::ProblemBody)))]
+pub async fn terminate(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::http::StatusCode> {
+    let id = InstanceId::new(id);
+    operate(&app, &auth, "terminateInstance", &id).await?;
+    app.engine.terminate(&id, &reason(body)?, auth.actor()).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// What raising events did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RaiseAnswer {
+    /// Events taken.
+    pub accepted: usize,
+    /// Events whose id was seen before (accepted and ignored).
+    pub duplicates: usize,
+}
+
+/// The largest event body taken.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// Delivers CloudEvents to an instance: structured mode (`application/cloudevents+json`),
+/// binary mode (`ce-*` headers, the body is the data) or a batch
+/// (`application/cloudevents-batch+json`). An event's `id` deduplicates it.
+#[utoipa::path(post, path = "/api/v1/instances/{id}/events", operation_id = "raiseEvent", tag = "instances",
+    params(("id" = String, Path)),
+    request_body(content = Object, content_type = "application/cloudevents+json", description = "A CloudEvent; binary mode and batches are taken too"),
+    responses((status = 202, body = RaiseAnswer), (status = 400, body = crate::problem::ProblemBody), (status = 404, body = crate::problem::ProblemBody)))]
+pub async fn raise_event(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<(axum::http::StatusCode, axum::Json<RaiseAnswer>)> {
+    let id = InstanceId::new(id);
+    operate(&app, &auth, "raiseEvent", &id).await?;
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(Problem::bad_request(format!("the event is larger than {MAX_EVENT_BYTES} bytes")));
+    }
+    let events = crate::cloudevents::from_http(&headers, &body)?;
+    let mut answer = RaiseAnswer { accepted: 0, duplicates: 0 };
+    for event in events {
+        let raise = RaiseEvent {
+            name: event.kind.clone(),
+            event_id: Some(event.id.clone()),
+            payload: event.into_json(),
+            actor: auth.actor(),
+        };
+        match app.engine.raise_event(&id, raise).await? {
+            Raised::Accepted => answer.accepted += 1,
+            Raised::Duplicate => answer.duplicates += 1,
+        }
+    }
+    Ok((axum::http::StatusCode::ACCEPTED, axum::Json(answer)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct IncidentParams {
+    instance: Option<String>,
+    /// Only open incidents (default true).
+    open: Option<bool>,
+}
+
+/// Incidents: what instances cannot get past by themselves.
+#[utoipa::path(get, path = "/api/v1/incidents", operation_id = "listIncidents", tag = "instances",
+    params(IncidentParams), responses((status = 200, body = Vec<Object>)))]
+pub async fn incidents(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Query(params): Query<IncidentParams>,
+) -> ApiResult<axum::Json<Vec<Value>>> {
+    authorize(&app, &auth, "listIncidents", None)?;
+    let scope = policy::scope("listIncidents", auth.caller()?);
+    let instance = params.instance.map(InstanceId::new);
+    let incidents = app.engine.incidents(instance.as_ref(), params.open.unwrap_or(true)).await?;
+    let mut visible = Vec::new();
+    for incident in incidents {
+        if scope != Scope::All {
+            let row = app.engine.store().instance(&incident.instance).await?;
+            let namespace =
+                row.and_then(|r| r.namespace.or_else(|| policy::namespace_of(&r.orchestration).map(str::to_owned)));
+            if !matches!(&scope, Scope::Only(list) if namespace.as_ref().is_some_and(|n| list.contains(n))) {
+                continue;
+            }
+        }
+        visible.push(serde_json::to_value(&incident).unwrap_or_default());
+    }
+    Ok(axum::Json(visible))
+}
+
+/// Retries an incident: the parked activity runs again, or the input the instance could not
+/// take is delivered again.
+#[utoipa::path(post, path = "/api/v1/incidents/{incident}/retry", operation_id = "retryIncident", tag = "instances",
+    params(("incident" = i64, Path)), responses((status = 204), (status = 404, body = crate::problem::ProblemBody)))]
+pub async fn retry_incident(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(incident): Path<i64>,
+) -> ApiResult<axum::http::StatusCode> {
+    let found = app.engine.store().incident(incident).await?;
+    let row = match &found {
+        Some(incident) => app.engine.store().instance(&incident.instance).await?,
+        None => None,
+    };
+    let namespace = row.and_then(|r| r.namespace.or_else(|| policy::namespace_of(&r.orchestration).map(str::to_owned)));
+    authorize(&app, &auth, "retryIncident", namespace.as_deref())?;
+    if found.is_none() {
+        return Err(Problem::not_found(format!("incident {incident} does not exist")));
+    }
+    app.engine.retry_incident(incident).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,176 @@
+//! The HTTP/JSON API: routes, the OpenAPI document that describes them, and what they share
+//! (paging, JSON bodies that answer with problems).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+
+use crate::app::{App, Auth};
+use crate::policy;
+use crate::problem::{ApiResult, Kind, Problem};
+
+mod definitions;
+mod instances;
+mod others;
+mod tasks;
+
+/// The API under `/api/v1`, health and readiness, and the OpenAPI document.
+pub fn router(app: Arc<App>) -> Router {
+    let v1 = Router::new()
+        .route("/definitions", get(definitions::list).post(definitions::deploy))
+        .route("/definitions/validate", post(definitions::validate))
+        .route("/definitions/{namespace}/{name}", get(definitions::get))
+        .route("/instances", get(instances::list).post(instances::start))
+        .route("/instances/{id}", get(instances::get))
+        .route("/instances/{id}/history", get(instances::history))
+        .route("/instances/{id}/events", post(instances::raise_event))
+        .route("/instances/{id}/suspend", post(instances::suspend))
+        .route("/instances/{id}/resume", post(instances::resume))
+        .route("/instances/{id}/terminate", post(instances::terminate))
+        .route("/incidents", get(instances::incidents))
+        .route("/incidents/{incident}/retry", post(instances::retry_incident))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{instance}/{seq}", get(tasks::get))
+        .route("/tasks/{instance}/{seq}/claim", post(tasks::claim))
+        .route("/tasks/{instance}/{seq}/unclaim", post(tasks::unclaim))
+        .route("/tasks/{instance}/{seq}/delegate", post(tasks::delegate))
+        .route("/tasks/{instance}/{seq}/reassign", post(tasks::reassign))
+        .route("/tasks/{instance}/{seq}/comment", post(tasks::comment))
+        .route("/tasks/{instance}/{seq}/complete", post(tasks::complete))
+        .route("/slas", get(others::slas))
+        .route("/people", get(others::people))
+        .route("/people/{id}", get(others::person))
+        .route("/notifications", get(others::notifications))
+        .route("/notifications/read", post(others::mark_read))
+        .route("/admin/clock/advance", post(others::advance_clock))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/readyz", get(ready))
+        .nest("/api/v1", v1)
+        .fallback(|| async { Problem::not_found("no such route") })
+        .with_state(app)
+}
+
+/// The OpenAPI 3.1 document of the API.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Baton API", description = "Definitions, instances, human tasks, SLAs and the directory of a Baton engine. Every error is an RFC 7807 problem (application/problem+json) with a stable `type`."),
+    paths(
+        health, ready, openapi,
+        definitions::list, definitions::deploy, definitions::validate, definitions::get,
+        instances::start, instances::list, instances::get, instances::history, instances::raise_event,
+        instances::suspend, instances::resume, instances::terminate, instances::incidents, instances::retry_incident,
+        tasks::list, tasks::get, tasks::claim, tasks::unclaim, tasks::delegate, tasks::reassign, tasks::comment,
+        tasks::complete,
+        others::slas, others::people, others::person, others::notifications, others::mark_read, others::advance_clock,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "openapi", tag = "meta", security(()),
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+async fn openapi() -> Response {
+    axum::Json(ApiDoc::openapi()).into_response()
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "meta", security(()),
+    responses((status = 200, description = "The server is alive")))]
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/readyz", operation_id = "ready", tag = "meta", security(()),
+    responses((status = 200, description = "The store answers"), (status = 503, body = crate::problem::ProblemBody)))]
+async fn ready(State(app): State<Arc<App>>) -> ApiResult<&'static str> {
+    app.engine
+        .store()
+        .setting("baton.ready-check")
+        .await
+        .map_err(|e| Problem::new(Kind::Unavailable, e.to_string()))?;
+    Ok("ready")
+}
+
+/// One page of a list, and the cursor of the next one when there may be more.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Page<T: utoipa::ToSchema> {
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+impl<T: utoipa::ToSchema> Page<T> {
+    /// A page of `limit` rows at most: a full page gets the cursor of its last row.
+    pub fn new(items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> String) -> Self {
+        let next =
+            if items.len() >= limit as usize { items.last().map(|last| encode_cursor(&cursor(last))) } else { None };
+        Self { items, next }
+    }
+}
+
+/// Cursors are opaque to clients: the position, base64url-encoded.
+pub fn encode_cursor(position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(position)
+}
+
+pub fn decode_cursor(cursor: &str) -> ApiResult<String> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| Problem::bad_request("`after` is not a cursor this API gave"))
+}
+
+/// A JSON body whose errors are problems (axum's own rejection is plain text).
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(Problem::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// Checks the policy for `operation`, in `namespace` when the object has one.
+pub fn authorize(app: &App, auth: &Auth, operation: &str, namespace: Option<&str>) -> ApiResult<policy::Access> {
+    policy::authorize(operation, auth.0.as_ref(), namespace, app.options.manual_clock)
+}
+
+/// A `201 Created` or a `200 OK` with a JSON body.
+pub fn created_or_ok<T: Serialize>(created: bool, body: T) -> Response {
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,301 @@
+//! The SLA dashboard, the directory, in-app notifications and the manual clock.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use baton_engine::InstanceId;
+use baton_engine::directory::{PeopleQuery, Person};
+use baton_engine::history::Seq;
+use baton_engine::store::{SlaQuery, SlaStateName};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Body, Page, authorize, decode_cursor};
+use crate::app::{App, Auth};
+use crate::auth::{Permission, Scope};
+use crate::policy::Access;
+use crate::problem::{ApiResult, Problem};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct SlaParams {
+    definition: Option<String>,
+    department: Option<String>,
+    /// on_track, at_risk, breached, met.
+    state: Option<String>,
+    /// Only clocks still running or paused (default true).
+    open: Option<bool>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The role whose holders see the SLA rows of their departments.
+const MANAGER_ROLE: &str = "manager";
+
+/// SLA clocks for the dashboard: `ops` and `admin` see every row; a manager sees the rows of
+/// the departments they manage.
+#[utoipa::path(get, path = "/api/v1/slas", operation_id = "listSlas", tag = "slas",
+    params(SlaParams), responses((status = 200, body = Page<Object>), (status = 403, body = crate::problem::ProblemBody)))]
+pub async fn slas(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Query(params): Query<SlaParams>,
+) -> ApiResult<axum::Json<Page<Value>>> {
+    let access = authorize(&app, &auth, "listSlas", None)?;
+    let mut department = params.department;
+    let mut namespaces = None;
+    if access == Access::Granted {
+        namespaces = match crate::policy::scope("listSlas", auth.caller()?) {
+            Scope::All => None,
+            Scope::Only(list) => Some(list),
+            Scope::Nothing => Some(Vec::new()),
+        };
+    } else {
+        let principal = app.principal(auth.caller()?).await?;
+        let managed: Vec<String> =
+            principal.roles.iter().filter(|g| g.role == MANAGER_ROLE).filter_map(|g| g.department.clone()).collect();
+        department = match (department, managed.as_slice()) {
+            (_, []) => {
+                return Err(Problem::forbidden("the SLA dashboard needs ops, admin, or a manager role in a department"));
+            }
+            (Some(d), _) if managed.contains(&d) => Some(d),
+            (Some(d), _) => return Err(Problem::forbidden(format!("you do not manage department {d}"))),
+            (None, [only]) => Some(only.clone()),
+            (None, _) => {
+                return Err(Problem::bad_request(format!(
+                    "you manage several departments ({}): name one with `department`",
+                    managed.join(", ")
+                )));
+            }
+        };
+    }
+    let state = match params.state.as_deref() {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_value::<SlaStateName>(Value::String(s.to_owned()))
+                .map_err(|_| Problem::bad_request(format!("unknown SLA state {s:?}")))?,
+        ),
+    };
+    let after = match params.after {
+        None => None,
+        Some(cursor) => {
+            let position = decode_cursor(&cursor)?;
+            let parsed = position
+                .rsplit_once(':')
+                .and_then(|(instance, seq)| Some((InstanceId::new(instance), seq.parse::<Seq>().ok()?)));
+            Some(parsed.ok_or_else(|| Problem::bad_request("bad cursor"))?)
+        }
+    };
+    let query = SlaQuery {
+        instance: None,
+        definition: params.definition,
+        department,
+        state,
+        open_only: params.open.unwrap_or(true),
+        now: None,
+        after,
+        limit: params.limit.unwrap_or(0),
+        namespaces,
+    };
+    let limit = query.effective_limit();
+    let rows = app.engine.slas(&query).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let mut value = serde_json::to_value(row).unwrap_or_default();
+            if let Value::Object(map) = &mut value {
+                map.insert("cursor".into(), Value::String(format!("{}:{}", row.instance, row.seq)));
+            }
+            value
+        })
+        .collect();
+    Ok(axum::Json(Page::new(items, limit, |last| {
+        last.get("cursor").and_then(Value::as_str).unwrap_or_default().to_owned()
+    })))
+}
+
+/// A person as the directory shows them. Contact details and preferences only to the person
+/// themselves, `ops` and `admin`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PersonView {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub person: Value,
+}
+
+fn person_view(person: &Person, caller_sees_contacts: bool) -> PersonView {
+    let mut value = serde_json::to_value(person).unwrap_or_default();
+    if !caller_sees_contacts && let Value::Object(map) = &mut value {
+        for private in ["email", "phone", "preferences", "locale"] {
+            map.remove(private);
+        }
+    }
+    PersonView { person: value }
+}
+
+fn sees_contacts(auth: &Auth, person: &str) -> bool {
+    auth.0
+        .as_ref()
+        .is_some_and(|c| c.subject == person || c.has(Permission::Ops, None) || c.has(Permission::Admin, None))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PeopleParams {
+    role: Option<String>,
+    department: Option<String>,
+    group: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// People of the directory, by id.
+#[utoipa::path(get, path = "/api/v1/people", operation_id = "listPeople", tag = "directory",
+    params(PeopleParams), responses((status = 200, body = Page<PersonView>)))]
+pub async fn people(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Query(params): Query<PeopleParams>,
+) -> ApiResult<axum::Json<Page<PersonView>>> {
+    authorize(&app, &auth, "listPeople", None)?;
+    let query = PeopleQuery {
+        role: params.role,
+        department: params.department,
+        group: params.group,
+        after: params.after.as_deref().map(decode_cursor).transpose()?,
+        limit: params.limit.unwrap_or(0),
+    };
+    let limit = query.effective_limit();
+    let people = app.engine.store().people(&query).await?;
+    let ids: Vec<String> = people.iter().map(|p| p.id.clone()).collect();
+    let items: Vec<PersonView> = people.iter().map(|p| person_view(p, sees_contacts(&auth, &p.id))).collect();
+    let next = (ids.len() >= limit as usize).then(|| ids.last().map(|id| super::encode_cursor(id))).flatten();
+    Ok(axum::Json(Page { items, next }))
+}
+
+/// One person of the directory.
+#[utoipa::path(get, path = "/api/v1/people/{id}", operation_id = "getPerson", tag = "directory",
+    params(("id" = String, Path)), responses((status = 200, body = PersonView), (status = 404, body = crate::problem::ProblemBody)))]
+pub async fn person(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<PersonView>> {
+    authorize(&app, &auth, "getPerson", None)?;
+    let person = app.engine.store().person(&id).await?.ok_or_else(|| Problem::not_found(format!("no person {id}")))?;
+    Ok(axum::Json(person_view(&person, sees_contacts(&auth, &id))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct NotificationParams {
+    unread_only: Option<bool>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// An in-app notification.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationView {
+    pub id: i64,
+    pub subject: String,
+    pub body: String,
+    pub link: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+/// The caller's in-app notifications, newest first.
+#[utoipa::path(get, path = "/api/v1/notifications", operation_id = "listNotifications", tag = "notifications",
+    params(NotificationParams), responses((status = 200, body = Page<NotificationView>)))]
+pub async fn notifications(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Query(params): Query<NotificationParams>,
+) -> ApiResult<axum::Json<Page<NotificationView>>> {
+    authorize(&app, &auth, "listNotifications", None)?;
+    let user = &auth.caller()?.subject;
+    let before = match params.after {
+        Some(cursor) => Some(decode_cursor(&cursor)?.parse().map_err(|_| Problem::bad_request("bad cursor"))?),
+        None => None,
+    };
+    let limit = baton_engine::store::bounded(params.limit.unwrap_or(0), 50, 500);
+    let rows = app.engine.store().in_app(user, params.unread_only.unwrap_or(false), before, limit).await?;
+    let items = rows
+        .into_iter()
+        .map(|n| NotificationView {
+            id: n.id,
+            subject: n.subject,
+            body: n.body,
+            link: n.link,
+            created_at: n.created_at,
+            read_at: n.read_at,
+        })
+        .collect();
+    Ok(axum::Json(Page::new(items, limit, |last| last.id.to_string())))
+}
+
+/// Notifications to mark read.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarkRead {
+    pub ids: Vec<i64>,
+}
+
+/// How many changed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Changed {
+    pub changed: u64,
+}
+
+/// Marks the caller's notifications read (another person's ids change nothing).
+#[utoipa::path(post, path = "/api/v1/notifications/read", operation_id = "markNotificationsRead", tag = "notifications",
+    request_body = MarkRead, responses((status = 200, body = Changed)))]
+pub async fn mark_read(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Body(request): Body<MarkRead>,
+) -> ApiResult<axum::Json<Changed>> {
+    authorize(&app, &auth, "markNotificationsRead", None)?;
+    if request.ids.len() > 1000 {
+        return Err(Problem::bad_request("at most 1000 ids at once"));
+    }
+    let user = &auth.caller()?.subject;
+    let changed = app.engine.store().mark_read(user, &request.ids, app.engine.clock().now()).await?;
+    Ok(axum::Json(Changed { changed }))
+}
+
+/// How far to move the manual clock.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Advance {
+    /// An ISO 8601 duration (`PT1H`, `P2D`).
+    pub by: String,
+}
+
+/// The clock after the move.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClockView {
+    pub now: DateTime<Utc>,
+}
+
+/// Moves simulated time forward (only on an engine running with `--clock manual`): due timers
+/// and SLA thresholds fire.
+#[utoipa::path(post, path = "/api/v1/admin/clock/advance", operation_id = "advanceClock", tag = "admin",
+    request_body = Advance, responses((status = 200, body = ClockView), (status = 409, body = crate::problem::ProblemBody)))]
+pub async fn advance_clock(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Body(request): Body<Advance>,
+) -> ApiResult<axum::Json<ClockView>> {
+    authorize(&app, &auth, "advanceClock", None)?;
+    let by = baton_workflows::duration::parse_iso8601(&request.by).ok_or_else(|| {
+        Problem::bad_request(format!("`by` is not an ISO 8601 duration (PT1H, P2D): {:?}", request.by))
+    })?;
+    let now = app.engine.advance_clock(by).await?;
+    Ok(axum::Json(ClockView { now }))
+}

@@ -1,0 +1,345 @@
+//! The authorization matrix: every operation of the served OpenAPI document, called by every
+//! persona, over real HTTP. The expected outcome of each cell is derived from the policy table
+//! (`baton_api::policy::TABLE`, docs/authorization.md) and the personas' relation to the
+//! objects, never from recorded behaviour. An operation without a row fails the test.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use baton_api::auth::{AuthConfig, Authenticator, Grant, Permission};
+use baton_api::policy::{self, Rule};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{APPROVAL, AUDIENCE, SECRET, Server};
+
+/// How a persona presents itself.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Credential {
+    Anonymous,
+    Valid,
+    Expired,
+    WrongAudience,
+    AlgNone,
+}
+
+/// What a persona is to the fixture's task: offered to team leaders of assembly, claimed by
+/// pat, reassigned by pat to tom, delegated by tom to dan.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Relation {
+    Assignee,
+    Delegate,
+    PreviousAssignee,
+    SameRoleSameDepartment,
+    SameRoleOtherDepartment,
+    OtherRole,
+    /// Manages the task's department (the SLA dashboard's rows).
+    DepartmentManager,
+    /// No relation: a platform account.
+    None,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Persona {
+    subject: &'static str,
+    credential: Credential,
+    grants: &'static [&'static str],
+    relation: Relation,
+}
+
+const fn persona(subject: &'static str, grants: &'static [&'static str], relation: Relation) -> Persona {
+    Persona { subject, credential: Credential::Valid, grants, relation }
+}
+
+const fn bad(subject: &'static str, credential: Credential) -> Persona {
+    Persona { subject, credential, grants: &["admin"], relation: Relation::None }
+}
+
+const PERSONAS: &[Persona] = &[
+    persona("tom", &[], Relation::Assignee),
+    persona("dan", &[], Relation::Delegate),
+    persona("pat", &[], Relation::PreviousAssignee),
+    persona("sam", &[], Relation::SameRoleSameDepartment),
+    persona("tina", &[], Relation::SameRoleOtherDepartment),
+    persona("olga", &[], Relation::OtherRole),
+    persona("mia", &[], Relation::DepartmentManager),
+    persona("root", &["admin"], Relation::None),
+    persona("otto", &["ops:training"], Relation::None),
+    persona("oscar", &["ops:elsewhere"], Relation::None),
+    persona("dora", &["designer"], Relation::None),
+    persona("wendy", &["worker"], Relation::None),
+    bad("anonymous", Credential::Anonymous),
+    bad("root", Credential::Expired),
+    bad("root", Credential::WrongAudience),
+    bad("root", Credential::AlgNone),
+];
+
+/// The outcome classes a cell is checked against.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outcome {
+    /// 401.
+    Unauthenticated,
+    /// 403.
+    Forbidden,
+    /// 404 for an object the caller may not see.
+    Hidden,
+    /// Past authorization: any answer but 401, 403 (and 404 where the object is visible).
+    Allowed,
+}
+
+/// The namespace of every object of the fixture.
+const NAMESPACE: &str = "training";
+
+fn grants(p: &Persona) -> Vec<Grant> {
+    p.grants.iter().map(|g| Grant::parse(g).unwrap()).collect()
+}
+
+fn holds(p: &Persona, permissions: &[Permission], namespace: Option<&str>) -> bool {
+    grants(p).iter().any(|g| {
+        (g.permission == Permission::Admin || permissions.contains(&g.permission))
+            && (namespace.is_none() || g.namespace.is_none() || g.namespace.as_deref() == namespace)
+    })
+}
+
+/// Task operations and the instance operations decided on the task's instance.
+fn sees_task(p: &Persona) -> bool {
+    matches!(p.relation, Relation::Assignee | Relation::Delegate) || holds(p, &[], None)
+}
+
+/// The operation's object lives in the fixture's namespace (None: the operation lists or has
+/// no namespaced object).
+fn namespace_of(operation: &str) -> Option<&'static str> {
+    match operation {
+        "listDefinitions" | "listInstances" | "listIncidents" | "listSlas" | "retryIncident" => None,
+        _ => Some(NAMESPACE),
+    }
+}
+
+/// The expected outcome, from the policy table.
+fn expected(operation: &str, p: &Persona) -> Outcome {
+    let rule = policy::rule(operation).unwrap_or_else(|| panic!("{operation} has no row in the policy table"));
+    if rule == Rule::Public {
+        return Outcome::Allowed;
+    }
+    if p.credential != Credential::Valid {
+        return Outcome::Unauthenticated;
+    }
+    let namespace = namespace_of(operation);
+    match rule {
+        Rule::Public => Outcome::Allowed,
+        Rule::Platform(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
+        Rule::Platform(_) => Outcome::Forbidden,
+        Rule::PlatformOrInvolved(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
+        Rule::PlatformOrInvolved(_) if operation == "listSlas" => {
+            if p.relation == Relation::DepartmentManager {
+                Outcome::Allowed
+            } else {
+                Outcome::Forbidden
+            }
+        }
+        Rule::PlatformOrInvolved(_) => {
+            if sees_task(p) {
+                Outcome::Allowed
+            } else {
+                Outcome::Hidden
+            }
+        }
+        Rule::Person if operation.ends_with("Task") => {
+            if sees_task(p) {
+                Outcome::Allowed
+            } else {
+                Outcome::Hidden
+            }
+        }
+        Rule::Person => Outcome::Allowed,
+        Rule::ManualClockAdmin => {
+            if holds(p, &[], None) {
+                Outcome::Allowed
+            } else {
+                Outcome::Forbidden
+            }
+        }
+    }
+}
+
+fn classify(status: StatusCode, rule: Rule) -> Outcome {
+    match status {
+        StatusCode::UNAUTHORIZED => Outcome::Unauthenticated,
+        StatusCode::FORBIDDEN => Outcome::Forbidden,
+        // A platform permission that passes may still find no object (a missing incident).
+        StatusCode::NOT_FOUND if !matches!(rule, Rule::Platform(_)) => Outcome::Hidden,
+        _ => Outcome::Allowed,
+    }
+}
+
+/// The instance and its task, in the state the relations describe.
+struct Fixture {
+    instance: String,
+    task: String,
+}
+
+async fn fixture(s: &Server) -> Fixture {
+    let start = json!({"definition": "training/approval", "input": {"title": "Forklift", "department": "assembly"}});
+    let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let instance = started["id"].as_str().unwrap().to_owned();
+    let task = s.wait_for_task(&instance, "pat").await["reference"].as_str().unwrap().replace(':', "/");
+    for (who, action, body) in [
+        ("pat", "claim", None),
+        ("pat", "reassign", Some(json!({"to": {"users": ["tom"]}}))),
+        ("tom", "delegate", Some(json!({"to": "dan"}))),
+    ] {
+        let (status, answer) = s.call("POST", &format!("/api/v1/tasks/{task}/{action}"), Some(who), body).await;
+        assert_eq!(status, StatusCode::OK, "{who} {action}: {answer}");
+    }
+    Fixture { instance, task }
+}
+
+fn token(s: &Server, p: &Persona, wrong_audience: &Authenticator) -> Option<String> {
+    let now = chrono::Utc::now();
+    let ttl = Duration::from_secs(600);
+    match p.credential {
+        Credential::Anonymous => None,
+        Credential::Valid => Some(s.auth.issue(p.subject, &grants(p), ttl, now).unwrap()),
+        Credential::Expired => {
+            Some(s.auth.issue(p.subject, &grants(p), ttl, now - chrono::Duration::hours(3)).unwrap())
+        }
+        Credential::WrongAudience => Some(wrong_audience.issue(p.subject, &grants(p), ttl, now).unwrap()),
+        Credential::AlgNone => {
+            let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+            let claims = json!({"sub": p.subject, "aud": AUDIENCE, "exp": now.timestamp() + 600, "baton_permissions": ["admin"]});
+            Some(format!("{header}.{}.", URL_SAFE_NO_PAD.encode(claims.to_string())))
+        }
+    }
+}
+
+/// A valid body for each operation that takes one, so that a refusal is never a 400.
+fn body(operation: &str) -> Option<(&'static str, String)> {
+    let json = |v: Value| Some(("application/json", v.to_string()));
+    match operation {
+        "deployDefinition" | "validateDefinition" => Some(("application/yaml", APPROVAL.to_owned())),
+        "startInstance" => {
+            json(json!({"definition": "training/approval", "input": {"title": "x", "department": "assembly"}}))
+        }
+        "raiseEvent" => Some((
+            "application/cloudevents+json",
+            json!({"specversion": "1.0", "id": "m-1", "type": "com.example.nothing", "source": "/matrix"}).to_string(),
+        )),
+        "suspendInstance" | "resumeInstance" | "terminateInstance" => json(json!({"reason": "matrix"})),
+        "delegateTask" => json(json!({"to": "sam"})),
+        "reassignTask" => json(json!({"to": {"users": ["sam"]}})),
+        "commentTask" => json(json!({"text": "a comment"})),
+        "completeTask" => json(json!({"outcome": "approve", "data": {"comment": "fine by me"}})),
+        "markNotificationsRead" => json(json!({"ids": [1]})),
+        "advanceClock" => json(json!({"by": "PT1M"})),
+        _ => None,
+    }
+}
+
+fn path(template: &str, f: &Fixture) -> String {
+    let (instance, seq) = f.task.split_once('/').unwrap();
+    template
+        .replace("{namespace}", NAMESPACE)
+        .replace("{name}", "approval")
+        .replace("{incident}", "999999")
+        .replace("{instance}", instance)
+        .replace("{seq}", seq)
+        .replace("{id}", if template.starts_with("/api/v1/people") { "tom" } else { &f.instance })
+}
+
+#[tokio::test]
+async fn every_operation_answers_every_persona_as_the_policy_table_says() {
+    let s = Server::start(true).await;
+    let (status, _) = s.deploy(APPROVAL, "dora").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let wrong_audience = Authenticator::new(AuthConfig {
+        hs256_secret: Some(SECRET.into()),
+        audience: vec!["someone-else".into()],
+        ..AuthConfig::default()
+    })
+    .await
+    .unwrap();
+    let (_, document) = s.call("GET", "/api/v1/openapi.json", None, None).await;
+    let mut operations: Vec<(String, String, String)> = Vec::new();
+    for (template, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap().to_owned();
+            operations.push((method.to_uppercase(), template.clone(), id));
+        }
+    }
+    assert!(operations.len() >= 30, "the document lists {} operations", operations.len());
+
+    let shared = fixture(&s).await;
+    let mut failures = Vec::new();
+    let mut cells = 0;
+    for (method, template, operation) in &operations {
+        let rule =
+            policy::rule(operation).unwrap_or_else(|| panic!("{method} {template} ({operation}) has no policy row"));
+        for p in PERSONAS {
+            // A change gets a fixture of its own, so that no cell sees another's effect.
+            let own;
+            let f = if method == "GET" {
+                &shared
+            } else {
+                own = fixture(&s).await;
+                &own
+            };
+            let url = format!("{}{}", s.base, path(template, f));
+            let mut request = s.client.request(method.parse().unwrap(), url);
+            if let Some(token) = token(&s, p, &wrong_audience) {
+                request = request.bearer_auth(token);
+            }
+            if let Some((content_type, text)) = body(operation) {
+                request = request.header("content-type", content_type).body(text);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            assert!(status.as_u16() < 500, "{operation} as {} ({:?}): {status} {text}", p.subject, p.credential);
+            let want = expected(operation, p);
+            let got = classify(status, rule);
+            cells += 1;
+            if got != want {
+                failures.push(format!(
+                    "{operation} as {} ({:?}, {:?}): expected {want:?}, got {status} {text}",
+                    p.subject, p.credential, p.relation
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells differ from the policy table:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn lists_hold_only_the_namespaces_a_caller_operates() {
+    let s = Server::start(false).await;
+    s.deploy(APPROVAL, "dora").await;
+    let f = fixture(&s).await;
+    let (_, mine) = s.call("GET", "/api/v1/instances", Some("otto"), None).await;
+    assert!(mine["items"].as_array().unwrap().iter().any(|i| i["id"] == f.instance.as_str()));
+    let (_, theirs) = s.call("GET", "/api/v1/instances", Some("oscar"), None).await;
+    assert_eq!(theirs["items"], json!([]), "oscar operates another namespace");
+    let (_, definitions) = s.call("GET", "/api/v1/definitions", Some("oscar"), None).await;
+    assert_eq!(definitions["items"], json!([]));
+    let (_, slas) = s.call("GET", "/api/v1/slas", Some("otto"), None).await;
+    assert!(slas["items"].as_array().unwrap().iter().any(|r| r["instance"] == f.instance.as_str()), "{slas}");
+    let (_, slas) = s.call("GET", "/api/v1/slas", Some("oscar"), None).await;
+    assert_eq!(slas["items"], json!([]), "nor does he see its SLA clocks");
+    let (_, slas) = s.call("GET", "/api/v1/slas", Some("mia"), None).await;
+    assert!(
+        slas["items"].as_array().unwrap().iter().any(|r| r["instance"] == f.instance.as_str()),
+        "mia manages assembly: {slas}"
+    );
+    let (_, inbox) = s.call("GET", "/api/v1/tasks", Some("pat"), None).await;
+    assert_eq!(inbox["items"], json!([]), "after the reassignment pat's inbox is empty");
+    let (_, inbox) = s.call("GET", "/api/v1/tasks", Some("dan"), None).await;
+    assert_eq!(inbox["items"].as_array().unwrap().len(), 1, "the delegate sees the task");
+}

@@ -1,0 +1,296 @@
+//! The HTTP API end to end: a real server on a loopback port over a SQLite store, a real HTTP
+//! client, real tokens.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{APPROVAL, SIGNAL, Server};
+
+fn problem_type(body: &Value) -> &str {
+    body["type"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_definition_is_deployed_once_per_version_and_its_errors_have_positions() {
+    let s = Server::start(false).await;
+    let broken = APPROVAL.replace("outcomes: [approve, reject]", "outcomes: approve");
+    let (status, problem) = s.deploy(&broken, "dora").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem_type(&problem), "urn:baton:problem:invalid-definition");
+    let first = &problem["errors"][0];
+    assert!(first["line"].as_u64().unwrap() > 0 && first["column"].as_u64().unwrap() > 0, "{problem}");
+
+    let (status, deployed) = s.deploy(APPROVAL, "dora").await;
+    assert_eq!(status, StatusCode::CREATED, "{deployed}");
+    assert_eq!(deployed["key"], "training/approval@1.0.0");
+    let (status, _) = s.deploy(APPROVAL, "dora").await;
+    assert_eq!(status, StatusCode::OK, "the same text again changes nothing");
+    let (status, problem) = s.deploy(&APPROVAL.replace("Approve", "Accept"), "dora").await;
+    assert_eq!(status, StatusCode::CONFLICT, "a deployed version is immutable: {problem}");
+
+    let (status, problem) = s.deploy(APPROVAL, "otto").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "ops does not deploy: {problem}");
+
+    let (status, list) = s.call("GET", "/api/v1/definitions", Some("otto"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (status, one) = s.call("GET", "/api/v1/definitions/training/approval", Some("dora"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["source"], APPROVAL);
+}
+
+#[tokio::test]
+async fn a_team_leader_sees_and_completes_only_their_departments_task() {
+    let s = Server::start(false).await;
+    s.deploy(APPROVAL, "dora").await;
+    let start = json!({
+        "definition": "training/approval",
+        "input": {"title": "Forklift", "department": "assembly"},
+        "businessKey": "session-42",
+        "tags": ["program:forklift"],
+        "idempotencyKey": "req-1",
+    });
+    let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let (status, again) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    assert_eq!((status, again["id"].as_str()), (StatusCode::OK, Some(id.as_str())), "the idempotency key holds");
+
+    let task = s.wait_for_task(&id, "tom").await;
+    let reference = task["reference"].as_str().unwrap().replace(':', "/");
+    let (_, paint) = s.call("GET", &format!("/api/v1/tasks?instance={id}"), Some("tina"), None).await;
+    assert_eq!(paint["items"], json!([]), "the paint team leader does not see assembly's task");
+    let (status, _) = s.call("GET", &format!("/api/v1/tasks/{reference}"), Some("tina"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nor can she open it");
+    let (status, _) = s.call("GET", &format!("/api/v1/instances/{id}"), Some("tina"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nor its instance");
+    let (status, _) = s.call("GET", &format!("/api/v1/instances/{id}"), Some("tom"), None).await;
+    assert_eq!(status, StatusCode::OK, "tom may see the instance of a task he sees");
+
+    let (status, problem) = s
+        .call(
+            "POST",
+            &format!("/api/v1/tasks/{reference}/complete"),
+            Some("tom"),
+            Some(json!({"outcome": "approve", "data": {"comment": "ok"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "the form wants 3 characters: {problem}");
+    assert_eq!(problem_type(&problem), "urn:baton:problem:invalid-task-data");
+    let (status, done) = s
+        .call(
+            "POST",
+            &format!("/api/v1/tasks/{reference}/complete"),
+            Some("tom"),
+            Some(json!({"outcome": "approve", "data": {"comment": "fine by me"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let outcome = s.engine.wait(&baton_engine::InstanceId::new(id.clone())).await.unwrap();
+    assert_eq!(outcome.result.unwrap()["by"], "tom");
+
+    let (_, found) = s.call("GET", "/api/v1/instances?businessKey=session-42", Some("otto"), None).await;
+    assert_eq!(found["items"][0]["id"], id.as_str());
+    let (_, found) = s.call("GET", "/api/v1/instances?tag=program:forklift&status=completed", Some("otto"), None).await;
+    assert_eq!(found["items"][0]["id"], id.as_str());
+    let (_, none) = s.call("GET", "/api/v1/instances?tag=program:other", Some("otto"), None).await;
+    assert_eq!(none["items"], json!([]));
+
+    let (status, page) = s.call("GET", &format!("/api/v1/instances/{id}/history?limit=2"), Some("otto"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"][0]["type"], "InstanceStarted");
+    assert_eq!(page["items"][0]["actor"]["id"], "otto", "the start is recorded with its caller");
+    let next = page["next"].as_str().expect("a full page has a cursor");
+    let (_, rest) = s.call("GET", &format!("/api/v1/instances/{id}/history?after={next}"), Some("otto"), None).await;
+    assert_eq!(rest["items"][0]["seq"], page["items"][1]["seq"].as_u64().unwrap() + 1, "the next page starts after the cursor");
+    let completed = rest["items"].as_array().unwrap().iter().find(|e| e["type"] == "HumanTaskCompleted").unwrap();
+    assert_eq!(completed["actor"]["id"], "tom");
+}
+
+#[tokio::test]
+async fn tokens_are_checked_and_refusals_are_problems() {
+    let s = Server::start(false).await;
+    let (status, problem) = s.call("GET", "/api/v1/tasks", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(problem_type(&problem), "urn:baton:problem:unauthenticated");
+
+    let expired =
+        s.auth.issue("tom", &[], Duration::from_secs(60), chrono::Utc::now() - chrono::Duration::hours(2)).unwrap();
+    let response = s.client.get(format!("{}/api/v1/tasks", s.base)).bearer_auth(expired).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "expired", "{body}");
+
+    let (status, _) = s.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "health needs no token");
+    let (status, problem) = s.call("GET", "/api/v1/instances", Some("tom"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a person without a platform permission does not search instances");
+    assert_eq!(problem_type(&problem), "urn:baton:problem:forbidden");
+    let (status, problem) = s.call("GET", "/api/v1/nowhere", Some("tom"), None).await;
+    assert_eq!((status, problem_type(&problem)), (StatusCode::NOT_FOUND, "urn:baton:problem:not-found"));
+    let (status, problem) = s.call("POST", "/api/v1/instances", Some("otto"), Some(json!({"definition": 3}))).await;
+    assert_eq!((status, problem_type(&problem)), (StatusCode::BAD_REQUEST, "urn:baton:problem:bad-request"));
+}
+
+#[tokio::test]
+async fn ops_operate_instances_of_their_namespace_only() {
+    let s = Server::start(true).await;
+    s.deploy(APPROVAL, "dora").await;
+    s.deploy(SIGNAL, "dora").await;
+    let (_, started) =
+        s.call("POST", "/api/v1/instances", Some("root"), Some(json!({"definition": "ops/signal"}))).await;
+    let other = started["id"].as_str().unwrap().to_owned();
+    let (status, _) = s.call("POST", &format!("/api/v1/instances/{other}/suspend"), Some("otto"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "otto operates the training namespace, not ops");
+
+    let (_, started) = s
+        .call(
+            "POST",
+            "/api/v1/instances",
+            Some("otto"),
+            Some(json!({"definition": "training/approval", "input": {"title": "x", "department": "paint"}})),
+        )
+        .await;
+    let id = started["id"].as_str().unwrap().to_owned();
+    let (status, _) = s
+        .call("POST", &format!("/api/v1/instances/{id}/suspend"), Some("otto"), Some(json!({"reason": "audit"})))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, detail) = s.call("GET", &format!("/api/v1/instances/{id}"), Some("otto"), None).await;
+    let (status, problem) = s.call("POST", &format!("/api/v1/instances/{id}/suspend"), Some("dora"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a designer does not operate instances: {problem}");
+    let (status, _) = s.call("POST", &format!("/api/v1/instances/{id}/resume"), Some("otto"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{detail}");
+    let (status, _) = s
+        .call(
+            "POST",
+            &format!("/api/v1/instances/{id}/terminate"),
+            Some("otto"),
+            Some(json!({"reason": "wrong session"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, history) = s.call("GET", &format!("/api/v1/instances/{id}/history?limit=1000"), Some("otto"), None).await;
+    let suspended = history["items"].as_array().unwrap().iter().find(|e| e["type"] == "InstanceSuspended").unwrap();
+    assert_eq!(suspended["actor"]["id"], "otto");
+    assert!(suspended["data"].to_string().contains("audit"), "the reason is in history: {suspended}");
+
+    let (status, _) = s.call("POST", "/api/v1/admin/clock/advance", Some("otto"), Some(json!({"by": "PT1H"}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only admin moves the clock");
+    let before = s.engine.clock().now();
+    let (status, moved) =
+        s.call("POST", "/api/v1/admin/clock/advance", Some("root"), Some(json!({"by": "PT1H"}))).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert!(s.engine.clock().now() - before >= chrono::Duration::hours(1));
+}
+
+#[tokio::test]
+async fn the_clock_moves_only_on_a_manual_engine() {
+    let s = Server::start(false).await;
+    let (status, problem) =
+        s.call("POST", "/api/v1/admin/clock/advance", Some("root"), Some(json!({"by": "PT1H"}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "BATON-E008");
+}
+
+#[tokio::test]
+async fn cloudevents_reach_an_instance_in_both_modes() {
+    let s = Server::start(false).await;
+    s.deploy(SIGNAL, "dora").await;
+    let (_, started) =
+        s.call("POST", "/api/v1/instances", Some("root"), Some(json!({"definition": "ops/signal"}))).await;
+    let id = started["id"].as_str().unwrap().to_owned();
+    let url = format!("{}/api/v1/instances/{id}/events", s.base);
+    let other = s
+        .client
+        .post(&url)
+        .bearer_auth(s.token_for("wendy"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "e-1")
+        .header("ce-type", "com.example.other")
+        .header("ce-source", "/tests")
+        .header("content-type", "application/json")
+        .body(r#"{"n": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::ACCEPTED, "binary mode");
+    let event = json!({"specversion": "1.0", "id": "e-2", "type": "com.example.approved", "source": "/tests", "data": {"ok": true}});
+    let structured = s
+        .client
+        .post(&url)
+        .bearer_auth(s.token_for("wendy"))
+        .header("content-type", "application/cloudevents+json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(structured.status(), StatusCode::ACCEPTED);
+    let outcome = s.engine.wait(&baton_engine::InstanceId::new(id.clone())).await.unwrap();
+    assert_eq!(outcome.status, baton_engine::InstanceStatus::Completed, "{:?}", outcome.result);
+    let again = s
+        .client
+        .post(&url)
+        .bearer_auth(s.token_for("wendy"))
+        .header("content-type", "application/cloudevents+json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT, "the instance has ended");
+}
+
+#[tokio::test]
+async fn every_operation_of_the_openapi_document_has_a_policy_row() {
+    let s = Server::start(false).await;
+    let (status, document) = s.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(document["openapi"], "3.1.0");
+    let mut operations = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(baton_api::policy::rule(id).is_some(), "{method} {path} ({id}) has no row in the policy table");
+            operations.push(id.to_owned());
+        }
+    }
+    for row in baton_api::policy::TABLE {
+        assert!(operations.iter().any(|o| o == row.operation), "the policy row {} names no operation", row.operation);
+    }
+}
+
+#[tokio::test]
+async fn managers_see_the_sla_rows_of_their_department_and_people_see_no_contacts_but_their_own() {
+    let s = Server::start(false).await;
+    let (status, _) = s.call("GET", "/api/v1/slas", Some("mia"), None).await;
+    assert_eq!(status, StatusCode::OK, "mia manages assembly");
+    let (status, _) = s.call("GET", "/api/v1/slas?department=paint", Some("mia"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "but not paint");
+    let (status, _) = s.call("GET", "/api/v1/slas", Some("tom"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a team leader has no dashboard");
+
+    let (_, tom) = s.call("GET", "/api/v1/people/tom", Some("olga"), None).await;
+    assert_eq!(tom["name"], "TOM");
+    assert!(tom.get("email").is_none(), "olga does not see tom's email: {tom}");
+    let (_, me) = s.call("GET", "/api/v1/people/tom", Some("tom"), None).await;
+    assert_eq!(me["email"], "tom@example.com");
+    let (_, page) = s.call("GET", "/api/v1/people?limit=2", Some("otto"), None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert!(page["items"][0].get("email").is_some(), "ops sees contacts");
+    let mut seen: Vec<String> = Vec::new();
+    let mut page = page;
+    loop {
+        seen.extend(page["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()));
+        let Some(next) = page["next"].as_str() else { break };
+        page = s.call("GET", &format!("/api/v1/people?limit=2&after={next}"), Some("otto"), None).await.1;
+    }
+    let mut expected: Vec<String> = support::organisation().people.into_iter().map(|p| p.id).collect();
+    expected.sort();
+    assert_eq!(seen, expected, "the pages hold every person once, in id order");
+}

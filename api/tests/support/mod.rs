@@ -1,0 +1,187 @@
+//! What the API tests share: a real server on a loopback port over a SQLite store, a real
+//! HTTP client, real tokens, and the directory of the personas.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_api::auth::{AuthConfig, Authenticator, Grant};
+use baton_api::{ApiOptions, App};
+use baton_engine::directory::{Department, Organisation, Person};
+use baton_engine::human::RoleGrant;
+use baton_engine::store::sqlite::{SqliteOptions, SqliteStore};
+use baton_engine::{Clock, ClockMode, Engine, EngineOptions, ManualClock, Store};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "test-secret-of-at-least-32-bytes!!";
+/// The audience the test server checks.
+pub const AUDIENCE: &str = "baton-tests";
+
+pub const APPROVAL: &str = r#"document:
+  dsl: '1.0.3'
+  namespace: training
+  name: approval
+  version: '1.0.0'
+do:
+  - review:
+      call: humanTask
+      with:
+        title: ${ "Approve \(.title)" }
+        assign: { role: team_leader, department: '${ .department }' }
+        outcomes: [approve, reject]
+        form:
+          type: object
+          required: [comment]
+          properties: { comment: { type: string, minLength: 3 } }
+      sla:
+        within: PT8H
+  - done:
+      set:
+        outcome: ${ .outcome }
+        by: ${ .completedBy }
+"#;
+
+pub const SIGNAL: &str = r#"document:
+  dsl: '1.0.3'
+  namespace: ops
+  name: signal
+  version: '1.0.0'
+do:
+  - wait:
+      listen: { to: { one: { with: { type: com.example.approved } } } }
+"#;
+
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub auth: Authenticator,
+    pub engine: Arc<Engine>,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start(manual_clock: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baton.db");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default()).await.unwrap());
+        store.import(&organisation()).await.unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::offset(0));
+        let mode = if manual_clock { ClockMode::Manual } else { ClockMode::System };
+        let engine = Engine::builder()
+            .store(store)
+            .clock(clock)
+            .options(EngineOptions { clock: mode, ..EngineOptions::default() })
+            .build()
+            .await
+            .unwrap();
+        let engine = Arc::new(engine);
+        let auth = Authenticator::new(AuthConfig {
+            hs256_secret: Some(SECRET.into()),
+            audience: vec![AUDIENCE.into()],
+            ..AuthConfig::default()
+        })
+        .await
+        .unwrap();
+        // The tests call faster than people do; the limit has its own test.
+        let options = ApiOptions { manual_clock, rate_per_second: 1e6, rate_burst: 1e6, ..ApiOptions::default() };
+        let app = App::new(Arc::clone(&engine), auth.clone(), options).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(baton_api::server::serve(app, listener, async move { stop.cancelled().await }));
+        Self { base, client: reqwest::Client::new(), auth, engine, cancel, _dir: dir }
+    }
+
+    pub fn token(&self, subject: &str, grants: &[&str]) -> String {
+        let grants: Vec<Grant> = grants.iter().map(|g| Grant::parse(g).unwrap()).collect();
+        self.auth.issue(subject, &grants, Duration::from_secs(600), chrono::Utc::now()).unwrap()
+    }
+
+    pub async fn call(&self, method: &str, path: &str, as_: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.client.request(method.parse().unwrap(), url);
+        if let Some(subject) = as_ {
+            request = request.bearer_auth(self.token_for(subject));
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The platform permissions of the test's personas.
+    pub fn token_for(&self, subject: &str) -> String {
+        match subject {
+            "root" => self.token(subject, &["admin"]),
+            "dora" => self.token(subject, &["designer"]),
+            "otto" => self.token(subject, &["ops:training"]),
+            "oscar" => self.token(subject, &["ops:elsewhere"]),
+            "wendy" => self.token(subject, &["worker"]),
+            other => self.token(other, &[]),
+        }
+    }
+
+    pub async fn deploy(&self, source: &str, as_: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/definitions?file=approval.yaml", self.base))
+            .bearer_auth(self.token_for(as_))
+            .header("content-type", "application/yaml")
+            .body(source.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn wait_for_task(&self, instance: &str, as_: &str) -> Value {
+        for _ in 0..200 {
+            let (_, inbox) = self.call("GET", &format!("/api/v1/tasks?instance={instance}"), Some(as_), None).await;
+            if let Some(task) = inbox["items"].as_array().and_then(|items| items.first()) {
+                return task.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no task of {instance} reached {as_}'s inbox");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub fn organisation() -> Organisation {
+    let person = |id: &str, department: &str, roles: Vec<RoleGrant>| {
+        let mut p = Person::new(id, id.to_uppercase());
+        p.department = Some(department.into());
+        p.email = Some(format!("{id}@example.com"));
+        p.roles = roles;
+        p
+    };
+    Organisation {
+        departments: ["assembly", "paint"]
+            .map(|id| Department { id: id.into(), name: id.to_uppercase(), parent: None, head: None })
+            .into(),
+        groups: vec![],
+        people: vec![
+            person("tom", "assembly", vec![RoleGrant::new("team_leader", Some("assembly"))]),
+            person("tina", "paint", vec![RoleGrant::new("team_leader", Some("paint"))]),
+            person("olga", "assembly", vec![RoleGrant::new("operator", Some("assembly"))]),
+            person("mia", "assembly", vec![RoleGrant::new("manager", Some("assembly"))]),
+            person("pat", "assembly", vec![RoleGrant::new("team_leader", Some("assembly"))]),
+            person("sam", "assembly", vec![RoleGrant::new("team_leader", Some("assembly"))]),
+            person("dan", "assembly", vec![RoleGrant::new("operator", Some("assembly"))]),
+        ],
+    }
+}
