@@ -88,7 +88,9 @@ async fn existing(url: &str) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     store_url::open(url).await
 }
 
-async fn import(file: &Path, url: &str, check: bool) -> anyhow::Result<ExitCode> {
+/// Reads and checks a directory file. Its problems are printed with their positions (stderr)
+/// and give `None`.
+pub fn load_organisation(file: &Path) -> anyhow::Result<Option<Organisation>> {
     let name = file.display().to_string();
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {name}"))?;
     let parsed = match parse(&name, &bytes, &ParseLimits::default()) {
@@ -98,18 +100,28 @@ async fn import(file: &Path, url: &str, check: bool) -> anyhow::Result<ExitCode>
             for d in &diagnostics {
                 eprint!("{}", d.render(&text));
             }
-            return Ok(ExitCode::FAILURE);
+            return Ok(None);
         }
     };
     let organisation = match read_organisation(&parsed) {
         Ok(organisation) => organisation,
-        Err(problems) => return Ok(report(&name, &parsed.text, &problems)),
+        Err(problems) => {
+            report(&name, &parsed.text, &problems);
+            return Ok(None);
+        }
     };
     if let Err(problems) = organisation.check() {
         let located: Vec<(Span, String)> =
             problems.into_iter().map(|p| (locate(&parsed, &organisation, &p), p)).collect();
-        return Ok(report(&name, &parsed.text, &located));
+        report(&name, &parsed.text, &located);
+        return Ok(None);
     }
+    Ok(Some(organisation))
+}
+
+async fn import(file: &Path, url: &str, check: bool) -> anyhow::Result<ExitCode> {
+    let name = file.display().to_string();
+    let Some(organisation) = load_organisation(file)? else { return Ok(ExitCode::FAILURE) };
     let count = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let counts = format!(
         "{}, {}, {}",

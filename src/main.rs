@@ -13,6 +13,7 @@ mod bench;
 mod directory_cmd;
 mod people;
 mod run_cmd;
+mod server_cmd;
 mod store_url;
 mod validate;
 
@@ -24,6 +25,9 @@ struct Cli {
     /// Log filter (RUST_LOG syntax); logs go to stderr.
     #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
     log: String,
+    /// `text`, or `json` for one JSON object per log line.
+    #[arg(long, global = true, env = "BATON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +45,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The organisation's directory: import it from YAML, show a person, list people.
     Directory(directory_cmd::DirectoryArgs),
+    /// Serve the HTTP API on a store, with the engine and its background work.
+    Server(server_cmd::ServerArgs),
+    /// A development server: a local SQLite store, the definitions/ folder deployed, and
+    /// tokens printed for an admin, a designer and an ops engineer.
+    Dev(server_cmd::ServerArgs),
     /// Administration of a store.
     Admin {
         #[command(subcommand)]
@@ -123,10 +132,14 @@ enum ClockCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let mut builder = match &cli.command {
         Command::Bench(args) if args.runtime == bench::RuntimeKind::CurrentThread => {
             tokio::runtime::Builder::new_current_thread()
@@ -156,6 +169,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Directory(args) => directory_cmd::run(args).await,
+        Command::Server(args) => server_cmd::server(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Dev(args) => server_cmd::dev(args).await.map(|()| ExitCode::SUCCESS),
         Command::Admin { command: AdminCommand::Clock { command } } => clock(command).await,
         Command::Admin { command: AdminCommand::Verify { instances, store, json } } => {
             verify(instances, &store, json).await

@@ -1,0 +1,448 @@
+//! `baton server` and `baton dev`: the engine, the HTTP API and the background workers in one
+//! process, configured in layers (defaults, a TOML file, BATON_* variables, flags).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use baton_activities::notify::{Notifier, NotifyConfig, register_notify};
+use baton_api::auth::{AuthConfig, Authenticator, Grant, Permission};
+use baton_api::{ApiOptions, App};
+use baton_engine::runtime::CLOCK_OFFSET_KEY;
+use baton_engine::{ActivityRegistry, Actor, Clock, ClockMode, Engine, EngineOptions, ManualClock, SystemClock};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// Every setting of a server, with its default.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where the HTTP API listens.
+    pub http_addr: String,
+    /// The store: `sqlite:///var/lib/baton/baton.db`.
+    pub store: String,
+    /// `system`, or `manual` (time moves only through the admin API; for tests and demos).
+    pub clock: String,
+    /// Folders whose definitions (*.yaml, *.yml, *.json) are deployed at start.
+    pub definitions: Vec<PathBuf>,
+    /// A directory file (`baton directory import` format) imported at start.
+    pub directory: Option<PathBuf>,
+    /// Shared business calendars (a YAML or JSON file with `calendars:`).
+    pub calendars: Option<PathBuf>,
+    pub auth: AuthSection,
+    /// Requests per second per user on average, and in a burst.
+    pub rate_per_second: f64,
+    pub rate_burst: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: "127.0.0.1:8080".into(),
+            store: "sqlite://baton.db".into(),
+            clock: "system".into(),
+            definitions: Vec::new(),
+            directory: None,
+            calendars: None,
+            auth: AuthSection::default(),
+            rate_per_second: 50.0,
+            rate_burst: 200.0,
+        }
+    }
+}
+
+/// How bearer tokens are checked (docs/operations.md, Security).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// HS256 secret (development); prefer BATON_AUTH_HS256_SECRET to a file.
+    pub hs256_secret: Option<String>,
+    /// A JWKS file with the identity provider's public keys (RS256, ES256).
+    pub jwks_file: Option<PathBuf>,
+    /// Or the provider's JWKS URL.
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    /// The algorithm allow-list (`HS256`, `RS256`, `ES256`...); by default what the keys allow.
+    pub algorithms: Vec<String>,
+}
+
+/// Flags shared by `baton server` and `baton dev`; each overrides the file and the environment.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// A TOML configuration file (every key of `--dump-config`).
+    #[arg(long, env = "BATON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the HTTP API listens (BATON_HTTP_ADDR).
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// The store (BATON_STORE).
+    #[arg(long)]
+    store: Option<String>,
+    /// `system` or `manual` (BATON_CLOCK).
+    #[arg(long)]
+    clock: Option<String>,
+    /// A folder of definitions deployed at start; repeatable (BATON_DEFINITIONS, comma-separated).
+    #[arg(long = "definitions")]
+    definitions: Vec<PathBuf>,
+    /// A directory file imported at start (BATON_DIRECTORY).
+    #[arg(long)]
+    directory: Option<PathBuf>,
+    /// Shared business calendars (BATON_CALENDARS).
+    #[arg(long)]
+    calendars: Option<PathBuf>,
+    /// Print the configuration this would run with (secrets hidden) and exit.
+    #[arg(long)]
+    dump_config: bool,
+}
+
+/// The environment variables read, and the setting each sets.
+const ENVIRONMENT: &[&str] = &[
+    "BATON_HTTP_ADDR",
+    "BATON_STORE",
+    "BATON_CLOCK",
+    "BATON_DEFINITIONS",
+    "BATON_DIRECTORY",
+    "BATON_CALENDARS",
+    "BATON_AUTH_HS256_SECRET",
+    "BATON_AUTH_JWKS_FILE",
+    "BATON_AUTH_JWKS_URL",
+    "BATON_AUTH_ISSUER",
+    "BATON_AUTH_AUDIENCE",
+    "BATON_AUTH_ALGORITHMS",
+    "BATON_RATE_PER_SECOND",
+    "BATON_RATE_BURST",
+];
+
+impl ServerConfig {
+    /// Defaults, then the file, then `env` (BATON_* variables), then the flags.
+    pub fn load(args: &ServerArgs, base: ServerConfig, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut config = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("{}: not a valid configuration", path.display()))?
+            }
+            None => base,
+        };
+        for name in ENVIRONMENT {
+            if let Some(value) = env(name).filter(|v| !v.is_empty()) {
+                config.set(name, value).with_context(|| format!("the environment variable {name}"))?;
+            }
+        }
+        let flags: [(&str, Option<String>); 5] = [
+            ("BATON_HTTP_ADDR", args.http_addr.clone()),
+            ("BATON_STORE", args.store.clone()),
+            ("BATON_CLOCK", args.clock.clone()),
+            ("BATON_DIRECTORY", args.directory.as_ref().map(|p| p.display().to_string())),
+            ("BATON_CALENDARS", args.calendars.as_ref().map(|p| p.display().to_string())),
+        ];
+        for (name, value) in flags {
+            if let Some(value) = value {
+                config.set(name, value)?;
+            }
+        }
+        if !args.definitions.is_empty() {
+            config.definitions = args.definitions.clone();
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    fn set(&mut self, name: &str, value: String) -> anyhow::Result<()> {
+        let list = |v: &str| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect::<Vec<_>>();
+        match name {
+            "BATON_HTTP_ADDR" => self.http_addr = value,
+            "BATON_STORE" => self.store = value,
+            "BATON_CLOCK" => self.clock = value,
+            "BATON_DEFINITIONS" => self.definitions = list(&value).into_iter().map(PathBuf::from).collect(),
+            "BATON_DIRECTORY" => self.directory = Some(value.into()),
+            "BATON_CALENDARS" => self.calendars = Some(value.into()),
+            "BATON_AUTH_HS256_SECRET" => self.auth.hs256_secret = Some(value),
+            "BATON_AUTH_JWKS_FILE" => self.auth.jwks_file = Some(value.into()),
+            "BATON_AUTH_JWKS_URL" => self.auth.jwks_url = Some(value),
+            "BATON_AUTH_ISSUER" => self.auth.issuer = Some(value),
+            "BATON_AUTH_AUDIENCE" => self.auth.audience = list(&value),
+            "BATON_AUTH_ALGORITHMS" => self.auth.algorithms = list(&value),
+            "BATON_RATE_PER_SECOND" => self.rate_per_second = value.parse().context("a number")?,
+            "BATON_RATE_BURST" => self.rate_burst = value.parse().context("a number")?,
+            other => anyhow::bail!("{other} is not a setting"),
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            matches!(self.clock.as_str(), "system" | "manual"),
+            "clock must be `system` or `manual`, not {:?}",
+            self.clock
+        );
+        anyhow::ensure!(self.rate_per_second > 0.0 && self.rate_burst >= 1.0, "the rate limit must be positive");
+        Ok(())
+    }
+
+    /// The configuration as TOML, secrets hidden.
+    pub fn dump(&self) -> anyhow::Result<String> {
+        let mut shown = self.clone();
+        if shown.auth.hs256_secret.is_some() {
+            shown.auth.hs256_secret = Some("<hidden>".into());
+        }
+        Ok(toml::to_string_pretty(&shown)?)
+    }
+
+    fn auth_config(&self) -> anyhow::Result<AuthConfig> {
+        let algorithms =
+            self.auth.algorithms.iter().map(|a| baton_api::auth::parse_algorithm(a)).collect::<Result<Vec<_>, _>>()?;
+        Ok(AuthConfig {
+            hs256_secret: self.auth.hs256_secret.clone(),
+            jwks_file: self.auth.jwks_file.clone(),
+            jwks_url: self.auth.jwks_url.clone(),
+            issuer: self.auth.issuer.clone(),
+            audience: self.auth.audience.clone(),
+            algorithms,
+            ..AuthConfig::default()
+        })
+    }
+}
+
+/// `baton server`.
+pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = ServerConfig::load(&args, ServerConfig::default(), |name| std::env::var(name).ok())?;
+    if args.dump_config {
+        return crate::write_out(&config.dump()?);
+    }
+    run(config, None).await
+}
+
+/// What `baton dev` adds to a server: a development identity whose tokens it prints.
+struct DevIdentity {
+    subjects: Vec<(&'static str, Vec<Grant>)>,
+}
+
+/// `baton dev`: a server on a local SQLite file, with a development secret, the definitions/
+/// folder deployed, and tokens printed for trying the API.
+pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
+    let base = ServerConfig {
+        store: "sqlite://.baton/dev.db".into(),
+        definitions: vec![PathBuf::from("definitions")],
+        ..ServerConfig::default()
+    };
+    let mut config = ServerConfig::load(&args, base, |name| std::env::var(name).ok())?;
+    if config.store.starts_with("sqlite://.baton/") {
+        std::fs::create_dir_all(".baton").context("cannot create .baton/ for the development store")?;
+    }
+    if config.auth.hs256_secret.is_none() && config.auth.jwks_file.is_none() && config.auth.jwks_url.is_none() {
+        config.auth.hs256_secret = Some(dev_secret(Path::new(".baton/dev-secret"))?);
+    }
+    if args.dump_config {
+        return crate::write_out(&config.dump()?);
+    }
+    let identity = DevIdentity {
+        subjects: vec![
+            ("admin", vec![Grant { permission: Permission::Admin, namespace: None }]),
+            ("designer", vec![Grant { permission: Permission::Designer, namespace: None }]),
+            ("ops", vec![Grant { permission: Permission::Ops, namespace: None }]),
+        ],
+    };
+    run(config, Some(identity)).await
+}
+
+/// The development secret: made once, kept beside the development store.
+fn dev_secret(path: &Path) -> anyhow::Result<String> {
+    if let Ok(secret) = std::fs::read_to_string(path) {
+        return Ok(secret.trim().to_owned());
+    }
+    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    std::fs::write(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(secret)
+}
+
+async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Result<()> {
+    let store = crate::store_url::open(&config.store).await?;
+    let manual = config.clock == "manual";
+    let clock: Arc<dyn Clock> = if manual {
+        let offset = store.setting(CLOCK_OFFSET_KEY).await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        Arc::new(ManualClock::offset(offset))
+    } else {
+        Arc::new(SystemClock)
+    };
+    if let Some(path) = &config.directory {
+        let organisation = crate::directory_cmd::load_organisation(path)?.ok_or_else(|| {
+            anyhow::anyhow!("{}: the directory has problems (above); nothing imported", path.display())
+        })?;
+        store.import(&organisation).await.context("cannot import the directory")?;
+    }
+    let calendars = match &config.calendars {
+        Some(path) => crate::run_cmd::load_calendars(path)?,
+        None => Arc::new(baton_sla::Calendars::default()),
+    };
+
+    let mut registry = ActivityRegistry::new();
+    baton_activities::http::register(&mut registry, baton_activities::http::HttpConfig::default());
+    baton_activities::register_directory(&mut registry, Arc::clone(&store));
+    let mut notify = NotifyConfig::new(Arc::clone(&store), Arc::clone(&clock));
+    notify.calendars = (*calendars).clone();
+    let notify = Arc::new(notify);
+    register_notify(&mut registry, Arc::clone(&notify));
+
+    let api_options = ApiOptions {
+        manual_clock: manual,
+        rate_per_second: config.rate_per_second,
+        rate_burst: config.rate_burst,
+        calendars,
+        ..ApiOptions::default()
+    };
+    let options =
+        EngineOptions { clock: if manual { ClockMode::Manual } else { ClockMode::System }, ..EngineOptions::default() };
+    let mut builder =
+        Engine::builder().store(Arc::clone(&store)).clock(Arc::clone(&clock)).options(options).activities(registry);
+    // Deployed definitions are registered before the engine recovers the instances that run them.
+    for workflow in baton_api::app::stored_definitions(store.as_ref(), &api_options).await? {
+        builder = builder.orchestration(workflow);
+    }
+    let engine = Arc::new(builder.build().await.context("cannot start the engine")?);
+    let auth = Authenticator::new(config.auth_config()?).await.context("the authentication settings")?;
+    let app = App::new(Arc::clone(&engine), auth.clone(), api_options).await?;
+    for folder in &config.definitions {
+        deploy_folder(&app, folder).await?;
+    }
+
+    let cancel = CancellationToken::new();
+    let notifier = tokio::spawn(Notifier::new(notify).run(cancel.clone()));
+    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, store = %config.store, "baton server listening");
+    eprintln!("Baton API on http://{address}/api/v1 (OpenAPI document: http://{address}/api/v1/openapi.json)");
+    if let Some(identity) = identity {
+        eprintln!("Development tokens (valid 12 hours; send as `Authorization: Bearer <token>`):");
+        for (subject, grants) in &identity.subjects {
+            let token = auth.issue(subject, grants, std::time::Duration::from_secs(12 * 3600), chrono::Utc::now())?;
+            eprintln!("  {subject}: {token}");
+        }
+    }
+    let shutdown = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        shutdown.cancel();
+    });
+    let stopping = cancel.clone();
+    baton_api::server::serve(app, listener, async move { stopping.cancelled().await }).await?;
+    cancel.cancel();
+    let _ = notifier.await;
+    engine.shutdown().await;
+    eprintln!("Baton stopped.");
+    Ok(())
+}
+
+/// Deploys every definition file of `folder` (a missing folder deploys nothing).
+async fn deploy_folder(app: &App, folder: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        tracing::info!(folder = %folder.display(), "no definitions folder");
+        return Ok(());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+        .collect();
+    files.sort();
+    for file in files {
+        let source = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file.display().to_string();
+        match app.deploy(&source, &name, Actor::System).await {
+            Ok(deployed) => {
+                tracing::info!(definition = %deployed.row.name, version = %deployed.row.version, created = deployed.created, "deployed")
+            }
+            Err(problem) => {
+                let details: Vec<String> = problem
+                    .errors
+                    .iter()
+                    .map(|e| format!("  {}:{}:{}: {}", name, e.line.unwrap_or(0), e.column.unwrap_or(0), e.message))
+                    .collect();
+                anyhow::bail!("{}\n{}", problem.detail, details.join("\n"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> ServerArgs {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServerArgs,
+        }
+        let mut argv = vec!["baton"];
+        argv.extend_from_slice(list);
+        Wrapper::parse_from(argv).args
+    }
+
+    #[test]
+    fn layers_apply_in_order_defaults_file_environment_flags() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("baton.toml");
+        std::fs::write(&file, "http_addr = \"0.0.0.0:1\"\nstore = \"sqlite://file.db\"\nclock = \"manual\"\n")
+            .expect("write");
+        let config = args(&["--config", file.to_str().expect("utf-8"), "--http-addr", "127.0.0.1:3"]);
+        let env = |name: &str| match name {
+            "BATON_HTTP_ADDR" => Some("127.0.0.1:2".to_owned()),
+            "BATON_STORE" => Some("sqlite://env.db".to_owned()),
+            _ => None,
+        };
+        let loaded = ServerConfig::load(&config, ServerConfig::default(), env).expect("loads");
+        assert_eq!(loaded.http_addr, "127.0.0.1:3", "a flag beats the environment");
+        assert_eq!(loaded.store, "sqlite://env.db", "the environment beats the file");
+        assert_eq!(loaded.clock, "manual", "the file beats the defaults");
+        assert_eq!(loaded.rate_burst, 200.0, "defaults fill the rest");
+    }
+
+    #[test]
+    fn a_bad_setting_is_named() {
+        let env = |name: &str| (name == "BATON_CLOCK").then(|| "sometimes".to_owned());
+        let error = ServerConfig::load(&args(&[]), ServerConfig::default(), env).expect_err("refused");
+        assert!(format!("{error:#}").contains("sometimes"), "{error:#}");
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("baton.toml");
+        std::fs::write(&file, "htp_addr = \"x\"\n").expect("write");
+        let error =
+            ServerConfig::load(&args(&["--config", file.to_str().expect("utf-8")]), ServerConfig::default(), |_| None)
+                .expect_err("unknown key");
+        assert!(format!("{error:#}").contains("htp_addr"), "{error:#}");
+    }
+
+    #[test]
+    fn the_dump_hides_secrets() {
+        let mut config = ServerConfig::default();
+        config.auth.hs256_secret = Some("s3cret".into());
+        let dump = config.dump().expect("dump");
+        assert!(!dump.contains("s3cret") && dump.contains("<hidden>"), "{dump}");
+    }
+}
