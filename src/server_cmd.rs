@@ -21,7 +21,8 @@ pub struct ServerConfig {
     pub http_addr: String,
     /// The store: `sqlite:///var/lib/baton/baton.db`.
     pub store: String,
-    /// `system`, or `manual` (time moves only through the admin API; for tests and demos).
+    /// `system`, or `manual`: wall time plus an offset that only moves forward through the
+    /// admin API (tests and demos).
     pub clock: String,
     /// Folders whose definitions (*.yaml, *.yml, *.json) are deployed at start.
     pub definitions: Vec<PathBuf>,
@@ -121,7 +122,12 @@ impl ServerConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read the configuration {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("{}: not a valid configuration", path.display()))?
+                // Read once alone for its errors (unknown keys, types), then laid over the base.
+                let _: ServerConfig =
+                    toml::from_str(&text).with_context(|| format!("{}: not a valid configuration", path.display()))?;
+                let mut merged = toml::Value::try_from(&base)?;
+                merge(&mut merged, toml::from_str(&text)?);
+                merged.try_into().with_context(|| format!("{}: not a valid configuration", path.display()))?
             }
             None => base,
         };
@@ -187,6 +193,9 @@ impl ServerConfig {
         if shown.auth.hs256_secret.is_some() {
             shown.auth.hs256_secret = Some("<hidden>".into());
         }
+        if let Some(url) = &mut shown.auth.jwks_url {
+            *url = hide_userinfo(url);
+        }
         Ok(toml::to_string_pretty(&shown)?)
     }
 
@@ -202,6 +211,38 @@ impl ServerConfig {
             algorithms,
             ..AuthConfig::default()
         })
+    }
+}
+
+/// Lays `over` onto `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(base), toml::Value::Table(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
+/// A URL with its user and password (if any) hidden.
+fn hide_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            match rest.split_once('/').map(|(authority, _)| authority).unwrap_or(rest).rsplit_once('@') {
+                Some((_, host)) => {
+                    format!("{scheme}://<hidden>@{host}{}", rest.find('/').map(|i| &rest[i..]).unwrap_or(""))
+                }
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -228,14 +269,17 @@ pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     let mut config = ServerConfig::load(&args, base, |name| std::env::var(name).ok())?;
-    if config.store.starts_with("sqlite://.baton/") {
-        std::fs::create_dir_all(".baton").context("cannot create .baton/ for the development store")?;
-    }
-    if config.auth.hs256_secret.is_none() && config.auth.jwks_file.is_none() && config.auth.jwks_url.is_none() {
-        config.auth.hs256_secret = Some(dev_secret(Path::new(".baton/dev-secret"))?);
-    }
+    let no_keys =
+        config.auth.hs256_secret.is_none() && config.auth.jwks_file.is_none() && config.auth.jwks_url.is_none();
     if args.dump_config {
-        return crate::write_out(&config.dump()?);
+        if no_keys {
+            config.auth.hs256_secret = Some("<made at start, kept in .baton/dev-secret>".into());
+        }
+        return crate::write_out(&toml::to_string_pretty(&config)?);
+    }
+    std::fs::create_dir_all(".baton").context("cannot create .baton/ for the development store and secret")?;
+    if no_keys {
+        config.auth.hs256_secret = Some(dev_secret(Path::new(".baton/dev-secret"))?);
     }
     let identity = DevIdentity {
         subjects: vec![
@@ -253,7 +297,12 @@ fn dev_secret(path: &Path) -> anyhow::Result<String> {
         return Ok(secret.trim().to_owned());
     }
     let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    std::fs::write(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut file, secret.as_bytes())?;
     Ok(secret)
 }
 
@@ -442,7 +491,23 @@ mod tests {
     fn the_dump_hides_secrets() {
         let mut config = ServerConfig::default();
         config.auth.hs256_secret = Some("s3cret".into());
+        config.auth.jwks_url = Some("https://user:pa55@idp.example/keys".into());
         let dump = config.dump().expect("dump");
-        assert!(!dump.contains("s3cret") && dump.contains("<hidden>"), "{dump}");
+        assert!(!dump.contains("s3cret") && !dump.contains("pa55") && dump.contains("<hidden>"), "{dump}");
+        assert!(dump.contains("https://<hidden>@idp.example/keys"), "{dump}");
+        assert_eq!(hide_userinfo("https://idp.example/keys"), "https://idp.example/keys");
+    }
+
+    #[test]
+    fn a_file_overrides_only_the_keys_it_names() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("baton.toml");
+        std::fs::write(&file, "http_addr = \"0.0.0.0:9\"\n[auth]\nissuer = \"https://idp\"\n").expect("write");
+        let base = ServerConfig { store: "sqlite://.baton/dev.db".into(), ..ServerConfig::default() };
+        let loaded =
+            ServerConfig::load(&args(&["--config", file.to_str().expect("utf-8")]), base, |_| None).expect("loads");
+        assert_eq!(loaded.store, "sqlite://.baton/dev.db", "the base (baton dev's defaults) stays");
+        assert_eq!(loaded.http_addr, "0.0.0.0:9");
+        assert_eq!(loaded.auth.issuer.as_deref(), Some("https://idp"));
     }
 }

@@ -97,6 +97,17 @@ impl App {
     /// accepted, another text under a deployed version is a conflict), then registered.
     pub async fn deploy(&self, source: &str, file: &str, by: Actor) -> ApiResult<Deployed> {
         let (workflow, warnings) = self.compile(source, file)?;
+        self.deploy_compiled(workflow, warnings, source, by).await
+    }
+
+    /// [`App::deploy`] of a definition already compiled from `source`.
+    pub async fn deploy_compiled(
+        &self,
+        workflow: Workflow,
+        warnings: Vec<FieldError>,
+        source: &str,
+        by: Actor,
+    ) -> ApiResult<Deployed> {
         let info = baton_engine::Orchestration::definition(&workflow);
         let document = &workflow.program().document;
         let new = NewDefinition {
@@ -114,13 +125,24 @@ impl App {
     }
 
     /// The caller as a person of the directory: their roles, groups and departments, and
-    /// whether they are a platform administrator. Someone the directory does not know acts
-    /// with their id alone (tasks assigned to them by id).
-    pub async fn principal(&self, caller: &Caller) -> ApiResult<Principal> {
+    /// whether they act as a platform administrator on an object of `namespace` (an `admin`
+    /// grant there or everywhere; with no namespace, only an `admin` grant everywhere counts).
+    /// Someone the directory does not know acts with their id alone (tasks assigned to them by
+    /// id).
+    pub async fn principal(&self, caller: &Caller, namespace: Option<&str>) -> ApiResult<Principal> {
         let mut principal =
             self.engine.store().principal(&caller.subject).await?.unwrap_or_else(|| Principal::user(&caller.subject));
-        principal.admin = caller.has(Permission::Admin, None);
+        principal.admin = match namespace {
+            Some(namespace) => caller.has(Permission::Admin, Some(namespace)),
+            None => caller.scope(&[Permission::Admin]) == crate::auth::Scope::All,
+        };
         Ok(principal)
+    }
+
+    /// The namespace of an instance (None when it does not exist).
+    pub async fn namespace_of(&self, id: &baton_engine::InstanceId) -> ApiResult<Option<String>> {
+        let row = self.engine.store().instance(id).await?;
+        Ok(row.and_then(|r| r.namespace.or_else(|| crate::policy::namespace_of(&r.orchestration).map(str::to_owned))))
     }
 }
 

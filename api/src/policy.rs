@@ -127,13 +127,15 @@ pub fn authorize(
         ))),
         Rule::PlatformOrInvolved(permissions) if allowed(permissions) => Ok(Access::Granted),
         Rule::PlatformOrInvolved(_) => Ok(Access::IfInvolved),
+        Rule::ManualClockAdmin if caller.scope(&[Admin]) != Scope::All => {
+            Err(Problem::forbidden(format!("{operation} needs the admin permission in every namespace")))
+        }
         Rule::ManualClockAdmin if !manual_clock => Err(Problem::new(
             Kind::Conflict,
             "the clock is not manual: start the server with --clock manual to move time",
         )
         .with_code("BATON-E008")),
-        Rule::ManualClockAdmin if caller.has(Admin, None) => Ok(Access::Granted),
-        Rule::ManualClockAdmin => Err(Problem::forbidden(format!("{operation} needs the admin permission"))),
+        Rule::ManualClockAdmin => Ok(Access::Granted),
     }
 }
 

@@ -33,6 +33,14 @@ pub enum Kind {
     InvalidTaskData,
     /// The caller sent too many requests (429).
     RateLimited,
+    /// The route exists, not with this method (405).
+    MethodNotAllowed,
+    /// The request took longer than the server allows (408).
+    Timeout,
+    /// The body is larger than the server takes (413).
+    TooLarge,
+    /// The body's media type is not one the operation takes (415).
+    UnsupportedMediaType,
     /// The engine cannot take the request now (shutting down, store unreachable) (503).
     Unavailable,
     /// An unexpected failure; the details are in the server's log (500).
@@ -51,6 +59,10 @@ impl Kind {
             Self::TaskRefused => "task-refused",
             Self::InvalidTaskData => "invalid-task-data",
             Self::RateLimited => "rate-limited",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::Timeout => "timeout",
+            Self::TooLarge => "too-large",
+            Self::UnsupportedMediaType => "unsupported-media-type",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -65,6 +77,10 @@ impl Kind {
             Self::InvalidDefinition | Self::InvalidTaskData => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict | Self::TaskRefused => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -81,6 +97,10 @@ impl Kind {
             Self::TaskRefused => "The task refused the action",
             Self::InvalidTaskData => "The data does not fit the task's form",
             Self::RateLimited => "Too many requests",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::Timeout => "Request timeout",
+            Self::TooLarge => "Request body too large",
+            Self::UnsupportedMediaType => "Unsupported media type",
             Self::Unavailable => "Unavailable",
             Self::Internal => "Internal error",
         }
@@ -274,6 +294,42 @@ impl From<EngineError> for Problem {
         };
         problem.with_code(code)
     }
+}
+
+impl Kind {
+    /// The kind of a bare error status (one a layer answered without a problem body).
+    pub fn of_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::UNAUTHORIZED => Self::Unauthenticated,
+            StatusCode::FORBIDDEN => Self::Forbidden,
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => Self::Timeout,
+            StatusCode::CONFLICT => Self::Conflict,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::TooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => Self::BadRequest,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable,
+            status if status.is_server_error() => Self::Internal,
+            _ => Self::BadRequest,
+        }
+    }
+}
+
+/// Answers every error as a problem: a status some layer or extractor answered bare (405,
+/// 408, 413...) gets a problem body of its kind.
+pub async fn problems_only(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let detail = status.canonical_reason().unwrap_or("the request failed").to_lowercase();
+    Problem::new(Kind::of_status(status), detail).into_response()
 }
 
 /// The API's result type.

@@ -106,7 +106,11 @@ async fn a_team_leader_sees_and_completes_only_their_departments_task() {
     assert_eq!(page["items"][0]["actor"]["id"], "otto", "the start is recorded with its caller");
     let next = page["next"].as_str().expect("a full page has a cursor");
     let (_, rest) = s.call("GET", &format!("/api/v1/instances/{id}/history?after={next}"), Some("otto"), None).await;
-    assert_eq!(rest["items"][0]["seq"], page["items"][1]["seq"].as_u64().unwrap() + 1, "the next page starts after the cursor");
+    assert_eq!(
+        rest["items"][0]["seq"],
+        page["items"][1]["seq"].as_u64().unwrap() + 1,
+        "the next page starts after the cursor"
+    );
     let completed = rest["items"].as_array().unwrap().iter().find(|e| e["type"] == "HumanTaskCompleted").unwrap();
     assert_eq!(completed["actor"]["id"], "tom");
 }
@@ -293,4 +297,52 @@ async fn managers_see_the_sla_rows_of_their_department_and_people_see_no_contact
     let mut expected: Vec<String> = support::organisation().people.into_iter().map(|p| p.id).collect();
     expected.sort();
     assert_eq!(seen, expected, "the pages hold every person once, in id order");
+}
+
+#[tokio::test]
+async fn what_a_layer_refuses_is_a_problem_too() {
+    let s = Server::start(false).await;
+    let response = s.client.delete(format!("{}/api/v1/definitions", s.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let too_large = vec![b'a'; baton_api::server::MAX_BODY_BYTES + 1];
+    let response = s
+        .client
+        .post(format!("{}/api/v1/definitions", s.base))
+        .bearer_auth(s.token_for("dora"))
+        .body(too_large)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(problem_type(&body), "urn:baton:problem:too-large");
+}
+
+#[tokio::test]
+async fn a_designer_of_one_namespace_deploys_there_only_whatever_the_text_looks_like() {
+    let s = Server::start(false).await;
+    let token = s.token("nina", &["designer:ops"]);
+    // Flow style hides the namespace from a line-by-line reading; the check reads the parsed text.
+    let flow = "document: { dsl: '1.0.3', namespace: training, name: sneaky, version: '1.0.0' }\ndo:\n  - a: { set: { x: 1 } }\n";
+    let response = s
+        .client
+        .post(format!("{}/api/v1/definitions", s.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/yaml")
+        .body(flow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = s
+        .client
+        .post(format!("{}/api/v1/definitions", s.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/yaml")
+        .body(flow.replace("namespace: training", "namespace: ops"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
 }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use baton_engine::store::{DefinitionQuery, DefinitionRow};
 use chrono::{DateTime, Utc};
@@ -67,14 +66,20 @@ fn source_text(body: &axum::body::Bytes) -> ApiResult<String> {
     String::from_utf8(body.to_vec()).map_err(|_| Problem::bad_request("the definition is not UTF-8 text"))
 }
 
-fn namespace_of_source(source: &str) -> Option<String> {
-    // Authorization needs the namespace before validation; a text the parser refuses is
-    // checked against the caller's permissions everywhere.
-    source
-        .lines()
-        .map(str::trim)
-        .find_map(|line| line.strip_prefix("namespace:"))
-        .map(|ns| ns.trim().trim_matches(['"', '\'']).to_owned())
+/// Compiles the body, checking the policy before (any namespace) and after (the definition's
+/// own namespace, which only the parsed text tells).
+fn checked_compile(
+    app: &App,
+    auth: &Auth,
+    operation: &str,
+    body: &axum::body::Bytes,
+    file: &str,
+) -> ApiResult<(baton_workflows::interp::Workflow, Vec<FieldError>)> {
+    authorize(app, auth, operation, None)?;
+    let source = source_text(body)?;
+    let (workflow, warnings) = app.compile(&source, file)?;
+    authorize(app, auth, operation, Some(&workflow.program().document.namespace))?;
+    Ok((workflow, warnings))
 }
 
 /// Deploys a definition (YAML or JSON text as the body). A deployed version is immutable:
@@ -92,13 +97,12 @@ pub async fn deploy(
     State(app): State<Arc<App>>,
     auth: Auth,
     Query(params): Query<SourceParams>,
-    _headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let source = source_text(&body)?;
-    authorize(&app, &auth, "deployDefinition", namespace_of_source(&source).as_deref())?;
     let file = params.file.unwrap_or_else(|| "definition.yaml".into());
-    let Deployed { row, created, warnings } = app.deploy(&source, &file, auth.actor()).await?;
+    let (workflow, warnings) = checked_compile(&app, &auth, "deployDefinition", &body, &file)?;
+    let source = source_text(&body)?;
+    let Deployed { row, created, warnings } = app.deploy_compiled(workflow, warnings, &source, auth.actor()).await?;
     let mut view = DefinitionView::from_row(row, false);
     view.warnings = warnings;
     Ok(created_or_ok(created, view))
@@ -123,10 +127,8 @@ pub async fn validate(
     Query(params): Query<SourceParams>,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<Validation>> {
-    let source = source_text(&body)?;
-    authorize(&app, &auth, "validateDefinition", namespace_of_source(&source).as_deref())?;
     let file = params.file.unwrap_or_else(|| "definition.yaml".into());
-    let (_, warnings) = app.compile(&source, &file)?;
+    let (_, warnings) = checked_compile(&app, &auth, "validateDefinition", &body, &file)?;
     Ok(axum::Json(Validation { valid: true, warnings }))
 }
 

@@ -211,12 +211,12 @@ async fn visible_instance(app: &App, auth: &Auth, operation: &str, id: &Instance
     };
     match access {
         Ok(Access::Granted) => Ok(row),
-        Ok(Access::IfInvolved) if involved(app, auth, id).await? => Ok(row),
+        Ok(Access::IfInvolved) if involved(app, auth, id, namespace.as_deref()).await? => Ok(row),
         Ok(Access::IfInvolved) | Err(_) => Err(not_found()),
     }
 }
 
-async fn involved(app: &App, auth: &Auth, id: &InstanceId) -> ApiResult<bool> {
+async fn involved(app: &App, auth: &Auth, id: &InstanceId, namespace: Option<&str>) -> ApiResult<bool> {
     let caller = auth.caller()?;
     let first = app.engine.history(id, 0, 1).await?;
     let started_by = first
@@ -226,7 +226,7 @@ async fn involved(app: &App, auth: &Auth, id: &InstanceId) -> ApiResult<bool> {
     if started_by {
         return Ok(true);
     }
-    let principal = app.principal(caller).await?;
+    let principal = app.principal(caller, namespace).await?;
     let tasks = app.engine.store().human_tasks_of(id).await?;
     Ok(tasks.iter().any(|row| may_see(&principal, &row.task)))
 }

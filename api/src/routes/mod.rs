@@ -122,7 +122,8 @@ async fn ready(State(app): State<Arc<App>>) -> ApiResult<&'static str> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T: utoipa::ToSchema> {
     pub items: Vec<T>,
-    /// Pass as `after` to get the next page; absent on the last page.
+    /// Pass as `after` to get the next page. Absent when this page is not full (so the last
+    /// page may have one, leading to an empty page).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }

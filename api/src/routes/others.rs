@@ -53,12 +53,14 @@ pub async fn slas(
             Scope::Nothing => Some(Vec::new()),
         };
     } else {
-        let principal = app.principal(auth.caller()?).await?;
+        let principal = app.principal(auth.caller()?, None).await?;
         let managed: Vec<String> =
             principal.roles.iter().filter(|g| g.role == MANAGER_ROLE).filter_map(|g| g.department.clone()).collect();
         department = match (department, managed.as_slice()) {
             (_, []) => {
-                return Err(Problem::forbidden("the SLA dashboard needs ops, admin, or a manager role in a department"));
+                return Err(Problem::forbidden(
+                    "the SLA dashboard needs ops, admin, or a manager role in a department",
+                ));
             }
             (Some(d), _) if managed.contains(&d) => Some(d),
             (Some(d), _) => return Err(Problem::forbidden(format!("you do not manage department {d}"))),

@@ -47,7 +47,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Page<Value>>> {
     authorize(&app, &auth, "listTasks", None)?;
     let caller = auth.caller()?;
-    let principal = app.principal(caller).await?;
+    let principal = app.principal(caller, None).await?;
     let status = match params.status.as_deref() {
         None => None,
         Some(s) => Some(
@@ -106,8 +106,10 @@ pub async fn get(
     Path((instance, seq)): Path<(String, Seq)>,
 ) -> ApiResult<axum::Json<Value>> {
     authorize(&app, &auth, "getTask", None)?;
-    let principal = app.principal(auth.caller()?).await?;
-    let row = app.engine.human_task(&InstanceId::new(instance), seq, &principal).await?;
+    let instance = InstanceId::new(instance);
+    let namespace = app.namespace_of(&instance).await?;
+    let principal = app.principal(auth.caller()?, namespace.as_deref()).await?;
+    let row = app.engine.human_task(&instance, seq, &principal).await?;
     Ok(axum::Json(view(&row)))
 }
 
@@ -120,8 +122,10 @@ async fn act(
     action: TaskAction,
 ) -> ApiResult<axum::Json<Value>> {
     authorize(app, auth, operation, None)?;
-    let principal = app.principal(auth.caller()?).await?;
-    let row = app.engine.act_on_task(&InstanceId::new(instance), seq, &principal, action).await?;
+    let instance = InstanceId::new(instance);
+    let namespace = app.namespace_of(&instance).await?;
+    let principal = app.principal(auth.caller()?, namespace.as_deref()).await?;
+    let row = app.engine.act_on_task(&instance, seq, &principal, action).await?;
     Ok(axum::Json(view(&row)))
 }
 
