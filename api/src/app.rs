@@ -52,6 +52,7 @@ pub struct App {
     pub auth: Authenticator,
     pub options: ApiOptions,
     limiter: RateLimiter,
+    pub(crate) http_metrics: crate::metrics::HttpMetrics,
 }
 
 impl std::fmt::Debug for App {
@@ -75,7 +76,7 @@ impl App {
     /// again, so that instances started on it go on.
     pub async fn new(engine: Arc<Engine>, auth: Authenticator, options: ApiOptions) -> anyhow::Result<Arc<Self>> {
         let limiter = RateLimiter::new(options.rate_per_second, options.rate_burst);
-        let app = Arc::new(Self { engine, auth, options, limiter });
+        let app = Arc::new(Self { engine, auth, options, limiter, http_metrics: Default::default() });
         app.register_stored().await?;
         Ok(app)
     }

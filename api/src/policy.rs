@@ -48,6 +48,7 @@ pub const TABLE: &[Row] = &[
     row("health", Rule::Public),
     row("ready", Rule::Public),
     row("openapi", Rule::Public),
+    row("metrics", Rule::Public),
     // Definitions
     row("listDefinitions", Rule::Platform(READ_DEFINITIONS)),
     row("getDefinition", Rule::Platform(READ_DEFINITIONS)),

@@ -346,3 +346,31 @@ async fn a_designer_of_one_namespace_deploys_there_only_whatever_the_text_looks_
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_the_engines_work() {
+    let s = Server::start(false).await;
+    s.deploy(APPROVAL, "dora").await;
+    let (_, started) = s
+        .call(
+            "POST",
+            "/api/v1/instances",
+            Some("otto"),
+            Some(json!({"definition": "training/approval", "input": {"title": "x", "department": "assembly"}})),
+        )
+        .await;
+    s.wait_for_task(started["id"].as_str().unwrap(), "tom").await;
+    let text = s.client.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+    };
+    assert!(value("baton_engine_steps_total ") >= 1.0 && value("baton_engine_history_events_total ") >= 2.0, "{text}");
+    assert_eq!(value(r#"baton_http_requests_total{route="/api/v1/instances",method="POST",status="201"}"#), 1.0);
+    assert!(value(r#"baton_http_request_duration_seconds_count{route="/api/v1/tasks",method="GET"}"#) >= 1.0);
+    assert_eq!(value("baton_incidents_open "), 0.0);
+    assert!(!text.contains(started["id"].as_str().unwrap()), "no instance id is a label");
+}

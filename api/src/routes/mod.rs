@@ -56,8 +56,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
         .fallback(|| async { Problem::not_found("no such route") })
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), crate::metrics::track))
         .with_state(app)
 }
 
@@ -66,7 +68,7 @@ pub fn router(app: Arc<App>) -> Router {
 #[openapi(
     info(title = "Baton API", description = "Definitions, instances, human tasks, SLAs and the directory of a Baton engine. Every error is an RFC 7807 problem (application/problem+json) with a stable `type`."),
     paths(
-        health, ready, openapi,
+        health, ready, metrics, openapi,
         definitions::list, definitions::deploy, definitions::validate, definitions::get,
         instances::start, instances::list, instances::get, instances::history, instances::raise_event,
         instances::suspend, instances::resume, instances::terminate, instances::incidents, instances::retry_incident,
@@ -104,6 +106,14 @@ async fn openapi() -> Response {
     responses((status = 200, description = "The server is alive")))]
 async fn health() -> &'static str {
     "ok"
+}
+
+/// Prometheus metrics: the engine's counters, its queues, and the API's requests.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "meta", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let body = crate::metrics::render(&app).await;
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// Readiness: the store answers.

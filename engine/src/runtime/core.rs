@@ -1009,6 +1009,7 @@ impl Core {
     ) {
         let Some(cached) = self.cache.get_mut(id) else { return };
         let mut next = cached.instance.clone();
+        let _span = tracing::debug_span!("step", wf.id = %id, wf.seq = next.next_seq, event = kind.name()).entered();
         match next.handle(kind.clone(), batch.now, actor.clone()) {
             Ok(step) => {
                 cached.instance = next;

@@ -72,6 +72,8 @@ pub(crate) fn spawn_attempt(
             _ = heartbeat_lost => Err(ActivityError::retryable("heartbeat timeout")),
         }
     };
+    let span = tracing::info_span!("activity", wf.id = %task.instance, wf.seq = task.seq, activity.name = %task.name, activity.attempt = attempt);
+    let run = tracing::Instrument::instrument(run, span);
     let handle = tracker.spawn(async move {
         let outcome: Result<Value, ActivityError> = run.await;
         // The core may be gone (shutdown); the task row stays and recovery runs it again.
