@@ -53,6 +53,8 @@ pub struct App {
     pub options: ApiOptions,
     limiter: RateLimiter,
     pub(crate) http_metrics: crate::metrics::HttpMetrics,
+    /// Cancelled when the server stops: long-lived answers (live streams) end with it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for App {
@@ -76,7 +78,14 @@ impl App {
     /// again, so that instances started on it go on.
     pub async fn new(engine: Arc<Engine>, auth: Authenticator, options: ApiOptions) -> anyhow::Result<Arc<Self>> {
         let limiter = RateLimiter::new(options.rate_per_second, options.rate_burst);
-        let app = Arc::new(Self { engine, auth, options, limiter, http_metrics: Default::default() });
+        let app = Arc::new(Self {
+            engine,
+            auth,
+            options,
+            limiter,
+            http_metrics: Default::default(),
+            shutdown: Default::default(),
+        });
         app.register_stored().await?;
         Ok(app)
     }

@@ -52,6 +52,7 @@ pub const TABLE: &[Row] = &[
     // Definitions
     row("listDefinitions", Rule::Platform(READ_DEFINITIONS)),
     row("getDefinition", Rule::Platform(READ_DEFINITIONS)),
+    row("getDefinitionDiagram", Rule::Platform(READ_DEFINITIONS)),
     row("deployDefinition", Rule::Platform(&[Designer])),
     row("validateDefinition", Rule::Platform(&[Designer])),
     // Instances
@@ -81,6 +82,8 @@ pub const TABLE: &[Row] = &[
     row("listNotifications", Rule::Person),
     row("markNotificationsRead", Rule::Person),
     row("advanceClock", Rule::ManualClockAdmin),
+    // Live updates: each change is filtered by what the caller may see.
+    row("streamChanges", Rule::Person),
 ];
 
 /// The row of `operation`, if the table has one.

@@ -45,6 +45,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let streams = app.shutdown.clone();
     let service = service(app).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = async move {
+        shutdown.await;
+        // Live streams never finish by themselves: end them so the server can drain.
+        streams.cancel();
+    };
     axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }

@@ -41,6 +41,21 @@ async fn a_definition_is_deployed_once_per_version_and_its_errors_have_positions
     let (status, one) = s.call("GET", "/api/v1/definitions/training/approval", Some("dora"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(one["source"], APPROVAL);
+
+    let svg = s
+        .client
+        .get(format!("{}/api/v1/definitions/training/approval/diagram", s.base))
+        .bearer_auth(s.token_for("otto"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    let svg = svg.text().await.unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("review"), "{svg}");
+    let (status, mermaid) =
+        s.call("GET", "/api/v1/definitions/training/approval/diagram?format=mermaid", Some("otto"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(mermaid.as_str().unwrap().starts_with("flowchart TD"), "{mermaid}");
 }
 
 #[tokio::test]
@@ -373,4 +388,87 @@ async fn metrics_count_requests_by_route_and_the_engines_work() {
     assert!(value(r#"baton_http_request_duration_seconds_count{route="/api/v1/tasks",method="GET"}"#) >= 1.0);
     assert_eq!(value("baton_incidents_open "), 0.0);
     assert!(!text.contains(started["id"].as_str().unwrap()), "no instance id is a label");
+}
+
+/// Reads server-sent events from a response: (event name, data as JSON). Comments
+/// (keep-alives) are skipped.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(s: &Server, as_: &str) -> Self {
+        let response =
+            s.client.get(format!("{}/api/v1/stream", s.base)).bearer_auth(s.token_for(as_)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        Self { response, buffer: String::new() }
+    }
+
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .filter_map(|l| l.strip_prefix(name))
+                        .map(str::trim_start)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                let (event, data) = (field("event:"), field("data:"));
+                if data.is_empty() {
+                    continue;
+                }
+                return (event, serde_json::from_str(&data).unwrap());
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next `task` event.
+    async fn next_task(&mut self) -> Value {
+        loop {
+            let (event, data) = self.next().await;
+            if event == "task" {
+                return data;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn live_updates_show_each_person_only_what_they_may_see() {
+    let s = Server::start(false).await;
+    s.deploy(APPROVAL, "dora").await;
+    let mut tom = Events::open(&s, "tom").await;
+    let mut tina = Events::open(&s, "tina").await;
+    let mut otto = Events::open(&s, "otto").await;
+    let start = |department: &str| json!({"definition": "training/approval", "input": {"title": "x", "department": department}});
+    let (_, assembly) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start("assembly"))).await;
+    let (_, paint) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start("paint"))).await;
+
+    let task = tom.next_task().await;
+    assert_eq!(task["instance"], assembly["id"], "tom sees the assembly task appear");
+    let task = tina.next_task().await;
+    assert_eq!(task["instance"], paint["id"], "tina's first task is paint's: she never saw assembly's");
+    let (event, change) = otto.next().await;
+    assert_eq!(event, "instance");
+    assert_eq!(change["instance"], assembly["id"], "ops sees the instances of the namespace change");
+    assert!(change["events"].as_array().unwrap().iter().any(|e| e["type"] == "InstanceStarted"), "{change}");
+
+    let reference = task["reference"].as_str().unwrap().replace(':', "/");
+    s.call("POST", &format!("/api/v1/tasks/{reference}/claim"), Some("tina"), None).await;
+    let claimed = tina.next_task().await;
+    assert_eq!(claimed["task"]["assignee"], "tina", "{claimed}");
+
+    let anonymous = s.client.get(format!("{}/api/v1/stream", s.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }

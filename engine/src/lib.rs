@@ -46,8 +46,8 @@ pub use history::{Actor, DefinitionInfo, EventKind, HistoryEvent, InstanceId, Se
 pub use instance::{Effect, Instance, StepError};
 pub use orchestration::{ANY_EVENT, Command, Ctx, DynOrchestration, Fault, FaultKind, Orchestration, Trigger};
 pub use runtime::{
-    ClockMode, Description, Engine, EngineBuilder, EngineOptions, Outcome, RaiseEvent, Raised, StartOptions, Started,
-    StatsSnapshot,
+    Change, ClockMode, Description, Engine, EngineBuilder, EngineOptions, Outcome, RaiseEvent, Raised, StartOptions,
+    Started, StatsSnapshot,
 };
 pub use secrets::{ChainSecrets, EnvSecrets, FileSecrets, SecretProvider};
 pub use store::{InstanceStatus, Store, StoreError};

@@ -4,6 +4,7 @@
 
 pub mod dashboard;
 pub mod diagnostic;
+pub mod diagram;
 pub mod duration;
 pub mod expr;
 pub mod interp;

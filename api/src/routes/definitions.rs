@@ -191,3 +191,42 @@ pub async fn get(
         .ok_or_else(|| Problem::not_found(format!("no deployed definition {full}")))?;
     Ok(axum::Json(DefinitionView::from_row(row, true)))
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DiagramParams {
+    /// The version; the latest deployed when absent.
+    version: Option<String>,
+    /// `svg` (default) or `mermaid`.
+    format: Option<String>,
+}
+
+/// A definition's flow as a diagram: SVG drawn by the server, or Mermaid text.
+#[utoipa::path(get, path = "/api/v1/definitions/{namespace}/{name}/diagram", operation_id = "getDefinitionDiagram",
+    tag = "definitions",
+    params(("namespace" = String, Path), ("name" = String, Path), DiagramParams),
+    responses((status = 200, description = "image/svg+xml, or text/plain for Mermaid"),
+        (status = 404, body = crate::problem::ProblemBody), (status = 400, body = crate::problem::ProblemBody)))]
+pub async fn diagram(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(params): Query<DiagramParams>,
+) -> ApiResult<Response> {
+    use axum::response::IntoResponse;
+    authorize(&app, &auth, "getDefinitionDiagram", Some(&namespace))?;
+    let full = format!("{namespace}/{name}");
+    let row = app
+        .engine
+        .store()
+        .definition(&full, params.version.as_deref())
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no deployed definition {full}")))?;
+    let (workflow, _) = app.compile(&row.source, &row.key())?;
+    let program = workflow.program();
+    let (content_type, body) = match params.format.as_deref().unwrap_or("svg") {
+        "svg" => ("image/svg+xml", baton_workflows::diagram::svg(program)),
+        "mermaid" => ("text/plain; charset=utf-8", baton_workflows::diagram::mermaid(program)),
+        other => return Err(Problem::bad_request(format!("format {other:?}: use svg or mermaid"))),
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
+}

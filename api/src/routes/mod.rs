@@ -21,6 +21,7 @@ use crate::problem::{ApiResult, Kind, Problem};
 mod definitions;
 mod instances;
 mod others;
+mod stream;
 mod tasks;
 
 /// The API under `/api/v1`, health and readiness, and the OpenAPI document.
@@ -29,6 +30,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/definitions", get(definitions::list).post(definitions::deploy))
         .route("/definitions/validate", post(definitions::validate))
         .route("/definitions/{namespace}/{name}", get(definitions::get))
+        .route("/definitions/{namespace}/{name}/diagram", get(definitions::diagram))
         .route("/instances", get(instances::list).post(instances::start))
         .route("/instances/{id}", get(instances::get))
         .route("/instances/{id}/history", get(instances::history))
@@ -52,6 +54,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/notifications", get(others::notifications))
         .route("/notifications/read", post(others::mark_read))
         .route("/admin/clock/advance", post(others::advance_clock))
+        .route("/stream", get(stream::stream))
         .route("/openapi.json", get(openapi));
     Router::new()
         .route("/healthz", get(health))
@@ -70,11 +73,13 @@ pub fn router(app: Arc<App>) -> Router {
     paths(
         health, ready, metrics, openapi,
         definitions::list, definitions::deploy, definitions::validate, definitions::get,
+        definitions::diagram,
         instances::start, instances::list, instances::get, instances::history, instances::raise_event,
         instances::suspend, instances::resume, instances::terminate, instances::incidents, instances::retry_incident,
         tasks::list, tasks::get, tasks::claim, tasks::unclaim, tasks::delegate, tasks::reassign, tasks::comment,
         tasks::complete,
         others::slas, others::people, others::person, others::notifications, others::mark_read, others::advance_clock,
+        stream::stream,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -1222,6 +1222,7 @@ impl Core {
                     self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.shared.stats.steps.fetch_add(steps, Ordering::Relaxed);
                     crate::failpoint::hit("step.after_commit");
+                    self.publish(writes);
                 }
                 for item in post {
                     self.post(item).await;
@@ -1250,6 +1251,25 @@ impl Core {
                     self.recover_instance(&id).await;
                 }
             }
+        }
+    }
+
+    /// Tells subscribers what the commit changed (nothing is built without subscribers).
+    fn publish(&self, writes: Vec<InstanceWrite>) {
+        if self.shared.changes.receiver_count() == 0 {
+            return;
+        }
+        let names = EventKind::known_tags();
+        for write in writes {
+            let Some(instance) = write.instance else { continue };
+            let events = write
+                .events
+                .iter()
+                .map(|e| (e.seq, names.iter().find(|(tag, _)| *tag == e.tag).map_or("Unknown", |(_, name)| *name)))
+                .collect();
+            let change = super::Change { instance, events, human_tasks: write.human_tasks };
+            // No receiver left is not an error: the next commit checks again.
+            let _ = self.shared.changes.send(Arc::new(change));
         }
     }
 

@@ -134,6 +134,21 @@ impl Stats {
     }
 }
 
+/// Changes kept for subscribers that fall behind.
+const CHANGE_BUFFER: usize = 4096;
+
+/// What one commit changed in one instance ([`Engine::subscribe`]).
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// The instance's row after the change.
+    pub instance: InstanceRow,
+    /// The history events written: sequence number and type name.
+    pub events: Vec<(Seq, &'static str)>,
+    /// Human tasks created or changed, as stored (with their access keys, so a subscriber can
+    /// show each only to the people who may see it).
+    pub human_tasks: Vec<HumanTaskRow>,
+}
+
 /// Options of one start.
 #[derive(Clone, Debug, Default)]
 pub struct StartOptions {
@@ -256,6 +271,8 @@ pub(crate) struct Shared {
     pub activities: ActivityRegistry,
     pub options: EngineOptions,
     pub stats: Stats,
+    /// Where committed changes are published ([`Engine::subscribe`]).
+    pub changes: tokio::sync::broadcast::Sender<Arc<Change>>,
 }
 
 impl Shared {
@@ -389,6 +406,7 @@ impl EngineBuilder {
             activities: self.activities,
             options: self.options,
             stats: Stats::default(),
+            changes: tokio::sync::broadcast::channel(CHANGE_BUFFER).0,
         });
         let (tx, rx) = mpsc::channel(65_536);
         let cancel = CancellationToken::new();
@@ -632,6 +650,14 @@ impl Engine {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// What each commit changed, as it is committed: for live views (inboxes, dashboards). A
+    /// subscriber that falls more than a few thousand changes behind is told it lagged
+    /// (`RecvError::Lagged`) and should reload what it shows. Nothing is built while nobody
+    /// subscribes.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Change>> {
+        self.shared.changes.subscribe()
     }
 
     /// Moves the manual clock forward and persists the new offset. Refused on the system clock.

@@ -1,0 +1,115 @@
+//! Live updates as server-sent events: what changes in the instances and human tasks the caller
+//! may see, as the engine commits it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use baton_engine::human::{Principal, may_see};
+use baton_engine::{Change, InstanceId};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::authorize;
+use crate::app::{App, Auth};
+use crate::auth::{Caller, Permission};
+use crate::policy;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Only the changes of this instance.
+    instance: Option<String>,
+}
+
+/// What one subscriber may see.
+struct Viewer {
+    caller: Caller,
+    principal: Principal,
+    instance: Option<InstanceId>,
+}
+
+impl Viewer {
+    /// The events of `change` this viewer gets: the instance's change when they operate its
+    /// namespace; each human task they may see.
+    fn events(&self, change: &Change) -> Vec<Event> {
+        let row = &change.instance;
+        if self.instance.as_ref().is_some_and(|id| *id != row.id) {
+            return Vec::new();
+        }
+        let namespace = row.namespace.as_deref().or_else(|| policy::namespace_of(&row.orchestration));
+        let mut events = Vec::new();
+        let operates = self.caller.has(Permission::Ops, namespace) || self.caller.has(Permission::Admin, namespace);
+        if operates {
+            let data = json!({
+                "instance": row.id,
+                "definition": row.orchestration,
+                "status": row.status,
+                "events": change.events.iter().map(|(seq, kind)| json!({"seq": seq, "type": kind})).collect::<Vec<_>>(),
+            });
+            events.push(Event::default().event("instance").data(data.to_string()));
+        }
+        let admin = namespace.is_some_and(|n| self.caller.has(Permission::Admin, Some(n)));
+        for task in &change.human_tasks {
+            if admin || may_see(&self.principal, &task.task) {
+                let mut data = serde_json::to_value(task).unwrap_or_default();
+                if let serde_json::Value::Object(map) = &mut data {
+                    map.insert("reference".into(), serde_json::Value::String(task.reference()));
+                }
+                events.push(Event::default().event("task").data(data.to_string()));
+            }
+        }
+        events
+    }
+}
+
+/// Server-sent events: `instance` (status and history events of the instances of the
+/// namespaces the caller operates), `task` (a human task the caller may see was created or
+/// changed), and `lagged` (changes were missed: reload the view). The stream ends when the
+/// server shuts down.
+#[utoipa::path(get, path = "/api/v1/stream", operation_id = "streamChanges", tag = "live",
+    params(StreamParams),
+    responses((status = 200, description = "A text/event-stream of changes", content_type = "text/event-stream"),
+        (status = 401, body = crate::problem::ProblemBody)))]
+pub async fn stream(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Query(params): Query<StreamParams>,
+) -> crate::problem::ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    authorize(&app, &auth, "streamChanges", None)?;
+    let caller = auth.caller()?.clone();
+    let principal = app.principal(&caller, None).await?;
+    let viewer = Viewer { caller, principal, instance: params.instance.map(InstanceId::new) };
+    let receiver = app.engine.subscribe();
+    let shutdown = app.shutdown.clone();
+    let pending: Vec<Event> = Vec::new();
+    let stream = futures_util::stream::unfold(
+        (receiver, viewer, shutdown, pending),
+        |(mut receiver, viewer, shutdown, mut pending)| async move {
+            loop {
+                if let Some(event) = pending.pop() {
+                    return Some((Ok(event), (receiver, viewer, shutdown, pending)));
+                }
+                let received = tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    received = receiver.recv() => received,
+                };
+                match received {
+                    Ok(change) => {
+                        pending = viewer.events(&change);
+                        pending.reverse();
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        let event = Event::default().event("lagged").data(json!({"missed": missed}).to_string());
+                        return Some((Ok(event), (receiver, viewer, shutdown, pending)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
