@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod bench;
+mod client_cmd;
+mod diagram_cmd;
 mod directory_cmd;
 mod people;
 mod run_cmd;
@@ -35,6 +37,8 @@ enum Command {
     /// Check definitions: the schema, the flow between tasks, expressions, durations and the
     /// functions they call; every problem is reported with its position.
     Validate(validate::ValidateArgs),
+    /// Draw a definition's flow: SVG, or Mermaid text (`--format mermaid`).
+    Diagram(diagram_cmd::DiagramArgs),
     /// Run one instance of a definition to its end and print its output (simulated time,
     /// events and activity results given on the command line).
     Run(run_cmd::RunArgs),
@@ -50,6 +54,8 @@ enum Command {
     /// A development server: a local SQLite store, the definitions/ folder deployed, and
     /// tokens printed for an admin, a designer and an ops engineer.
     Dev(server_cmd::ServerArgs),
+    #[command(flatten)]
+    Client(client_cmd::ClientCommand),
     /// Administration of a store.
     Admin {
         #[command(subcommand)]
@@ -165,12 +171,14 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate(args) => validate::run(&args),
+        Command::Diagram(args) => diagram_cmd::run(&args),
         Command::Run(args) => run_cmd::run(args).await,
         Command::Replay(args) => replay(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Directory(args) => directory_cmd::run(args).await,
         Command::Server(args) => server_cmd::server(args).await.map(|()| ExitCode::SUCCESS),
         Command::Dev(args) => server_cmd::dev(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Client(command) => client_cmd::run(command).await,
         Command::Admin { command: AdminCommand::Clock { command } } => clock(command).await,
         Command::Admin { command: AdminCommand::Verify { instances, store, json } } => {
             verify(instances, &store, json).await

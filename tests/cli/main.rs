@@ -1,6 +1,7 @@
 //! The `baton` command line, run as a user runs it. (An integration test of the root `baton`
 //! package; the `baton-tests` crate in this folder holds the engine's cross-crate tests.)
 
+mod client;
 mod directory;
 mod run;
 mod validate;

@@ -1,0 +1,427 @@
+//! The API's client verbs (`baton deploy`, `workflow`, `task`, `event`) against a real `baton
+//! server` child process on a loopback port, with a SQLite store, an HS256 secret and a small
+//! directory.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SECRET: &str = "client-test-secret-of-at-least-32-bytes";
+
+const ORGANISATION: &str = "\
+departments:
+  - { id: assembly, name: Assembly }
+  - { id: paint, name: Paint }
+people:
+  - { id: tom, name: Tom, department: assembly, roles: [{ role: team_leader, department: assembly }] }
+  - { id: pat, name: Pat, department: assembly, roles: [{ role: team_leader, department: assembly }] }
+  - { id: tina, name: Tina, department: paint, roles: [{ role: team_leader, department: paint }] }
+";
+
+const APPROVAL: &str = r#"document:
+  dsl: '1.0.3'
+  namespace: training
+  name: approval
+  version: '1.0.0'
+do:
+  - review:
+      call: humanTask
+      with:
+        title: ${ "Approve \(.title)" }
+        assign: { role: team_leader, department: '${ .department }' }
+        outcomes: [approve, reject]
+        form:
+          type: object
+          required: [comment]
+          properties: { comment: { type: string, minLength: 3 } }
+  - done:
+      set:
+        outcome: ${ .outcome }
+        by: ${ .completedBy }
+"#;
+
+const LISTEN: &str = r#"document:
+  dsl: '1.0.3'
+  namespace: training
+  name: wait-for-approval
+  version: '1.0.0'
+do:
+  - wait:
+      listen: { to: { one: { with: { type: com.example.approved } } } }
+"#;
+
+/// A `baton server` child process, killed when dropped (a failed assertion included).
+struct ApiServer {
+    child: Child,
+    address: String,
+    dir: tempfile::TempDir,
+    tokens: baton_api::auth::Authenticator,
+}
+
+impl ApiServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let directory = dir.path().join("org.yaml");
+        std::fs::write(&directory, ORGANISATION).expect("writes the directory");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["server", "--http-addr", "127.0.0.1:0", "--store"])
+            .arg(format!("sqlite://{}", dir.path().join("baton.db").display()))
+            .arg("--directory")
+            .arg(&directory)
+            .env("BATON_AUTH_HS256_SECRET", SECRET)
+            .env("BATON_RATE_PER_SECOND", "10000")
+            .env("BATON_RATE_BURST", "10000")
+            .env_remove("BATON_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("baton server starts");
+        // The server says where it listens on stderr; the rest of its stderr is drained so
+        // that it never blocks on a full pipe.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (found, listening) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("Baton API on ") {
+                    let _ = found.send(Ok(rest.split("/api/v1").next().unwrap_or(rest).to_owned()));
+                } else if !line.trim().is_empty() {
+                    let _ = found.send(Err(line));
+                }
+            }
+        });
+        let mut said = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let address = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match listening.recv_timeout(left) {
+                Ok(Ok(address)) => break address,
+                Ok(Err(line)) => said.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the server did not say where it listens: {}", said.join("\n"));
+                }
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let config = baton_api::auth::AuthConfig { hs256_secret: Some(SECRET.into()), ..Default::default() };
+        let tokens = runtime.block_on(baton_api::auth::Authenticator::new(config)).expect("an authenticator");
+        Self { child, address, dir, tokens }
+    }
+
+    /// A token for `subject` with platform grants (`admin`, `designer`, `ops:training`...).
+    fn token(&self, subject: &str, grants: &[&str]) -> String {
+        let grants: Vec<_> = grants.iter().map(|g| baton_api::auth::Grant::parse(g).expect("a grant")).collect();
+        self.tokens.issue(subject, &grants, Duration::from_secs(600), chrono::Utc::now()).expect("a token")
+    }
+
+    /// Runs `baton ARGS` against the server with `token`: (exit code, stdout, stderr).
+    fn baton(&self, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+        client(&self.address, token, args)
+    }
+
+    /// Like [`Self::baton`], and the call must succeed.
+    fn ok(&self, token: &str, args: &[&str]) -> String {
+        let (code, stdout, stderr) = self.baton(Some(token), args);
+        assert_eq!(code, 0, "baton {args:?}: {stdout}{stderr}");
+        stdout
+    }
+
+    /// The JSON a call prints with `-o json`.
+    fn json(&self, token: &str, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        let stdout = self.ok(token, &args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("baton {args:?} printed no JSON ({e}): {stdout}"))
+    }
+
+    /// Polls `workflow describe` until the instance has `status` (at most 30 seconds).
+    fn wait_for_status(&self, token: &str, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let detail = self.json(token, &["workflow", "describe", id]);
+            if detail["instance"]["status"] == status {
+                return detail;
+            }
+            assert!(Instant::now() < deadline, "{id} never became {status}: {detail}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls the inbox of `token` until it holds a task of `instance` (at most 30 seconds).
+    fn wait_for_task(&self, token: &str, instance: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let page = self.json(token, &["task", "list", "--instance", instance]);
+            if let Some(task) = page["items"].as_array().and_then(|items| items.first()) {
+                return task.clone();
+            }
+            assert!(Instant::now() < deadline, "no task of {instance} reached the inbox");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("writes");
+        path.to_str().expect("a UTF-8 path").to_owned()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `baton ARGS` with the address and token in the environment, as a user sets them.
+fn client(address: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+    command.args(args).env("BATON_ADDRESS", address).env_remove("BATON_TOKEN");
+    for proxy in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        command.env_remove(proxy);
+    }
+    if let Some(token) = token {
+        command.env("BATON_TOKEN", token);
+    }
+    let output = command.output().expect("baton runs");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("utf-8 output");
+    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+#[test]
+fn a_designer_deploys_an_operator_starts_and_a_team_leader_completes_the_task() {
+    let server = ApiServer::start();
+    let designer = server.token("dora", &["designer"]);
+    let operator = server.token("otto", &["ops:training"]);
+    let tom = server.token("tom", &[]);
+    let tina = server.token("tina", &[]);
+
+    // A definition with a problem: its position, and nothing deployed.
+    let broken = server.write("broken.yaml", &APPROVAL.replace("outcomes: [approve, reject]", "outcomes: approve"));
+    let (code, stdout, stderr) = server.baton(Some(&designer), &["deploy", &broken]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains(&format!("{broken}:12:19: error[BATON-L009]: expected a list")), "{stderr}");
+    assert!(stderr.contains("  expected a list"), "the expectation follows: {stderr}");
+    assert!(stderr.contains("error: The definition is not valid"), "{stderr}");
+
+    let good = server.write("approval.yaml", APPROVAL);
+    let stdout = server.ok(&designer, &["deploy", &good]);
+    assert_eq!(stdout, "training/approval@1.0.0: deployed (new)\n");
+    let stdout = server.ok(&designer, &["deploy", &good]);
+    assert_eq!(stdout, "training/approval@1.0.0: already deployed, unchanged\n");
+    let deployed = server.json(&designer, &["deploy", &good]);
+    assert_eq!(deployed["key"], "training/approval@1.0.0");
+
+    // The operator starts one for session 42.
+    let input = server.write("input.json", r#"{"title": "Forklift", "department": "assembly"}"#);
+    let stdout = server.ok(
+        &operator,
+        &[
+            "workflow",
+            "start",
+            "training/approval",
+            "--input",
+            &format!("@{input}"),
+            "--business-key",
+            "session-42",
+            "--tag",
+            "program:forklift",
+            "--idempotency-key",
+            "req-1",
+        ],
+    );
+    let id = stdout
+        .strip_prefix("started ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no id: {stdout}"))
+        .to_owned();
+    let again = server.json(
+        &operator,
+        &[
+            "workflow",
+            "start",
+            "training/approval",
+            "--input",
+            r#"{"title": "Forklift", "department": "assembly"}"#,
+            "--idempotency-key",
+            "req-1",
+        ],
+    );
+    assert_eq!((again["id"].as_str(), &again["created"]), (Some(id.as_str()), &Value::Bool(false)));
+    let found = server.json(&operator, &["workflow", "list", "--business-key", "session-42"]);
+    let found = found["items"].as_array().expect("items");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["id"], id.as_str());
+    assert_eq!(found[0]["tags"][0], "program:forklift");
+    let table = server.ok(&operator, &["workflow", "list", "--tag", "program:forklift"]);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.lines().nth(1).is_some_and(|row| row.starts_with(&id) && row.contains("session-42")), "{table}");
+
+    // The team leader of assembly sees the task; the one of paint does not.
+    let task = server.wait_for_task(&tom, &id);
+    let reference = task["reference"].as_str().expect("a reference").to_owned();
+    let inbox = server.ok(&tom, &["task", "list"]);
+    let lines: Vec<&str> = inbox.lines().collect();
+    assert!(lines[0].starts_with("REFERENCE") && lines[0].contains("TITLE") && lines[0].ends_with("DEPARTMENT"));
+    let row = lines.iter().find(|l| l.starts_with(&reference)).unwrap_or_else(|| panic!("{inbox}"));
+    assert!(row.contains("Approve Forklift") && row.contains("open") && row.ends_with("assembly"), "{row}");
+    let paint = server.json(&tina, &["task", "list"]);
+    assert_eq!(paint["items"], Value::Array(vec![]), "{paint}");
+
+    let stdout = server.ok(&tom, &["task", "claim", &reference]);
+    assert_eq!(stdout, format!("claimed {reference}: Approve Forklift\n"));
+    let mine = server.ok(&tom, &["task", "list", "--assignee", "me"]);
+    assert!(mine.lines().any(|l| l.starts_with(&reference) && l.contains(" tom ")), "{mine}");
+
+    // The form wants three characters: every problem is printed.
+    let (code, _, stderr) = server
+        .baton(Some(&tom), &["task", "complete", &reference, "--outcome", "approve", "--data", r#"{"comment":"ok"}"#]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.starts_with("error: The data does not fit the task's form: "), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("  - ")), "each problem on its line: {stderr}");
+    let data = server.write("review.json", r#"{"comment": "fine by me"}"#);
+    let stdout =
+        server.ok(&tom, &["task", "complete", &reference, "--outcome", "approve", "--data", &format!("@{data}")]);
+    assert_eq!(stdout, format!("completed {reference} with approve\n"));
+
+    let detail = server.wait_for_status(&operator, &id, "completed");
+    assert_eq!(detail["instance"]["result"]["by"], "tom", "{detail}");
+    let described = server.ok(&operator, &["workflow", "describe", &id]);
+    assert!(described.contains("status       completed\n"), "{described}");
+    assert!(described.contains("business key session-42\n"), "{described}");
+    assert!(described.contains("human tasks\n") && described.contains("completed  tom"), "{described}");
+
+    // History page by page: --all follows `next` to the end.
+    let first = server.json(&operator, &["workflow", "history", &id, "--limit", "2"]);
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(2));
+    assert!(first["next"].is_string(), "{first}");
+    let all = server.json(&operator, &["workflow", "history", &id, "--limit", "2", "--all"]);
+    let events = all["items"].as_array().expect("items");
+    assert!(events.len() > 2, "{all}");
+    assert!(all.get("next").is_none(), "{all}");
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "every event once, in order: {seqs:?}");
+    assert_eq!(events[0]["type"], "InstanceStarted");
+    assert!(events.iter().any(|e| e["type"] == "HumanTaskCompleted" && e["actor"]["id"] == "tom"), "{all}");
+    let table = server.ok(&operator, &["workflow", "history", &id, "--all"]);
+    assert!(table.starts_with("SEQ  AT"), "{table}");
+    assert!(table.lines().any(|l| l.contains("InstanceStarted") && l.ends_with("otto")), "{table}");
+
+    // Delegation: pat takes over tom's second task, which tom still owns.
+    let stdout = server.ok(
+        &operator,
+        &["workflow", "start", "training/approval", "--input", r#"{"title": "Crane", "department": "assembly"}"#],
+    );
+    let second = stdout.split_whitespace().nth(1).expect("an id").to_owned();
+    let reference = server.wait_for_task(&tom, &second)["reference"].as_str().expect("reference").to_owned();
+    server.ok(&tom, &["task", "claim", &reference]);
+    let stdout = server.ok(&tom, &["task", "delegate", &reference, "--to", "pat"]);
+    assert_eq!(stdout, format!("delegated {reference} to pat\n"));
+    let pat = server.token("pat", &[]);
+    let inbox = server.ok(&pat, &["task", "list", "--assignee", "me"]);
+    assert!(inbox.contains("tom (delegated to pat)"), "{inbox}");
+}
+
+#[test]
+fn events_reach_a_listening_instance_which_can_be_suspended_and_resumed() {
+    let server = ApiServer::start();
+    let admin = server.token("root", &["admin"]);
+    let operator = server.token("otto", &["ops:training"]);
+    let worker = server.token("wendy", &["worker"]);
+    let listen = server.write("listen.yaml", LISTEN);
+    server.ok(&admin, &["deploy", &listen]);
+    let started = server.json(&operator, &["workflow", "start", "training/wait-for-approval", "--id", "order-7"]);
+    assert_eq!((started["id"].as_str(), &started["created"]), (Some("order-7"), &Value::Bool(true)));
+    server.wait_for_status(&operator, "order-7", "waiting");
+
+    // Another type: taken, and the instance waits on. The same id again is a duplicate.
+    let stdout =
+        server.ok(&worker, &["workflow", "signal", "order-7", "--type", "com.example.other", "--event-id", "e-1"]);
+    assert_eq!(stdout, "event e-1 (com.example.other) delivered to order-7\n");
+    let again = server.json(&worker, &["event", "send", "order-7", "--type", "com.example.other", "--id", "e-1"]);
+    assert_eq!((again["accepted"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(1)), "{again}");
+
+    let stdout = server.ok(&operator, &["workflow", "suspend", "order-7", "--reason", "audit"]);
+    assert_eq!(stdout, "suspended order-7\n");
+    server.wait_for_status(&operator, "order-7", "suspended");
+    let stdout = server.ok(&operator, &["workflow", "resume", "order-7"]);
+    assert_eq!(stdout, "resumed order-7\n");
+    server.wait_for_status(&operator, "order-7", "waiting");
+    let history = server.json(&operator, &["workflow", "history", "order-7", "--all"]);
+    let suspended = history["items"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["type"] == "InstanceSuspended"))
+        .unwrap_or_else(|| panic!("{history}"));
+    assert!(suspended["data"].to_string().contains("audit"), "{suspended}");
+
+    let stdout = server.ok(&operator, &["workflow", "retry", "order-7"]);
+    assert_eq!(stdout, "order-7 has no open incident\n");
+
+    // The awaited type, with its data, through `event send` and a generated id.
+    let stdout = server.ok(
+        &worker,
+        &[
+            "event",
+            "send",
+            "order-7",
+            "--type",
+            "com.example.approved",
+            "--source",
+            "/tests",
+            "--data",
+            r#"{"ok": true}"#,
+        ],
+    );
+    assert!(stdout.starts_with("event ") && stdout.ends_with(" (com.example.approved) delivered to order-7\n"));
+    let detail = server.wait_for_status(&operator, "order-7", "completed");
+    assert!(detail["instance"]["result"].to_string().contains(r#""ok":true"#), "{detail}");
+
+    // An ended instance refuses: exit 1 with the problem.
+    let (code, _, stderr) =
+        server.baton(Some(&worker), &["event", "send", "order-7", "--type", "com.example.approved"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.starts_with("error: Conflict: "), "{stderr}");
+
+    // Terminate a second one.
+    server.ok(&operator, &["workflow", "start", "training/wait-for-approval", "--id", "order-8"]);
+    let stdout = server.ok(&operator, &["workflow", "terminate", "order-8", "--reason", "cancelled order"]);
+    assert_eq!(stdout, "terminated order-8\n");
+    let detail = server.json(&operator, &["workflow", "describe", "order-8"]);
+    assert_ne!(detail["instance"]["status"], "waiting", "{detail}");
+}
+
+#[test]
+fn refusals_exit_1_with_the_problem_and_an_unreachable_server_exits_2() {
+    let server = ApiServer::start();
+
+    // No token: the API's 401, and a hint.
+    let (code, stdout, stderr) = server.baton(None, &["workflow", "list"]);
+    assert_eq!((code, stdout.as_str()), (1, ""), "{stderr}");
+    assert!(stderr.starts_with("error: Authentication required: "), "{stderr}");
+    assert!(stderr.contains("hint: set BATON_TOKEN (baton dev prints tokens)"), "{stderr}");
+
+    // A person without a platform permission may not search instances.
+    let tom = server.token("tom", &[]);
+    let (code, _, stderr) = server.baton(Some(&tom), &["workflow", "list"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.starts_with("error: Not allowed: "), "{stderr}");
+    let (code, _, stderr) = server.baton(Some(&tom), &["workflow", "describe", "nothing-here"]);
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("error: Not found: "), "{stderr}");
+    let (code, _, stderr) = server.baton(Some(&tom), &["task", "claim", "not-a-reference"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is not a task reference"), "{stderr}");
+
+    // Nobody listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("address").port();
+    let address = format!("http://127.0.0.1:{port}");
+    let (code, _, stderr) = client(&address, Some(&tom), &["task", "list"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.starts_with(&format!("error: cannot reach the Baton API at {address}")), "{stderr}");
+}
