@@ -279,7 +279,9 @@ pub async fn history(
     let id = InstanceId::new(id);
     visible_instance(&app, &auth, "getInstanceHistory", &id).await?;
     let from: Seq = match params.after {
-        Some(cursor) => decode_cursor(&cursor)?.parse::<Seq>().map_err(|_| Problem::bad_request("bad cursor"))? + 1,
+        Some(cursor) => {
+            decode_cursor(&cursor)?.parse::<Seq>().map_err(|_| Problem::bad_request("bad cursor"))?.saturating_add(1)
+        }
         None => 0,
     };
     let limit = baton_engine::store::bounded(params.limit.unwrap_or(0), DEFAULT, MAX);

@@ -53,6 +53,22 @@ pub async fn run_all(store: &dyn Store) {
     deliveries_come_due(store).await;
     in_app_notifications(store).await;
     directory_people_and_managers(store).await;
+    sequence_numbers_beyond_storage_find_nothing(store).await;
+}
+
+/// Reads given a sequence number no store can hold (from a client) find nothing; they never
+/// fail.
+pub async fn sequence_numbers_beyond_storage_find_nothing(store: &dyn Store) {
+    let kind = store.kind();
+    let row = instance_row("huge-seq", "contract.huge", InstanceStatus::Waiting);
+    commit_ok(store, &[touch(&row)], "an instance").await;
+    let task = store.human_task(&id("huge-seq"), u64::MAX).await;
+    assert!(matches!(task, Ok(None)), "[{kind}] a task at u64::MAX: {task:?}");
+    let history = store.history(&id("huge-seq"), u64::MAX, 10).await;
+    assert!(matches!(&history, Ok(events) if events.is_empty()), "[{kind}] history from u64::MAX: {history:?}");
+    let inbox = InboxQuery { after: Some((id("huge-seq"), u64::MAX)), ..InboxQuery::default() };
+    let page = store.inbox(&inbox, &Principal { admin: true, ..Principal::user("root") }).await;
+    assert!(page.is_ok(), "[{kind}] an inbox after u64::MAX: {page:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

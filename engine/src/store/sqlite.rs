@@ -216,6 +216,12 @@ fn to_sql(n: u64, what: &str) -> StoreResult<i64> {
     i64::try_from(n).map_err(|_| StoreError::Other(format!("{what} {n} is out of SQLite's integer range")))
 }
 
+/// A sequence number a read looks for or starts after. One beyond SQLite's range cannot have
+/// been stored: it reads as the largest, which finds nothing (rather than failing the read).
+fn seq_bound(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn to_json<T: Serialize + ?Sized>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|err| StoreError::Other(format!("encoding JSON: {err}")))
 }
@@ -1095,7 +1101,7 @@ impl HistoryStore for SqliteStore {
     async fn history(&self, id: &InstanceId, from: Seq, limit: u32) -> StoreResult<Vec<StoredEvent>> {
         let rows = sqlx::query(SELECT_HISTORY)
             .bind(id.as_str())
-            .bind(to_sql(from, "history seq")?)
+            .bind(seq_bound(from))
             .bind(i64::from(limit))
             .fetch_all(&self.read)
             .await
@@ -1462,7 +1468,7 @@ fn assemble(select: &'static str, conditions: &[(bool, &'static str)], tail: &'s
 /// A `(instance, seq)` cursor as its two parameters; no cursor is one before every row.
 fn cursor(after: Option<&(InstanceId, Seq)>) -> StoreResult<(&str, i64)> {
     match after {
-        Some((instance, seq)) => Ok((instance.as_str(), to_sql(*seq, "cursor seq")?)),
+        Some((instance, seq)) => Ok((instance.as_str(), seq_bound(*seq))),
         None => Ok(("", -1)),
     }
 }
@@ -1555,7 +1561,7 @@ impl HumanTaskStore for SqliteStore {
     async fn human_task(&self, id: &InstanceId, seq: Seq) -> StoreResult<Option<HumanTaskRow>> {
         let row = sqlx::query(SELECT_HUMAN_TASK)
             .bind(id.as_str())
-            .bind(to_sql(seq, "human task seq")?)
+            .bind(seq_bound(seq))
             .fetch_optional(&self.read)
             .await
             .map_err(|err| db_error("human_tasks", err))?;
