@@ -62,8 +62,6 @@ generation.max-examples = 3
     )
 }
 
-/// Failures the run accepts for now, each narrowed to its known cause.
-
 fn required() -> bool {
     std::env::var("BATON_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
