@@ -288,7 +288,8 @@ async fn an_unhandled_final_failure_becomes_a_retryable_incident() {
         .await;
     assert!(matches!(refused, Err(baton_engine::EngineError::InstanceFaulted { .. })), "{refused:?}");
 
-    engine.retry_incident(incidents[0].id).await.expect("retry");
+    let ops = Actor::User { id: "otto".into() };
+    engine.retry_incident_by(incidents[0].id, "the service is back", ops.clone()).await.expect("retry");
     let outcome = wait(&engine, &id).await;
     assert_eq!(outcome.status, InstanceStatus::Completed);
     assert!(engine.incidents(Some(&id), true).await.expect("incidents").is_empty());
@@ -297,6 +298,10 @@ async fn an_unhandled_final_failure_becomes_a_retryable_incident() {
         &history[history.len() - 4..],
         ["IncidentRaised", "IncidentResolved", "ActivityCompleted", "InstanceCompleted"]
     );
+    let events = engine.history(&id, 0, 1000).await.expect("history");
+    let resolved = events.iter().map(|e| e.to_view()).find(|v| v["type"] == "IncidentResolved").expect("resolved");
+    assert_eq!(resolved["actor"], serde_json::to_value(&ops).expect("actor"), "who retried is recorded");
+    assert!(resolved["data"]["reason"].as_str().expect("reason").ends_with("the service is back"), "{resolved}");
     engine.shutdown().await;
 }
 

@@ -458,13 +458,15 @@ pub async fn incidents(
 }
 
 /// Retries an incident: the parked activity runs again, or the input the instance could not
-/// take is delivered again.
+/// take is delivered again. The retry lands in history with its caller and reason.
 #[utoipa::path(post, path = "/api/v1/incidents/{incident}/retry", operation_id = "retryIncident", tag = "instances",
-    params(("incident" = i64, Path)), responses((status = 204), (status = 404, body = crate::problem::ProblemBody)))]
+    params(("incident" = i64, Path)), request_body(content = Reason, description = "Optional"),
+    responses((status = 204), (status = 404, body = crate::problem::ProblemBody)))]
 pub async fn retry_incident(
     State(app): State<Arc<App>>,
     auth: Auth,
     Path(incident): Path<i64>,
+    body: axum::body::Bytes,
 ) -> ApiResult<axum::http::StatusCode> {
     let found = app.engine.store().incident(incident).await?;
     let row = match &found {
@@ -476,6 +478,6 @@ pub async fn retry_incident(
     if found.is_none() {
         return Err(Problem::not_found(format!("incident {incident} does not exist")));
     }
-    app.engine.retry_incident(incident).await?;
+    app.engine.retry_incident_by(incident, &reason(body)?, auth.actor()).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -69,6 +69,8 @@ pub(crate) enum Input {
     },
     RetryIncident {
         incident: i64,
+        reason: String,
+        actor: Actor,
         reply: Reply<()>,
     },
     Watch {
@@ -641,8 +643,8 @@ impl Core {
                     Err(err) => batch.post.push(Post::Fail(ReplyAny::Done(reply), err)),
                 }
             }
-            Work::Input(Input::RetryIncident { incident, reply }) => {
-                match self.retry_incident(batch, incident, work).await {
+            Work::Input(Input::RetryIncident { incident, reason, actor, reply }) => {
+                match self.retry_incident(batch, incident, (reason, actor), work).await {
                     Ok(()) => batch.post.push(Post::Done(reply)),
                     Err(err) => batch.post.push(Post::Fail(ReplyAny::Done(reply), err)),
                 }
@@ -1139,6 +1141,7 @@ impl Core {
         &mut self,
         batch: &mut Batch,
         incident_id: i64,
+        (reason, actor): (String, Actor),
         work: &mut VecDeque<Work>,
     ) -> Result<(), EngineError> {
         let incident = self
@@ -1163,9 +1166,12 @@ impl Core {
         let recorded_in_history = self.cache.get(&id).is_some_and(|c| c.instance.status == InstanceStatus::Faulted)
             && matches!(incident.kind, IncidentKind::ActivityFailed | IncidentKind::OrchestrationFault);
         if recorded_in_history {
-            let resolved =
-                EventKind::IncidentResolved(IncidentResolved { reason: format!("incident {incident_id} retried") });
-            self.step(batch, &id, resolved, Actor::System, None, work);
+            let reason = match reason.as_str() {
+                "" => format!("incident {incident_id} retried"),
+                given => format!("incident {incident_id} retried: {given}"),
+            };
+            let resolved = EventKind::IncidentResolved(IncidentResolved { reason });
+            self.step(batch, &id, resolved, actor, None, work);
         } else if let Some(cached) = self.cache.get_mut(&id) {
             cached.instance.clear_fault();
             let row = cached.instance.row(batch.now);

@@ -611,7 +611,13 @@ impl Engine {
     /// Retries an incident: re-dispatches the parked activity, or reloads the instance and
     /// delivers again the input it could not take.
     pub async fn retry_incident(&self, incident: i64) -> Result<(), EngineError> {
-        self.ask(|reply| Input::RetryIncident { incident, reply }).await
+        self.retry_incident_by(incident, "", Actor::System).await
+    }
+
+    /// [`Engine::retry_incident`] on someone's behalf: when the incident is recorded in the
+    /// instance's history, its resolution carries `actor` and `reason`.
+    pub async fn retry_incident_by(&self, incident: i64, reason: &str, actor: Actor) -> Result<(), EngineError> {
+        self.ask(|reply| Input::RetryIncident { incident, reason: reason.to_owned(), actor, reply }).await
     }
 
     /// Waits until the instance has ended, and tells how.
