@@ -157,6 +157,26 @@ pub enum WorkflowCommand {
     },
     /// Retry the open incidents of an instance.
     Retry { id: String },
+    /// One action (suspend, resume, terminate, retry) on every instance a search finds, with
+    /// a progress bar; `--dry-run` counts them first and changes nothing.
+    Bulk {
+        #[arg(value_parser = ["suspend", "resume", "terminate", "retry"])]
+        action: String,
+        /// `namespace/name`.
+        #[arg(long)]
+        definition: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        business_key: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        /// Recorded in each instance's history.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -672,6 +692,19 @@ async fn workflow(api: &Api, command: WorkflowCommand) -> Outcome<ExitCode> {
         WorkflowCommand::Terminate { id, reason } => {
             operate(api, &client, &id, "terminate", "terminated", reason).await?
         }
+        WorkflowCommand::Bulk { action, definition, status, business_key, tag, reason, dry_run } => {
+            let filter = json!({"definition": definition, "status": status, "businessKey": business_key, "tag": tag});
+            let filter: serde_json::Map<String, Value> = filter
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let request =
+                json!({"action": action, "filter": filter, "reason": reason.unwrap_or_default(), "dryRun": dry_run});
+            return bulk(&client, api.output, request).await;
+        }
         WorkflowCommand::Retry { id } => {
             let incidents = client.get(&["incidents"], &[("instance", Some(id.clone()))]).await?;
             let mut retried = Vec::new();
@@ -692,6 +725,63 @@ async fn workflow(api: &Api, command: WorkflowCommand) -> Outcome<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a bulk job and follows it with a progress bar on stderr until it finishes.
+async fn bulk(client: &Client, output: Output, request: Value) -> Outcome<ExitCode> {
+    let dry_run = request["dryRun"] == true;
+    let (_, answer) = client.post(&["bulk"], Some(&request)).await?;
+    if dry_run {
+        match output {
+            Output::Json => emit_json(&answer)?,
+            Output::Table => {
+                let sample: Vec<String> = answer["sample"].as_array().into_iter().flatten().map(cell).collect();
+                write_out(&format!(
+                    "would {} {} instances: {}",
+                    cell(&answer["action"]),
+                    cell(&answer["matched"]),
+                    sample.join(" ")
+                ))?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = cell(&answer["id"]);
+    let mut job = answer;
+    loop {
+        let (total, done, failed) = (
+            job["matched"].as_u64().unwrap_or(0),
+            job["done"].as_u64().unwrap_or(0),
+            job["failed"].as_u64().unwrap_or(0),
+        );
+        if output == Output::Table {
+            let width = 30u64;
+            let filled = (done + failed).saturating_mul(width).checked_div(total).unwrap_or(width);
+            let bar = format!("{}{}", "#".repeat(filled as usize), ".".repeat((width - filled.min(width)) as usize));
+            eprint!("\r[{bar}] {}/{total} done, {failed} failed", done + failed);
+        }
+        if job["finished"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        job = client.get(&["bulk", &id], &[]).await?;
+    }
+    match output {
+        Output::Json => emit_json(&job)?,
+        Output::Table => {
+            eprintln!();
+            for failure in job["failures"].as_array().into_iter().flatten() {
+                eprintln!("  {}: {}", cell(&failure["instance"]), cell(&failure["reason"]));
+            }
+            write_out(&format!(
+                "{}: {} done, {} failed",
+                cell(&job["action"]),
+                cell(&job["done"]),
+                cell(&job["failed"])
+            ))?;
+        }
+    }
+    Ok(if job["failed"].as_u64().unwrap_or(0) == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn paging(limit: Option<u32>, after: Option<String>) -> [(&'static str, Option<String>); 2] {

@@ -55,6 +55,7 @@ pub struct App {
     pub(crate) http_metrics: crate::metrics::HttpMetrics,
     /// Cancelled when the server stops: long-lived answers (live streams) end with it.
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub(crate) jobs: crate::routes::bulk::Jobs,
 }
 
 impl std::fmt::Debug for App {
@@ -85,6 +86,7 @@ impl App {
             limiter,
             http_metrics: Default::default(),
             shutdown: Default::default(),
+            jobs: Default::default(),
         });
         app.register_stored().await?;
         Ok(app)

@@ -66,6 +66,9 @@ pub const TABLE: &[Row] = &[
     row("terminateInstance", Rule::Platform(OPERATE)),
     row("listIncidents", Rule::Platform(OPERATE)),
     row("retryIncident", Rule::Platform(OPERATE)),
+    // Bulk operations act on the instances of the caller's namespaces only.
+    row("startBulk", Rule::Platform(OPERATE)),
+    row("getBulk", Rule::Platform(OPERATE)),
     // Human tasks: the engine decides on the task.
     row("listTasks", Rule::Person),
     row("getTask", Rule::Person),

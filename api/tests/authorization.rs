@@ -113,7 +113,8 @@ fn sees_task(p: &Persona) -> bool {
 /// no namespaced object).
 fn namespace_of(operation: &str) -> Option<&'static str> {
     match operation {
-        "listDefinitions" | "listInstances" | "listIncidents" | "listSlas" | "retryIncident" => None,
+        "listDefinitions" | "listInstances" | "listIncidents" | "listSlas" | "retryIncident" | "startBulk"
+        | "getBulk" => None,
         _ => Some(NAMESPACE),
     }
 }
@@ -235,6 +236,7 @@ fn body(operation: &str) -> Option<(&'static str, String)> {
         "completeTask" => json(json!({"outcome": "approve", "data": {"comment": "fine by me"}})),
         "markNotificationsRead" => json(json!({"ids": [1]})),
         "advanceClock" => json(json!({"by": "PT1M"})),
+        "startBulk" => json(json!({"action": "suspend", "filter": {"tag": "none"}, "dryRun": true})),
         _ => None,
     }
 }
@@ -245,6 +247,7 @@ fn path(template: &str, f: &Fixture) -> String {
         .replace("{namespace}", NAMESPACE)
         .replace("{name}", "approval")
         .replace("{incident}", "999999")
+        .replace("{job}", "no-such-job")
         .replace("{instance}", instance)
         .replace("{seq}", seq)
         .replace("{id}", if template.starts_with("/api/v1/people") { "tom" } else { &f.instance })

@@ -472,3 +472,48 @@ async fn live_updates_show_each_person_only_what_they_may_see() {
     let anonymous = s.client.get(format!("{}/api/v1/stream", s.base)).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_bulk_suspension_is_dry_run_then_done_with_progress_in_the_namespaces_of_its_caller() {
+    let s = Server::start(false).await;
+    s.deploy(APPROVAL, "dora").await;
+    s.deploy(SIGNAL, "dora").await;
+    let mut mine = Vec::new();
+    for n in 0..3 {
+        let start = json!({"definition": "training/approval", "input": {"title": n, "department": "assembly"}, "tags": ["batch:7"]});
+        let (_, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+        mine.push(started["id"].as_str().unwrap().to_owned());
+    }
+    let (_, other) = s
+        .call("POST", "/api/v1/instances", Some("root"), Some(json!({"definition": "ops/signal", "tags": ["batch:7"]})))
+        .await;
+
+    let request = |dry_run: bool| json!({"action": "suspend", "filter": {"tag": "batch:7"}, "reason": "audit", "dryRun": dry_run});
+    let (status, dry) = s.call("POST", "/api/v1/bulk", Some("otto"), Some(request(true))).await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!(dry["matched"], 3, "otto operates training only: {dry}");
+    let (_, nothing) = s.call("GET", &format!("/api/v1/instances/{}", mine[0]), Some("otto"), None).await;
+    assert_eq!(nothing["instance"]["status"], "waiting", "a dry run changes nothing");
+
+    let (status, job) = s.call("POST", "/api/v1/bulk", Some("otto"), Some(request(false))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let mut progress = job;
+    for _ in 0..200 {
+        if progress["finished"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        progress = s.call("GET", &format!("/api/v1/bulk/{id}"), Some("otto"), None).await.1;
+    }
+    assert_eq!((progress["done"].as_u64(), progress["failed"].as_u64()), (Some(3), Some(0)), "{progress}");
+    for instance in &mine {
+        let (_, detail) = s.call("GET", &format!("/api/v1/instances/{instance}"), Some("otto"), None).await;
+        assert_eq!(detail["instance"]["status"], "suspended", "{detail}");
+    }
+    let (_, untouched) =
+        s.call("GET", &format!("/api/v1/instances/{}", other["id"].as_str().unwrap()), Some("root"), None).await;
+    assert_ne!(untouched["instance"]["status"], "suspended", "another namespace's instance is left alone");
+    let (status, _) = s.call("GET", &format!("/api/v1/bulk/{id}"), Some("oscar"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another operator does not see the job");
+}

@@ -394,6 +394,18 @@ fn events_reach_a_listening_instance_which_can_be_suspended_and_resumed() {
     assert_eq!(stdout, "terminated order-8\n");
     let detail = server.json(&operator, &["workflow", "describe", "order-8"]);
     assert_ne!(detail["instance"]["status"], "waiting", "{detail}");
+
+    // Bulk: a dry run counts, the run suspends every instance the search finds.
+    for id in ["bulk-1", "bulk-2"] {
+        server.ok(&operator, &["workflow", "start", "training/wait-for-approval", "--id", id, "--tag", "wave:1"]);
+    }
+    let stdout = server.ok(&operator, &["workflow", "bulk", "suspend", "--tag", "wave:1", "--dry-run"]);
+    assert!(stdout.starts_with("would suspend 2 instances: "), "{stdout}");
+    let stdout = server.ok(&operator, &["workflow", "bulk", "suspend", "--tag", "wave:1", "--reason", "freeze"]);
+    assert_eq!(stdout, "suspend: 2 done, 0 failed\n");
+    for id in ["bulk-1", "bulk-2"] {
+        server.wait_for_status(&operator, id, "suspended");
+    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ use crate::app::{App, Auth};
 use crate::policy;
 use crate::problem::{ApiResult, Kind, Problem};
 
+pub mod bulk;
 mod definitions;
 mod instances;
 mod others;
@@ -38,6 +39,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/instances/{id}/suspend", post(instances::suspend))
         .route("/instances/{id}/resume", post(instances::resume))
         .route("/instances/{id}/terminate", post(instances::terminate))
+        .route("/bulk", post(bulk::start))
+        .route("/bulk/{job}", get(bulk::get))
         .route("/incidents", get(instances::incidents))
         .route("/incidents/{incident}/retry", post(instances::retry_incident))
         .route("/tasks", get(tasks::list))
@@ -76,6 +79,7 @@ pub fn router(app: Arc<App>) -> Router {
         definitions::diagram,
         instances::start, instances::list, instances::get, instances::history, instances::raise_event,
         instances::suspend, instances::resume, instances::terminate, instances::incidents, instances::retry_incident,
+        bulk::start, bulk::get,
         tasks::list, tasks::get, tasks::claim, tasks::unclaim, tasks::delegate, tasks::reassign, tasks::comment,
         tasks::complete,
         others::slas, others::people, others::person, others::notifications, others::mark_read, others::advance_clock,
