@@ -18,25 +18,13 @@ use support::{SIGNAL, Server};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_cloudevent.py");
 
-fn required() -> bool {
-    std::env::var("BATON_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Whether the SDK can run; says why not (or fails when services are required).
+/// Whether the Python side can run (skipped, or failed under BATON_REQUIRE_SERVICES=1).
 async fn sdk_available() -> bool {
-    let probe = tokio::process::Command::new("python3")
-        .args([CLIENT, "--check"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    if probe.is_ok_and(|status| status.success()) {
-        return true;
-    }
-    let reason = "the CloudEvents client test needs python3 with cloudevents (python3 -m pip install cloudevents)";
-    assert!(!required(), "BATON_REQUIRE_SERVICES=1 but {reason}");
-    eprintln!("skipped: {reason}");
-    false
+    support::python_available(
+        &[CLIENT, "--check"],
+        "the CloudEvents client test needs python3 with cloudevents (python3 -m pip install cloudevents)",
+    )
+    .await
 }
 
 /// Sends one event with the SDK; the answer's status and body.

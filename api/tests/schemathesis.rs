@@ -62,25 +62,13 @@ generation.max-examples = 3
     )
 }
 
-fn required() -> bool {
-    std::env::var("BATON_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Whether schemathesis can run; says why not (or fails when services are required).
+/// Whether the Python side can run (skipped, or failed under BATON_REQUIRE_SERVICES=1).
 async fn schemathesis_available() -> bool {
-    let probe = tokio::process::Command::new("python3")
-        .args(["-c", "import schemathesis.cli"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    if probe.is_ok_and(|status| status.success()) {
-        return true;
-    }
-    let reason = "the OpenAPI fuzz test needs python3 with schemathesis (python3 -m pip install schemathesis)";
-    assert!(!required(), "BATON_REQUIRE_SERVICES=1 but {reason}");
-    eprintln!("skipped: {reason}");
-    false
+    support::python_available(
+        &["-c", "import schemathesis.cli"],
+        "the OpenAPI fuzz test needs python3 with schemathesis (python3 -m pip install schemathesis)",
+    )
+    .await
 }
 
 /// What the run checked, per operation (the stateful phase is one "operation"), from its

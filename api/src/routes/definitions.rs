@@ -165,6 +165,16 @@ pub async fn list(
     Ok(axum::Json(Page::new(items, limit, |last| last.seq.to_string())))
 }
 
+/// A deployed version (the latest when `version` is None), or 404.
+async fn deployed(app: &App, namespace: &str, name: &str, version: Option<&str>) -> ApiResult<DefinitionRow> {
+    let full = format!("{namespace}/{name}");
+    app.engine
+        .store()
+        .definition(&full, version)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no deployed definition {full}")))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct GetParams {
     /// The version; the latest deployed when absent.
@@ -182,13 +192,7 @@ pub async fn get(
     Query(params): Query<GetParams>,
 ) -> ApiResult<axum::Json<DefinitionView>> {
     authorize(&app, &auth, "getDefinition", Some(&namespace))?;
-    let full = format!("{namespace}/{name}");
-    let row = app
-        .engine
-        .store()
-        .definition(&full, params.version.as_deref())
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no deployed definition {full}")))?;
+    let row = deployed(&app, &namespace, &name, params.version.as_deref()).await?;
     Ok(axum::Json(DefinitionView::from_row(row, true)))
 }
 
@@ -214,13 +218,7 @@ pub async fn diagram(
 ) -> ApiResult<Response> {
     use axum::response::IntoResponse;
     authorize(&app, &auth, "getDefinitionDiagram", Some(&namespace))?;
-    let full = format!("{namespace}/{name}");
-    let row = app
-        .engine
-        .store()
-        .definition(&full, params.version.as_deref())
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no deployed definition {full}")))?;
+    let row = deployed(&app, &namespace, &name, params.version.as_deref()).await?;
     let (workflow, _) = app.compile(&row.source, &row.key())?;
     let program = workflow.program();
     let (content_type, body) = match params.format.as_deref().unwrap_or("svg") {

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Body, Page, authorize, created_or_ok, decode_cursor};
+use super::{Body, Page, authorize, created_or_ok, decode_cursor, parse_choice};
 use crate::app::{App, Auth};
 use crate::auth::Scope;
 use crate::policy::{self, Access};
@@ -171,13 +171,7 @@ pub async fn list(
         Scope::Only(list) => Some(list),
         Scope::Nothing => return Err(Problem::forbidden("you operate no namespace")),
     };
-    let status = match params.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            serde_json::from_value::<InstanceStatus>(Value::String(s.to_owned()))
-                .map_err(|_| Problem::bad_request(format!("unknown status {s:?}")))?,
-        ),
-    };
+    let status: Option<InstanceStatus> = parse_choice(params.status.as_deref(), "status")?;
     let filter = InstanceFilter {
         status,
         orchestration: params.definition,
@@ -325,6 +319,37 @@ async fn operate(app: &App, auth: &Auth, operation: &str, id: &InstanceId) -> Ap
     Ok(())
 }
 
+/// Suspend, resume and terminate: the same checks, one engine call each.
+#[derive(Clone, Copy, Debug)]
+enum Lifecycle {
+    Suspend,
+    Resume,
+    Terminate,
+}
+
+async fn lifecycle(
+    app: &App,
+    auth: &Auth,
+    change: Lifecycle,
+    id: String,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::http::StatusCode> {
+    let id = InstanceId::new(id);
+    let operation = match change {
+        Lifecycle::Suspend => "suspendInstance",
+        Lifecycle::Resume => "resumeInstance",
+        Lifecycle::Terminate => "terminateInstance",
+    };
+    operate(app, auth, operation, &id).await?;
+    let (reason, actor) = (reason(body)?, auth.actor());
+    match change {
+        Lifecycle::Suspend => app.engine.suspend(&id, &reason, actor).await?,
+        Lifecycle::Resume => app.engine.resume(&id, &reason, actor).await?,
+        Lifecycle::Terminate => app.engine.terminate(&id, &reason, actor).await?,
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
 /// Suspends an instance: it takes no input until resumed (what arrives is kept).
 #[utoipa::path(post, path = "/api/v1/instances/{id}/suspend", operation_id = "suspendInstance", tag = "instances",
     params(("id" = String, Path)), request_body(content = Reason, description = "Optional"),
@@ -335,10 +360,7 @@ pub async fn suspend(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::http::StatusCode> {
-    let id = InstanceId::new(id);
-    operate(&app, &auth, "suspendInstance", &id).await?;
-    app.engine.suspend(&id, &reason(body)?, auth.actor()).await?;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+    lifecycle(&app, &auth, Lifecycle::Suspend, id, body).await
 }
 
 /// Resumes a suspended instance.
@@ -351,10 +373,7 @@ pub async fn resume(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::http::StatusCode> {
-    let id = InstanceId::new(id);
-    operate(&app, &auth, "resumeInstance", &id).await?;
-    app.engine.resume(&id, &reason(body)?, auth.actor()).await?;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+    lifecycle(&app, &auth, Lifecycle::Resume, id, body).await
 }
 
 /// Ends an instance now.
@@ -367,10 +386,7 @@ pub async fn terminate(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::http::StatusCode> {
-    let id = InstanceId::new(id);
-    operate(&app, &auth, "terminateInstance", &id).await?;
-    app.engine.terminate(&id, &reason(body)?, auth.actor()).await?;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+    lifecycle(&app, &auth, Lifecycle::Terminate, id, body).await
 }
 
 /// What raising events did.

@@ -169,6 +169,16 @@ pub fn decode_cursor(cursor: &str) -> ApiResult<String> {
         .ok_or_else(|| Problem::bad_request("`after` is not a cursor this API gave"))
 }
 
+/// A query parameter that names one value of an enum, as its JSON spelling (`status=waiting`).
+pub fn parse_choice<T: DeserializeOwned>(value: Option<&str>, what: &str) -> ApiResult<Option<T>> {
+    value
+        .map(|text| {
+            serde_json::from_value(serde_json::Value::String(text.to_owned()))
+                .map_err(|_| Problem::bad_request(format!("unknown {what} {text:?}")))
+        })
+        .transpose()
+}
+
 /// A JSON body whose errors are problems (axum's own rejection is plain text).
 #[derive(Debug)]
 pub struct Body<T>(pub T);

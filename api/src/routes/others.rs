@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Body, Page, authorize, decode_cursor};
+use super::{Body, Page, authorize, decode_cursor, parse_choice};
 use crate::app::{App, Auth};
 use crate::auth::{Permission, Scope};
 use crate::policy::Access;
@@ -73,13 +73,7 @@ pub async fn slas(
             }
         };
     }
-    let state = match params.state.as_deref() {
-        None => None,
-        Some(s) => Some(
-            serde_json::from_value::<SlaStateName>(Value::String(s.to_owned()))
-                .map_err(|_| Problem::bad_request(format!("unknown SLA state {s:?}")))?,
-        ),
-    };
+    let state: Option<SlaStateName> = parse_choice(params.state.as_deref(), "SLA state")?;
     let after = match params.after {
         None => None,
         Some(cursor) => {

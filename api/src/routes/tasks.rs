@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Body, Page, authorize, decode_cursor};
+use super::{Body, Page, authorize, decode_cursor, parse_choice};
 use crate::app::{App, Auth};
 use crate::problem::{ApiResult, Problem};
 
@@ -48,13 +48,7 @@ pub async fn list(
     authorize(&app, &auth, "listTasks", None)?;
     let caller = auth.caller()?;
     let principal = app.principal(caller, None).await?;
-    let status = match params.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            serde_json::from_value::<HumanTaskStatus>(Value::String(s.to_owned()))
-                .map_err(|_| Problem::bad_request(format!("unknown task status {s:?}")))?,
-        ),
-    };
+    let status: Option<HumanTaskStatus> = parse_choice(params.status.as_deref(), "task status")?;
     let after = match params.after {
         None => None,
         Some(cursor) => Some(parse_reference(&decode_cursor(&cursor)?)?),

@@ -185,3 +185,21 @@ pub fn organisation() -> Organisation {
         ],
     }
 }
+
+/// Whether `python3 ARGS` succeeds (a tool the test drives is installed). When it does not, the
+/// test is skipped with `reason`, or fails under `BATON_REQUIRE_SERVICES=1`, as CI runs it.
+pub async fn python_available(args: &[&str], reason: &str) -> bool {
+    let probe = tokio::process::Command::new("python3")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await;
+    if probe.is_ok_and(|status| status.success()) {
+        return true;
+    }
+    let required = std::env::var("BATON_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+    assert!(!required, "BATON_REQUIRE_SERVICES=1 but {reason}");
+    eprintln!("skipped: {reason}");
+    false
+}
