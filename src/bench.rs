@@ -38,6 +38,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
+#[path = "bench_w4.rs"]
+mod w4;
+
 /// Definition names of the bench programs. Their content (and so their hash) must never depend
 /// on the command line, so `baton replay` can replay any bench instance.
 const W1: &str = "bench-w1";
@@ -162,6 +165,13 @@ pub enum Workload {
     /// last rung fired and recorded.
     #[value(name = "rungs")]
     Rungs,
+    /// 500 simulated users on the HTTP API (inbox, open, claim, complete) plus 50 starts/s,
+    /// the load generator in its own process; then an open-loop ramp to the saturation point.
+    #[value(name = "w4")]
+    W4,
+    /// The load generator of w4 (started by w4 itself; its plan comes on stdin).
+    #[value(name = "w4-load", hide = true)]
+    W4Load,
 }
 
 impl Workload {
@@ -175,6 +185,8 @@ impl Workload {
             Self::Loop => "loop",
             Self::Tasks => "tasks",
             Self::Rungs => "rungs",
+            Self::W4 => "w4",
+            Self::W4Load => "w4-load",
         }
     }
 
@@ -186,6 +198,7 @@ impl Workload {
             Self::W3 | Self::Tasks => 100_000,
             Self::Rungs => 10_000,
             Self::Reload | Self::Loop => 1,
+            Self::W4 | Self::W4Load => 500,
         }
     }
 }
@@ -259,6 +272,9 @@ pub struct BenchArgs {
     /// The engine's instance cache capacity (default: the engine's default).
     #[arg(long)]
     cache_capacity: Option<usize>,
+    /// w4: the measured seconds of the closed loop (after a 10 s warm-up).
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
     /// Gives up on a run that has not finished after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
@@ -325,6 +341,11 @@ fn people_epoch() -> anyhow::Result<DateTime<Utc>> {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.workload {
+        Workload::W4 => return w4::run(&args).await,
+        Workload::W4Load => return w4::load().await,
+        _ => {}
+    }
     if args.worker == WorkerKind::Remote {
         anyhow::bail!(
             "--worker remote is not available yet: the remote worker process and its protocol are still to come; \
@@ -503,6 +524,7 @@ impl Bench {
             Workload::Loop => self.long_loop(report).await?,
             Workload::Tasks => self.tasks(instances, report).await?,
             Workload::Rungs => self.rungs(instances, report).await?,
+            Workload::W4 | Workload::W4Load => anyhow::bail!("w4 runs on its own path"),
         }
         let incidents = self.engine.stats().incidents;
         report.extra("incidents", json!(incidents));
