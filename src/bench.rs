@@ -375,21 +375,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One run: a fresh store (unless given) and engine, the workload, then the report.
-async fn run_once(args: &BenchArgs, run: usize) -> anyhow::Result<Report> {
-    let began = Instant::now();
-    reset_peak_rss();
-    let written_before = proc_io_bytes("write_bytes:");
-    let mut _temp = None;
-    let (url, temporary) = match &args.store {
-        Some(url) => (url.clone(), false),
+/// The store a run uses: the one `--store` names, or a SQLite file in a temporary directory
+/// (kept alive by the returned guard; `true` says it is temporary).
+pub(crate) fn store_location(args: &BenchArgs) -> anyhow::Result<(String, bool, Option<tempfile::TempDir>)> {
+    Ok(match &args.store {
+        Some(url) => (url.clone(), false, None),
         None => {
             let dir =
                 tempfile::Builder::new().prefix("baton-bench-").tempdir().context("creating a temporary directory")?;
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            _temp = Some(dir);
-            (url, true)
+            (url, true, Some(dir))
         }
-    };
+    })
+}
+
+async fn run_once(args: &BenchArgs, run: usize) -> anyhow::Result<Report> {
+    let began = Instant::now();
+    reset_peak_rss();
+    let written_before = proc_io_bytes("write_bytes:");
+    let (url, temporary, _temp) = store_location(args)?;
     let synchronous = match args.synchronous {
         SyncMode::Full => Synchronous::Full,
         SyncMode::Normal => Synchronous::Normal,

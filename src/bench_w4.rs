@@ -50,7 +50,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{BenchArgs, Report, SplitMix, SyncMode, peak_rss_mb, percentile, reset_peak_rss, round3, rss_mb};
+use super::{
+    BenchArgs, Report, SplitMix, SyncMode, peak_rss_mb, percentile, reset_peak_rss, round3, rss_mb, store_location,
+};
 
 /// The definition every instance runs, as deployed.
 const DEFINITION: &str = "bench/w4";
@@ -407,17 +409,7 @@ async fn run_once(args: &BenchArgs, run: usize) -> anyhow::Result<(Report, Strin
     anyhow::ensure!(users >= 1, "--instances (users) must be at least 1");
     let departments = DEPARTMENTS.min(users);
 
-    let mut _temp = None;
-    let (url, temporary) = match &args.store {
-        Some(url) => (url.clone(), false),
-        None => {
-            let dir =
-                tempfile::Builder::new().prefix("baton-bench-").tempdir().context("creating a temporary directory")?;
-            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            _temp = Some(dir);
-            (url, true)
-        }
-    };
+    let (url, temporary, _temp) = store_location(args)?;
     let synchronous = match args.synchronous {
         SyncMode::Full => Synchronous::Full,
         SyncMode::Normal => Synchronous::Normal,
