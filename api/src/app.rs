@@ -75,8 +75,9 @@ pub struct Deployed {
 }
 
 impl App {
-    /// The API over `engine`; every definition deployed before is registered with the engine
-    /// again, so that instances started on it go on.
+    /// The API over `engine`. The definitions deployed before must already be registered with
+    /// it: pass [`stored_definitions`] to the engine's builder, so that the instances it
+    /// recovers find theirs (`baton server` does).
     pub async fn new(engine: Arc<Engine>, auth: Authenticator, options: ApiOptions) -> anyhow::Result<Arc<Self>> {
         let limiter = RateLimiter::new(options.rate_per_second, options.rate_burst);
         let app = Arc::new(Self {
@@ -88,15 +89,7 @@ impl App {
             shutdown: Default::default(),
             jobs: Default::default(),
         });
-        app.register_stored().await?;
         Ok(app)
-    }
-
-    async fn register_stored(&self) -> anyhow::Result<()> {
-        for workflow in stored_definitions(self.engine.store().as_ref(), &self.options).await? {
-            self.engine.register(workflow)?;
-        }
-        Ok(())
     }
 
     /// Validates and compiles a definition's text, or the problem with every error at its
