@@ -8,6 +8,7 @@ use anyhow::Context;
 use baton_activities::notify::{Notifier, NotifyConfig, register_notify};
 use baton_api::auth::{AuthConfig, Authenticator, Grant, Permission};
 use baton_api::{ApiOptions, App};
+use baton_engine::remote::RemoteQueue;
 use baton_engine::runtime::CLOCK_OFFSET_KEY;
 use baton_engine::{ActivityRegistry, Actor, Clock, ClockMode, Engine, EngineOptions, ManualClock, SystemClock};
 use serde::{Deserialize, Serialize};
@@ -333,12 +334,16 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     notify.calendars = (*calendars).clone();
     let notify = Arc::new(notify);
     register_notify(&mut registry, Arc::clone(&notify));
+    // Every other activity name goes to remote workers (`baton worker`, the HTTP protocol).
+    let remote = RemoteQueue::new();
+    remote.install(&mut registry);
 
     let api_options = ApiOptions {
         manual_clock: manual,
         rate_per_second: config.rate_per_second,
         rate_burst: config.rate_burst,
         calendars,
+        remote_workers: Some(remote),
         ..ApiOptions::default()
     };
     let options =

@@ -9,6 +9,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use baton_engine::human::Principal;
+use baton_engine::remote::RemoteQueue;
 use baton_engine::store::{DefinitionQuery, DefinitionRow, NewDefinition};
 use baton_engine::{Actor, Engine, Store};
 use baton_workflows::diagnostic::Severity;
@@ -32,6 +33,9 @@ pub struct ApiOptions {
     pub calendars: Arc<baton_sla::Calendars>,
     /// What deployed definitions may run (`run: shell` and `run: script`).
     pub compile: CompileOptions,
+    /// The queue remote workers poll, when the engine hands them the activities it has no
+    /// handler for ([`RemoteQueue::install`]).
+    pub remote_workers: Option<Arc<RemoteQueue>>,
 }
 
 impl Default for ApiOptions {
@@ -42,6 +46,7 @@ impl Default for ApiOptions {
             rate_burst: 200.0,
             calendars: Arc::new(baton_sla::Calendars::default()),
             compile: CompileOptions::default(),
+            remote_workers: None,
         }
     }
 }

@@ -119,6 +119,19 @@ async fn queues(app: &App, out: &mut String) {
         let _ = writeln!(out, "baton_activity_tasks{{state=\"open\"}} {}", tasks.len() - parked);
         let _ = writeln!(out, "baton_activity_tasks{{state=\"parked\"}} {parked}");
     }
+    if let Some(remote) = &app.options.remote_workers {
+        header(out, "baton_remote_activity_tasks", "gauge", "Attempts for remote workers, by activity and state.");
+        for depth in remote.depth() {
+            let activity = escape(&depth.activity);
+            let _ = writeln!(
+                out,
+                "baton_remote_activity_tasks{{activity=\"{activity}\",state=\"waiting\"}} {}",
+                depth.waiting
+            );
+            let _ =
+                writeln!(out, "baton_remote_activity_tasks{{activity=\"{activity}\",state=\"held\"}} {}", depth.held);
+        }
+    }
     if let Ok(incidents) = store.incidents(None, true).await {
         header(out, "baton_incidents_open", "gauge", "Incidents waiting for someone.");
         let _ = writeln!(out, "baton_incidents_open {}", incidents.len());

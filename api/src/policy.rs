@@ -25,6 +25,9 @@ pub enum Rule {
     /// A platform permission in the object's namespace, or a person involved in the object:
     /// its initiator, or someone who may see one of its human tasks.
     PlatformOrInvolved(&'static [Permission]),
+    /// A platform permission granted in every namespace (admin counts): the operation's
+    /// objects span namespaces (remote workers' queues).
+    Unscoped(&'static [Permission]),
     /// `admin`, and only while the engine runs on the manual clock.
     ManualClockAdmin,
 }
@@ -87,6 +90,12 @@ pub const TABLE: &[Row] = &[
     row("advanceClock", Rule::ManualClockAdmin),
     // Live updates: each change is filtered by what the caller may see.
     row("streamChanges", Rule::Person),
+    // Remote workers: a lease belongs to the worker that polled it.
+    row("pollActivityTask", Rule::Unscoped(&[Worker])),
+    row("heartbeatActivityTask", Rule::Unscoped(&[Worker])),
+    row("completeActivityTask", Rule::Unscoped(&[Worker])),
+    row("failActivityTask", Rule::Unscoped(&[Worker])),
+    row("listActivityQueues", Rule::Unscoped(&[Ops, Worker])),
 ];
 
 /// The row of `operation`, if the table has one.
@@ -134,6 +143,11 @@ pub fn authorize(
         ))),
         Rule::PlatformOrInvolved(permissions) if allowed(permissions) => Ok(Access::Granted),
         Rule::PlatformOrInvolved(_) => Ok(Access::IfInvolved),
+        Rule::Unscoped(permissions) if caller.scope(permissions) == Scope::All => Ok(Access::Granted),
+        Rule::Unscoped(permissions) => Err(Problem::forbidden(format!(
+            "{operation} needs one of the platform permissions {} in every namespace",
+            names(permissions)
+        ))),
         Rule::ManualClockAdmin if caller.scope(&[Admin]) != Scope::All => {
             Err(Problem::forbidden(format!("{operation} needs the admin permission in every namespace")))
         }
@@ -149,7 +163,7 @@ pub fn authorize(
 /// The namespaces a caller may list for `operation`: lists filter by it in the store's query.
 pub fn scope(operation: &str, caller: &Caller) -> Scope {
     match rule(operation) {
-        Some(Rule::Platform(permissions) | Rule::PlatformOrInvolved(permissions)) => {
+        Some(Rule::Platform(permissions) | Rule::PlatformOrInvolved(permissions) | Rule::Unscoped(permissions)) => {
             let mut with_admin = permissions.to_vec();
             with_admin.push(Admin);
             caller.scope(&with_admin)

@@ -41,6 +41,9 @@ pub enum Kind {
     TooLarge,
     /// The body's media type is not one the operation takes (415).
     UnsupportedMediaType,
+    /// A remote worker's lease is over: completed, timed out, or its instance was cancelled
+    /// (410). The worker stops its work.
+    LeaseGone,
     /// The engine cannot take the request now (shutting down, store unreachable) (503).
     Unavailable,
     /// An unexpected failure; the details are in the server's log (500).
@@ -63,6 +66,7 @@ impl Kind {
             Self::Timeout => "timeout",
             Self::TooLarge => "too-large",
             Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::LeaseGone => "lease-gone",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -81,6 +85,7 @@ impl Kind {
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::LeaseGone => StatusCode::GONE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -101,6 +106,7 @@ impl Kind {
             Self::Timeout => "Request timeout",
             Self::TooLarge => "Request body too large",
             Self::UnsupportedMediaType => "Unsupported media type",
+            Self::LeaseGone => "The lease is over",
             Self::Unavailable => "Unavailable",
             Self::Internal => "Internal error",
         }
@@ -311,6 +317,7 @@ impl Kind {
             StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => Self::BadRequest,
             StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
             StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable,
+            StatusCode::GONE => Self::LeaseGone,
             status if status.is_server_error() => Self::Internal,
             _ => Self::BadRequest,
         }

@@ -133,6 +133,12 @@ fn expected(operation: &str, p: &Persona) -> Outcome {
         Rule::Public => Outcome::Allowed,
         Rule::Platform(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
         Rule::Platform(_) => Outcome::Forbidden,
+        Rule::Unscoped(permissions) => {
+            let everywhere = grants(p).iter().any(|g| {
+                (g.permission == Permission::Admin || permissions.contains(&g.permission)) && g.namespace.is_none()
+            });
+            if everywhere { Outcome::Allowed } else { Outcome::Forbidden }
+        }
         Rule::PlatformOrInvolved(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
         Rule::PlatformOrInvolved(_) if operation == "listSlas" => {
             if p.relation == Relation::DepartmentManager {
@@ -237,6 +243,9 @@ fn body(operation: &str) -> Option<(&'static str, String)> {
         "markNotificationsRead" => json(json!({"ids": [1]})),
         "advanceClock" => json(json!({"by": "PT1M"})),
         "startBulk" => json(json!({"action": "suspend", "filter": {"tag": "none"}, "dryRun": true})),
+        "pollActivityTask" => json(json!({"activities": ["matrix-nothing"], "waitMs": 0})),
+        "completeActivityTask" => json(json!({"result": {"done": true}})),
+        "failActivityTask" => json(json!({"message": "matrix"})),
         _ => None,
     }
 }
@@ -248,6 +257,7 @@ fn path(template: &str, f: &Fixture) -> String {
         .replace("{name}", "approval")
         .replace("{incident}", "999999")
         .replace("{job}", "no-such-job")
+        .replace("{token}", "no-such-lease")
         .replace("{instance}", instance)
         .replace("{seq}", seq)
         .replace("{id}", if template.starts_with("/api/v1/people") { "tom" } else { &f.instance })

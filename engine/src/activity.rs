@@ -131,6 +131,7 @@ pub struct ActivityContext {
     pub attempt: u32,
     pub name: String,
     pub(crate) heartbeat: Arc<AtomicI64>,
+    pub(crate) heartbeat_timeout_ms: Option<u64>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -149,7 +150,21 @@ impl ActivityContext {
     /// A context for running a handler outside the engine (tests, tools); heartbeats go
     /// nowhere.
     pub fn new(instance: InstanceId, seq: Seq, attempt: u32, name: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
-        Self { instance, seq, attempt, name: name.into(), heartbeat: Arc::new(AtomicI64::new(0)), clock }
+        Self {
+            instance,
+            seq,
+            attempt,
+            name: name.into(),
+            heartbeat: Arc::new(AtomicI64::new(0)),
+            heartbeat_timeout_ms: None,
+            clock,
+        }
+    }
+
+    /// How long this attempt may go without a heartbeat before it counts as failed, if the
+    /// orchestration set a limit.
+    pub fn heartbeat_timeout(&self) -> Option<Duration> {
+        self.heartbeat_timeout_ms.map(Duration::from_millis)
     }
 
     /// The key that identifies this activity across attempts and restarts: `instance:seq`.
@@ -170,13 +185,15 @@ type Handler = Arc<dyn Fn(ActivityContext, Value) -> ActivityFuture + Send + Syn
 #[derive(Clone, Default)]
 pub struct ActivityRegistry {
     handlers: HashMap<String, Handler>,
+    /// Runs the names no handler is registered under (remote workers, see [`crate::remote`]).
+    fallback: Option<Handler>,
 }
 
 impl fmt::Debug for ActivityRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<_> = self.handlers.keys().collect();
         names.sort();
-        f.debug_struct("ActivityRegistry").field("names", &names).finish()
+        f.debug_struct("ActivityRegistry").field("names", &names).field("fallback", &self.fallback.is_some()).finish()
     }
 }
 
@@ -194,12 +211,23 @@ impl ActivityRegistry {
         self.handlers.insert(name.into(), Arc::new(move |ctx, input| Box::pin(handler(ctx, input))));
     }
 
+    /// Runs every name no handler is registered under with `handler` (which gets the name in
+    /// its context): a server hands those to remote workers this way.
+    pub fn fallback<F, Fut>(&mut self, handler: F)
+    where
+        F: Fn(ActivityContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, ActivityError>> + Send + 'static,
+    {
+        self.fallback = Some(Arc::new(move |ctx, input| Box::pin(handler(ctx, input))));
+    }
+
+    /// Whether a handler is registered under `name` itself (the fallback does not count).
     pub fn contains(&self, name: &str) -> bool {
         self.handlers.contains_key(name)
     }
 
     pub(crate) fn call(&self, name: &str, ctx: ActivityContext, input: Value) -> Option<ActivityFuture> {
-        self.handlers.get(name).map(|handler| handler(ctx, input))
+        self.handlers.get(name).or(self.fallback.as_ref()).map(|handler| handler(ctx, input))
     }
 }
 

@@ -19,6 +19,8 @@
 //!   task row and dispatch it, arm a timer, tell a waiter) ([`Effect`]).
 //! - **Task**: a unit of activity work handed to a worker, at least once, with an idempotency
 //!   key (`instance:seq`) and an attempt token ([`store::TaskRow`]).
+//! - **Lease**: one attempt of a task handed to a remote worker, named by an unguessable token
+//!   the worker heartbeats and completes it with ([`remote::RemoteQueue`]).
 //! - **Step**: one input event and the commands it led to, committed atomically.
 //! - **Incident**: something an instance cannot get past by itself, visible and retryable
 //!   ([`store::Incident`]).
@@ -34,6 +36,7 @@ pub mod instance;
 pub mod machines;
 pub mod orchestration;
 pub mod program;
+pub mod remote;
 pub mod replay;
 pub mod runtime;
 pub mod secrets;

@@ -24,6 +24,7 @@ mod instances;
 mod others;
 mod stream;
 mod tasks;
+pub mod workers;
 
 /// The API under `/api/v1`, health and readiness, and the OpenAPI document.
 pub fn router(app: Arc<App>) -> Router {
@@ -58,6 +59,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/notifications/read", post(others::mark_read))
         .route("/admin/clock/advance", post(others::advance_clock))
         .route("/stream", get(stream::stream))
+        .route("/workers/poll", post(workers::poll))
+        .route("/workers/leases/{token}/heartbeat", post(workers::heartbeat))
+        .route("/workers/leases/{token}/complete", post(workers::complete))
+        .route("/workers/leases/{token}/fail", post(workers::fail))
+        .route("/workers/queues", get(workers::queues))
         .route("/openapi.json", get(openapi));
     Router::new()
         .route("/healthz", get(health))
@@ -84,6 +90,7 @@ pub fn router(app: Arc<App>) -> Router {
         tasks::complete,
         others::slas, others::people, others::person, others::notifications, others::mark_read, others::advance_clock,
         stream::stream,
+        workers::poll, workers::heartbeat, workers::complete, workers::fail, workers::queues,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

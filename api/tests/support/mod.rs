@@ -9,8 +9,9 @@ use baton_api::auth::{AuthConfig, Authenticator, Grant};
 use baton_api::{ApiOptions, App};
 use baton_engine::directory::{Department, Organisation, Person};
 use baton_engine::human::RoleGrant;
+use baton_engine::remote::RemoteQueue;
 use baton_engine::store::sqlite::{SqliteOptions, SqliteStore};
-use baton_engine::{Clock, ClockMode, Engine, EngineOptions, ManualClock, Store};
+use baton_engine::{ActivityRegistry, Clock, ClockMode, Engine, EngineOptions, ManualClock, Store};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -71,8 +72,13 @@ impl Server {
         store.import(&organisation()).await.unwrap();
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::offset(0));
         let mode = if manual_clock { ClockMode::Manual } else { ClockMode::System };
+        // Activities without a handler go to remote workers, as in `baton server`.
+        let remote = RemoteQueue::new();
+        let mut activities = ActivityRegistry::new();
+        remote.install(&mut activities);
         let engine = Engine::builder()
             .store(store)
+            .activities(activities)
             .clock(clock)
             .options(EngineOptions { clock: mode, ..EngineOptions::default() })
             .build()
@@ -87,7 +93,13 @@ impl Server {
         .await
         .unwrap();
         // The tests call faster than people do; the limit has its own test.
-        let options = ApiOptions { manual_clock, rate_per_second: 1e6, rate_burst: 1e6, ..ApiOptions::default() };
+        let options = ApiOptions {
+            manual_clock,
+            rate_per_second: 1e6,
+            rate_burst: 1e6,
+            remote_workers: Some(remote),
+            ..ApiOptions::default()
+        };
         let app = App::new(Arc::clone(&engine), auth.clone(), options).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

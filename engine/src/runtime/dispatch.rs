@@ -33,6 +33,7 @@ pub(crate) fn spawn_attempt(
         attempt,
         name: task.name.clone(),
         heartbeat: heartbeat.clone(),
+        heartbeat_timeout_ms: options.heartbeat_timeout_ms,
         clock: clock.clone(),
     };
     let call = shared.activities.call(&task.name, ctx, task.input.clone());
