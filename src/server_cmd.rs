@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 pub struct ServerConfig {
     /// Where the HTTP API listens.
     pub http_addr: String,
+    /// Where the gRPC API listens; `off` serves none.
+    pub grpc_addr: String,
     /// The store: `sqlite:///var/lib/baton/baton.db`.
     pub store: String,
     /// `system`, or `manual`: wall time plus an offset that only moves forward through the
@@ -41,6 +43,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             http_addr: "127.0.0.1:8080".into(),
+            grpc_addr: "127.0.0.1:9090".into(),
             store: "sqlite://baton.db".into(),
             clock: "system".into(),
             definitions: Vec::new(),
@@ -78,6 +81,9 @@ pub struct ServerArgs {
     /// Where the HTTP API listens (BATON_HTTP_ADDR).
     #[arg(long)]
     http_addr: Option<String>,
+    /// Where the gRPC API listens, `off` for none (BATON_GRPC_ADDR).
+    #[arg(long)]
+    grpc_addr: Option<String>,
     /// The store (BATON_STORE).
     #[arg(long)]
     store: Option<String>,
@@ -101,6 +107,7 @@ pub struct ServerArgs {
 /// The environment variables read, and the setting each sets.
 const ENVIRONMENT: &[&str] = &[
     "BATON_HTTP_ADDR",
+    "BATON_GRPC_ADDR",
     "BATON_STORE",
     "BATON_CLOCK",
     "BATON_DEFINITIONS",
@@ -137,8 +144,9 @@ impl ServerConfig {
                 config.set(name, value).with_context(|| format!("the environment variable {name}"))?;
             }
         }
-        let flags: [(&str, Option<String>); 5] = [
+        let flags: [(&str, Option<String>); 6] = [
             ("BATON_HTTP_ADDR", args.http_addr.clone()),
+            ("BATON_GRPC_ADDR", args.grpc_addr.clone()),
             ("BATON_STORE", args.store.clone()),
             ("BATON_CLOCK", args.clock.clone()),
             ("BATON_DIRECTORY", args.directory.as_ref().map(|p| p.display().to_string())),
@@ -160,6 +168,7 @@ impl ServerConfig {
         let list = |v: &str| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect::<Vec<_>>();
         match name {
             "BATON_HTTP_ADDR" => self.http_addr = value,
+            "BATON_GRPC_ADDR" => self.grpc_addr = value,
             "BATON_STORE" => self.store = value,
             "BATON_CLOCK" => self.clock = value,
             "BATON_DEFINITIONS" => self.definitions = list(&value).into_iter().map(PathBuf::from).collect(),
@@ -369,6 +378,22 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     let address = listener.local_addr()?;
     tracing::info!(%address, store = %config.store, "baton server listening");
     eprintln!("Baton API on http://{address}/api/v1 (OpenAPI document: http://{address}/api/v1/openapi.json)");
+    let grpc = match config.grpc_addr.as_str() {
+        "off" => None,
+        grpc_addr => {
+            let listener = tokio::net::TcpListener::bind(grpc_addr)
+                .await
+                .with_context(|| format!("cannot listen on {grpc_addr} for gRPC"))?;
+            let address = listener.local_addr()?;
+            tracing::info!(%address, "baton gRPC listening");
+            eprintln!("Baton gRPC API on {address} (baton.v1; the .proto is proto/baton/v1/baton.proto)");
+            let stopping = cancel.clone();
+            let app = Arc::clone(&app);
+            Some(tokio::spawn(async move {
+                baton_api::server::serve_grpc(app, listener, async move { stopping.cancelled().await }).await
+            }))
+        }
+    };
     if let Some(identity) = identity {
         eprintln!("Development tokens (valid 12 hours; send as `Authorization: Bearer <token>`):");
         for (subject, grants) in &identity.subjects {
@@ -384,6 +409,9 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     let stopping = cancel.clone();
     baton_api::server::serve(app, listener, async move { stopping.cancelled().await }).await?;
     cancel.cancel();
+    if let Some(grpc) = grpc {
+        grpc.await.context("the gRPC server")?.context("the gRPC server")?;
+    }
     let _ = notifier.await;
     engine.shutdown().await;
     eprintln!("Baton stopped.");

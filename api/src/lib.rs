@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod cloudevents;
+pub mod grpc;
 pub mod metrics;
 pub mod policy;
 pub mod problem;

@@ -54,3 +54,20 @@ pub async fn serve(
     };
     axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }
+
+/// Serves the gRPC API (`baton/v1/baton.proto`) on `listener` until `shutdown` completes.
+pub async fn serve_grpc(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let streams = app.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        streams.cancel();
+    };
+    tonic::transport::Server::builder()
+        .add_routes(crate::grpc::GrpcApi::new(app).routes())
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await
+}

@@ -22,7 +22,7 @@ pub mod bulk;
 mod definitions;
 mod instances;
 mod others;
-mod stream;
+pub(crate) mod stream;
 mod tasks;
 pub mod workers;
 

@@ -8,15 +8,16 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use baton_engine::human::{Principal, may_see};
 use baton_engine::{Change, InstanceId};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::authorize;
 use crate::app::{App, Auth};
 use crate::auth::{Caller, Permission};
 use crate::policy;
+use crate::problem::ApiResult;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -26,16 +27,24 @@ pub struct StreamParams {
 }
 
 /// What one subscriber may see.
-struct Viewer {
+pub(crate) struct Viewer {
     caller: Caller,
     principal: Principal,
     instance: Option<InstanceId>,
 }
 
 impl Viewer {
-    /// The events of `change` this viewer gets: the instance's change when they operate its
-    /// namespace; each human task they may see.
-    fn events(&self, change: &Change) -> Vec<Event> {
+    /// The caller's viewer, after the policy's check.
+    pub(crate) async fn new(app: &App, auth: &Auth, instance: Option<String>) -> ApiResult<Self> {
+        authorize(app, auth, "streamChanges", None)?;
+        let caller = auth.caller()?.clone();
+        let principal = app.principal(&caller, None).await?;
+        Ok(Self { caller, principal, instance: instance.map(InstanceId::new) })
+    }
+
+    /// The events of `change` this viewer gets, by kind: the instance's change when they
+    /// operate its namespace; each human task they may see.
+    fn events(&self, change: &Change) -> Vec<(&'static str, Value)> {
         let row = &change.instance;
         if self.instance.as_ref().is_some_and(|id| *id != row.id) {
             return Vec::new();
@@ -50,7 +59,7 @@ impl Viewer {
                 "status": row.status,
                 "events": change.events.iter().map(|(seq, kind)| json!({"seq": seq, "type": kind})).collect::<Vec<_>>(),
             });
-            events.push(Event::default().event("instance").data(data.to_string()));
+            events.push(("instance", data));
         }
         let admin = namespace.is_some_and(|n| self.caller.has(Permission::Admin, Some(n)));
         for task in &change.human_tasks {
@@ -59,7 +68,7 @@ impl Viewer {
                 if let serde_json::Value::Object(map) = &mut data {
                     map.insert("reference".into(), serde_json::Value::String(task.reference()));
                 }
-                events.push(Event::default().event("task").data(data.to_string()));
+                events.push(("task", data));
             }
         }
         events
@@ -78,20 +87,24 @@ pub async fn stream(
     State(app): State<Arc<App>>,
     auth: Auth,
     Query(params): Query<StreamParams>,
-) -> crate::problem::ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    authorize(&app, &auth, "streamChanges", None)?;
-    let caller = auth.caller()?.clone();
-    let principal = app.principal(&caller, None).await?;
-    let viewer = Viewer { caller, principal, instance: params.instance.map(InstanceId::new) };
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let viewer = Viewer::new(&app, &auth, params.instance).await?;
+    let events = changes(&app, viewer).map(|(kind, data)| Ok(Event::default().event(kind).data(data.to_string())));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// The changes `viewer` may see as the engine commits them, by kind (`instance`, `task`, and
+/// `lagged` when some were missed); ends when the server shuts down.
+pub(crate) fn changes(app: &App, viewer: Viewer) -> impl Stream<Item = (&'static str, Value)> + Send + use<> {
     let receiver = app.engine.subscribe();
     let shutdown = app.shutdown.clone();
-    let pending: Vec<Event> = Vec::new();
-    let stream = futures_util::stream::unfold(
+    let pending: Vec<(&'static str, Value)> = Vec::new();
+    futures_util::stream::unfold(
         (receiver, viewer, shutdown, pending),
         |(mut receiver, viewer, shutdown, mut pending)| async move {
             loop {
                 if let Some(event) = pending.pop() {
-                    return Some((Ok(event), (receiver, viewer, shutdown, pending)));
+                    return Some((event, (receiver, viewer, shutdown, pending)));
                 }
                 let received = tokio::select! {
                     _ = shutdown.cancelled() => return None,
@@ -103,13 +116,12 @@ pub async fn stream(
                         pending.reverse();
                     }
                     Err(RecvError::Lagged(missed)) => {
-                        let event = Event::default().event("lagged").data(json!({"missed": missed}).to_string());
-                        return Some((Ok(event), (receiver, viewer, shutdown, pending)));
+                        let event = ("lagged", json!({"missed": missed}));
+                        return Some((event, (receiver, viewer, shutdown, pending)));
                     }
                     Err(RecvError::Closed) => return None,
                 }
             }
         },
-    );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    )
 }

@@ -56,6 +56,8 @@ do:
 
 pub struct Server {
     pub base: String,
+    /// The gRPC API's address (`http://127.0.0.1:port`).
+    pub grpc: String,
     pub client: reqwest::Client,
     pub auth: Authenticator,
     pub engine: Arc<Engine>,
@@ -105,8 +107,15 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = format!("http://{}", grpc_listener.local_addr().unwrap());
+        let stop_grpc = cancel.clone();
+        let grpc_app = Arc::clone(&app);
+        tokio::spawn(async move {
+            baton_api::server::serve_grpc(grpc_app, grpc_listener, async move { stop_grpc.cancelled().await }).await
+        });
         tokio::spawn(baton_api::server::serve(app, listener, async move { stop.cancelled().await }));
-        Self { base, client: reqwest::Client::new(), auth, engine, cancel, _dir: dir }
+        Self { base, grpc, client: reqwest::Client::new(), auth, engine, cancel, _dir: dir }
     }
 
     pub fn token(&self, subject: &str, grants: &[&str]) -> String {
@@ -130,6 +139,19 @@ impl Server {
     }
 
     /// The platform permissions of the test's personas.
+    /// A channel to the gRPC API.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.grpc.clone()).unwrap().connect().await.unwrap()
+    }
+
+    /// `message` with `subject`'s bearer token in its metadata.
+    pub fn grpc_request<T>(&self, subject: &str, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let bearer = format!("Bearer {}", self.token_for(subject));
+        request.metadata_mut().insert("authorization", bearer.parse().unwrap());
+        request
+    }
+
     pub fn token_for(&self, subject: &str) -> String {
         match subject {
             "root" => self.token(subject, &["admin"]),
