@@ -1,5 +1,5 @@
-//! The authorization matrix: every operation of the served OpenAPI document, called by every
-//! persona, over real HTTP. The expected outcome of each cell is derived from the policy table
+//! The authorization matrix: every operation of the served OpenAPI document and every method of
+//! the gRPC proto, called by every persona, over real HTTP and real gRPC. The expected outcome of each cell is derived from the policy table
 //! (`baton_api::policy::TABLE`, docs/authorization.md) and the personas' relation to the
 //! objects, never from recorded behaviour. An operation without a row fails the test.
 #![allow(clippy::unwrap_used)]
@@ -11,10 +11,14 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use baton_api::auth::{AuthConfig, Authenticator, Grant, Permission};
+use baton_api::grpc::{Carry, Route, problem_of, route_of};
 use baton_api::policy::{self, Rule};
+use baton_proto::v1;
+use baton_proto::v1::live_client::LiveClient;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{APPROVAL, AUDIENCE, SECRET, Server};
+use tonic::transport::Channel;
 
 /// How a persona presents itself.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -360,4 +364,195 @@ async fn lists_hold_only_the_namespaces_a_caller_operates() {
     assert_eq!(inbox["items"], json!([]), "after the reassignment pat's inbox is empty");
     let (_, inbox) = s.call("GET", "/api/v1/tasks", Some("dan"), None).await;
     assert_eq!(inbox["items"].as_array().unwrap().len(), 1, "the delegate sees the task");
+}
+
+/// The request message of a gRPC method for the fixture, as JSON: its path parameters and the
+/// body the HTTP operation takes (the proto's field names are the HTTP API's).
+fn grpc_request(route: &Route, f: &Fixture) -> Value {
+    let (instance, seq) = f.task.split_once('/').unwrap();
+    let mut fields = serde_json::Map::new();
+    for part in route.path.split('{').skip(1) {
+        let name = part.split('}').next().unwrap();
+        let value = match name {
+            "namespace" => json!(NAMESPACE),
+            "name" => json!("approval"),
+            "incident" => json!(999_999),
+            "job" => json!("no-such-job"),
+            "token" => json!("no-such-lease"),
+            "instance" => json!(instance),
+            "seq" => json!(seq.parse::<u64>().unwrap()),
+            "id" if route.path.starts_with("/api/v1/people") => json!("tom"),
+            "id" => json!(f.instance),
+            other => panic!("no fixture value for {{{other}}}"),
+        };
+        fields.insert(name.to_owned(), value);
+    }
+    if let Some((_, text)) = body(route.operation) {
+        match route.carry {
+            Carry::Json => fields.extend(serde_json::from_str::<serde_json::Map<String, Value>>(&text).unwrap()),
+            Carry::Source => {
+                fields.insert("source".into(), json!(text));
+                fields.insert("file".into(), json!("approval.yaml"));
+            }
+            Carry::CloudEvent => {
+                fields.insert("event".into(), serde_json::from_str(&text).unwrap());
+            }
+            Carry::Query | Carry::Nothing => {}
+        }
+    }
+    Value::Object(fields)
+}
+
+async fn unary<Req, Res>(
+    channel: Channel,
+    rpc: &str,
+    message: Value,
+    token: Option<String>,
+) -> Result<(), tonic::Status>
+where
+    Req: prost::Message + serde::de::DeserializeOwned + Send + Sync + 'static,
+    Res: prost::Message + Default + Send + Sync + 'static,
+{
+    let message: Req = serde_json::from_value(message.clone()).unwrap_or_else(|e| panic!("{rpc}: {e}: {message}"));
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = axum::http::uri::PathAndQuery::try_from(format!("/baton.v1.{rpc}")).unwrap();
+    let codec = tonic_prost::ProstCodec::<Req, Res>::default();
+    grpc.unary(with_token(message, token), path, codec).await.map(|_| ())
+}
+
+fn with_token<T>(message: T, token: Option<String>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+macro_rules! dispatch {
+    ($($rpc:literal => $request:ident -> $reply:ident,)*) => {
+        /// Calls `rpc` with `message`; the stream of `Live/Watch` is opened, not read.
+        async fn call_grpc(channel: Channel, rpc: &str, message: Value, token: Option<String>) -> Result<(), tonic::Status> {
+            match rpc {
+                $($rpc => unary::<v1::$request, v1::$reply>(channel, rpc, message, token).await,)*
+                "Live/Watch" => {
+                    let message: v1::WatchRequest = serde_json::from_value(message).unwrap();
+                    LiveClient::new(channel).watch(with_token(message, token)).await.map(|_| ())
+                }
+                other => panic!("the matrix does not call {other}: add it"),
+            }
+        }
+    };
+}
+
+dispatch! {
+    "Definitions/ListDefinitions" => ListDefinitionsRequest -> Json,
+    "Definitions/GetDefinition" => GetDefinitionRequest -> Json,
+    "Definitions/GetDefinitionDiagram" => GetDefinitionDiagramRequest -> Diagram,
+    "Definitions/DeployDefinition" => DefinitionSource -> Json,
+    "Definitions/ValidateDefinition" => DefinitionSource -> Json,
+    "Instances/StartInstance" => StartInstanceRequest -> Json,
+    "Instances/ListInstances" => ListInstancesRequest -> Json,
+    "Instances/GetInstance" => InstanceRef -> Json,
+    "Instances/GetInstanceHistory" => GetInstanceHistoryRequest -> Json,
+    "Instances/RaiseEvent" => RaiseEventRequest -> Json,
+    "Instances/SuspendInstance" => LifecycleRequest -> Json,
+    "Instances/ResumeInstance" => LifecycleRequest -> Json,
+    "Instances/TerminateInstance" => LifecycleRequest -> Json,
+    "Instances/ListIncidents" => ListIncidentsRequest -> Json,
+    "Instances/RetryIncident" => RetryIncidentRequest -> Json,
+    "Instances/StartBulk" => StartBulkRequest -> Json,
+    "Instances/GetBulk" => GetBulkRequest -> Json,
+    "Tasks/ListTasks" => ListTasksRequest -> Json,
+    "Tasks/GetTask" => TaskRef -> Json,
+    "Tasks/ClaimTask" => TaskRef -> Json,
+    "Tasks/UnclaimTask" => TaskRef -> Json,
+    "Tasks/DelegateTask" => DelegateTaskRequest -> Json,
+    "Tasks/ReassignTask" => ReassignTaskRequest -> Json,
+    "Tasks/CommentTask" => CommentTaskRequest -> Json,
+    "Tasks/CompleteTask" => CompleteTaskRequest -> Json,
+    "Organisation/ListSlas" => ListSlasRequest -> Json,
+    "Organisation/ListPeople" => ListPeopleRequest -> Json,
+    "Organisation/GetPerson" => PersonRef -> Json,
+    "Organisation/ListNotifications" => ListNotificationsRequest -> Json,
+    "Organisation/MarkNotificationsRead" => MarkNotificationsReadRequest -> Json,
+    "Organisation/AdvanceClock" => AdvanceClockRequest -> Json,
+    "Workers/PollActivityTask" => PollActivityTaskRequest -> PollActivityTaskResponse,
+    "Workers/HeartbeatActivityTask" => LeaseRef -> Empty,
+    "Workers/CompleteActivityTask" => CompleteActivityTaskRequest -> Empty,
+    "Workers/FailActivityTask" => FailActivityTaskRequest -> Empty,
+    "Workers/ListActivityQueues" => Empty -> Json,
+}
+
+/// Every method of the proto, as `Service/Method`.
+fn proto_methods() -> Vec<String> {
+    let set = <prost_types::FileDescriptorSet as prost::Message>::decode(baton_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let mut methods = Vec::new();
+    for file in set.file.iter().filter(|f| f.package() == "baton.v1") {
+        for service in &file.service {
+            for method in &service.method {
+                methods.push(format!("{}/{}", service.name(), method.name()));
+            }
+        }
+    }
+    methods
+}
+
+#[tokio::test]
+async fn every_grpc_method_answers_every_persona_as_the_policy_table_says() {
+    let s = Server::start(true).await;
+    let (status, _) = s.deploy(APPROVAL, "dora").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let wrong_audience = Authenticator::new(AuthConfig {
+        hs256_secret: Some(SECRET.into()),
+        audience: vec!["someone-else".into()],
+        ..AuthConfig::default()
+    })
+    .await
+    .unwrap();
+    let methods = proto_methods();
+    assert!(methods.len() >= 30, "the proto has {} methods", methods.len());
+    let channel = s.channel().await;
+    let shared = fixture(&s).await;
+    let mut failures = Vec::new();
+    let mut cells = 0;
+    for rpc in &methods {
+        let route = route_of(rpc).unwrap_or_else(|| panic!("{rpc} has no route to an operation"));
+        let rule =
+            policy::rule(route.operation).unwrap_or_else(|| panic!("{rpc} ({}) has no policy row", route.operation));
+        for p in PERSONAS {
+            let own;
+            let f = if route.method == "GET" {
+                &shared
+            } else {
+                own = fixture(&s).await;
+                &own
+            };
+            let outcome = call_grpc(channel.clone(), rpc, grpc_request(route, f), token(&s, p, &wrong_audience)).await;
+            let (status, text) = match &outcome {
+                Ok(()) => (StatusCode::OK, String::new()),
+                Err(status) => {
+                    let problem =
+                        problem_of(status).unwrap_or_else(|| panic!("{rpc}: a status without a problem: {status:?}"));
+                    (StatusCode::from_u16(problem["status"].as_u64().unwrap() as u16).unwrap(), problem.to_string())
+                }
+            };
+            assert!(status.as_u16() < 500, "{rpc} as {} ({:?}): {status} {text}", p.subject, p.credential);
+            let want = expected(route.operation, p);
+            let got = classify(status, rule);
+            cells += 1;
+            if got != want {
+                failures.push(format!(
+                    "{rpc} as {} ({:?}, {:?}): expected {want:?}, got {status} {text}",
+                    p.subject, p.credential, p.relation
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} gRPC cells differ from the policy table:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
