@@ -18,6 +18,7 @@ mod run_cmd;
 mod server_cmd;
 mod store_url;
 mod validate;
+mod worker_cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, about = "Baton: a durable workflow engine driven by declarative YAML")]
@@ -54,6 +55,8 @@ enum Command {
     /// A development server: a local SQLite store, the definitions/ folder deployed, and
     /// tokens printed for an admin, a designer and an ops engineer.
     Dev(server_cmd::ServerArgs),
+    /// A remote worker: runs activities as commands for a server, over its gRPC API.
+    Worker(worker_cmd::WorkerArgs),
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
     /// Administration of a store.
@@ -178,6 +181,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Directory(args) => directory_cmd::run(args).await,
         Command::Server(args) => server_cmd::server(args).await.map(|()| ExitCode::SUCCESS),
         Command::Dev(args) => server_cmd::dev(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Worker(args) => worker_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Client(command) => client_cmd::run(command).await,
         Command::Admin { command: AdminCommand::Clock { command } } => clock(command).await,
         Command::Admin { command: AdminCommand::Verify { instances, store, json } } => {

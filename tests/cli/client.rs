@@ -57,6 +57,8 @@ do:
 struct ApiServer {
     child: Child,
     address: String,
+    /// The gRPC API, `http://127.0.0.1:port`.
+    grpc: String,
     dir: tempfile::TempDir,
     tokens: baton_api::auth::Authenticator,
 }
@@ -67,7 +69,7 @@ impl ApiServer {
         let directory = dir.path().join("org.yaml");
         std::fs::write(&directory, ORGANISATION).expect("writes the directory");
         let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["server", "--http-addr", "127.0.0.1:0", "--store"])
+            .args(["server", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--store"])
             .arg(format!("sqlite://{}", dir.path().join("baton.db").display()))
             .arg("--directory")
             .arg(&directory)
@@ -88,6 +90,9 @@ impl ApiServer {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("Baton API on ") {
                     let _ = found.send(Ok(rest.split("/api/v1").next().unwrap_or(rest).to_owned()));
+                } else if let Some(rest) = line.strip_prefix("Baton gRPC API on ") {
+                    let address = rest.split_whitespace().next().unwrap_or(rest);
+                    let _ = found.send(Ok(format!("grpc://{address}")));
                 } else if !line.trim().is_empty() {
                     let _ = found.send(Err(line));
                 }
@@ -95,10 +100,17 @@ impl ApiServer {
         });
         let mut said = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let address = loop {
+        let (mut address, mut grpc) = (None, None);
+        let (address, grpc) = loop {
+            if let (Some(address), Some(grpc)) = (&address, &grpc) {
+                break (String::clone(address), String::clone(grpc));
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match listening.recv_timeout(left) {
-                Ok(Ok(address)) => break address,
+                Ok(Ok(said)) => match said.strip_prefix("grpc://") {
+                    Some(at) => grpc = Some(format!("http://{at}")),
+                    None => address = Some(said),
+                },
                 Ok(Err(line)) => said.push(line),
                 Err(_) => {
                     let _ = child.kill();
@@ -110,7 +122,7 @@ impl ApiServer {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let config = baton_api::auth::AuthConfig { hs256_secret: Some(SECRET.into()), ..Default::default() };
         let tokens = runtime.block_on(baton_api::auth::Authenticator::new(config)).expect("an authenticator");
-        Self { child, address, dir, tokens }
+        Self { child, address, grpc, dir, tokens }
     }
 
     /// A token for `subject` with platform grants (`admin`, `designer`, `ops:training`...).
@@ -436,4 +448,29 @@ fn refusals_exit_1_with_the_problem_and_an_unreachable_server_exits_2() {
     let (code, _, stderr) = client(&address, Some(&tom), &["task", "list"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.starts_with(&format!("error: cannot reach the Baton API at {address}")), "{stderr}");
+}
+
+#[test]
+fn a_remote_worker_process_runs_an_activity_over_grpc() {
+    const SHOUT: &str = "document: { dsl: '1.0.3', namespace: training, name: shout, version: '1.0.0' }\ndo:\n  - shout:\n      call: shout\n      with: { text: hello }\n";
+    let server = ApiServer::start();
+    let designer = server.token("dora", &["designer"]);
+    let operator = server.token("otto", &["ops:training"]);
+    let definition = server.write("shout.yaml", SHOUT);
+    server.ok(&designer, &["deploy", &definition]);
+    // The worker runs the activity as a command: the input on stdin, the result on stdout.
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["worker", "--address", &server.grpc, "--exec", "shout=tr a-z A-Z"])
+        .env("BATON_TOKEN", server.token("shouter", &["worker"]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("baton worker starts");
+    let stdout = server.ok(&operator, &["workflow", "start", "training/shout"]);
+    let id = stdout.strip_prefix("started ").and_then(|rest| rest.split_whitespace().next()).expect("an id").to_owned();
+    let detail = server.wait_for_status(&operator, &id, "completed");
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(detail["instance"]["result"], serde_json::json!({"TEXT": "HELLO"}), "{detail}");
 }
