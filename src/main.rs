@@ -17,6 +17,7 @@ mod people;
 mod run_cmd;
 mod server_cmd;
 mod store_url;
+mod telemetry;
 mod validate;
 mod worker_cmd;
 
@@ -141,14 +142,6 @@ enum ClockCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
     let mut builder = match &cli.command {
         Command::Bench(args) if args.runtime == bench::RuntimeKind::CurrentThread => {
             tokio::runtime::Builder::new_current_thread()
@@ -162,13 +155,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let telemetry = runtime.block_on(async { telemetry::Telemetry::init(&cli.log, cli.log_format == "json") });
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last export runs beside the runtime, which drives its connection.
+    let _ = runtime.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await });
+    code
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {

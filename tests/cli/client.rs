@@ -65,6 +65,11 @@ struct ApiServer {
 
 impl ApiServer {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with these environment variables set.
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let directory = dir.path().join("org.yaml");
         std::fs::write(&directory, ORGANISATION).expect("writes the directory");
@@ -77,6 +82,7 @@ impl ApiServer {
             .env("BATON_RATE_PER_SECOND", "10000")
             .env("BATON_RATE_BURST", "10000")
             .env_remove("BATON_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -473,4 +479,69 @@ fn a_remote_worker_process_runs_an_activity_over_grpc() {
     let _ = worker.kill();
     let _ = worker.wait();
     assert_eq!(detail["instance"]["result"], serde_json::json!({"TEXT": "HELLO"}), "{detail}");
+}
+
+/// An OTLP trace collector on a loopback port: the names of the spans it receives.
+mod collector {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+
+    #[derive(Clone, Default)]
+    pub struct Collector {
+        pub spans: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut spans = self.spans.lock().expect("the span list");
+            for resource in request.into_inner().resource_spans {
+                for scope in resource.scope_spans {
+                    spans.extend(scope.spans.into_iter().map(|span| span.name));
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    /// Serves a collector on `runtime`; its address and what it received.
+    pub fn start(runtime: &tokio::runtime::Runtime) -> (String, Collector) {
+        let collector = Collector::default();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("a port");
+        let address = format!("http://{}", listener.local_addr().expect("an address"));
+        let service = TraceServiceServer::new(collector.clone());
+        runtime.spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (address, collector)
+    }
+}
+
+#[test]
+fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let (endpoint, collector) = collector::start(&runtime);
+    let server =
+        ApiServer::start_with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100")]);
+    let designer = server.token("dora", &["designer"]);
+    let operator = server.token("otto", &["ops:training"]);
+    let definition = server.write("listen.yaml", LISTEN);
+    server.ok(&designer, &["deploy", &definition]);
+    server.ok(&operator, &["workflow", "start", "training/wait-for-approval"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans = collector.spans.lock().expect("the span list").clone();
+        if spans.iter().any(|s| s == "http") && spans.iter().any(|s| s == "step") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the collector got {spans:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -798,7 +798,8 @@ impl Core {
             business_key,
             tags,
         });
-        let step = instance.handle(started, batch.now, actor).map_err(EngineError::Step)?;
+        let span = tracing::debug_span!("step", wf.id = %id, wf.seq = instance.next_seq, event = started.name());
+        let step = span.in_scope(|| instance.handle(started, batch.now, actor)).map_err(EngineError::Step)?;
         if let Some(key) = idempotency_key {
             batch.new_keys.insert(key, id.clone());
         }
