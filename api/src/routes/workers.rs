@@ -169,7 +169,7 @@ pub async fn fail(
 
 /// Attempts waiting for a worker and held by one, by activity name.
 #[utoipa::path(get, path = "/api/v1/workers/queues", operation_id = "listActivityQueues", tag = "workers",
-    responses((status = 200, body = Object)))]
+    responses((status = 200, description = "activity, waiting, held, for each activity name", body = [Object])))]
 pub async fn queues(State(app): State<Arc<App>>, auth: Auth) -> ApiResult<axum::Json<Vec<QueueDepth>>> {
     authorize(&app, &auth, "listActivityQueues", None)?;
     Ok(axum::Json(queue(&app)?.depth()))
