@@ -254,6 +254,50 @@ fn body(operation: &str) -> Option<(&'static str, String)> {
     }
 }
 
+/// An authenticator with the server's secret and another audience: its tokens are refused.
+async fn wrong_audience() -> Authenticator {
+    Authenticator::new(AuthConfig {
+        hs256_secret: Some(SECRET.into()),
+        audience: vec!["someone-else".into()],
+        ..AuthConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The cells of a matrix, and those that differ from the policy table.
+#[derive(Default)]
+struct Tally {
+    cells: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    /// One answer: never a 5xx, and the outcome the policy table gives `operation` for `p`.
+    fn record(&mut self, called: &str, operation: &str, rule: Rule, p: &Persona, status: StatusCode, text: &str) {
+        assert!(status.as_u16() < 500, "{called} as {} ({:?}): {status} {text}", p.subject, p.credential);
+        let want = expected(operation, p);
+        let got = classify(status, rule);
+        self.cells += 1;
+        if got != want {
+            self.failures.push(format!(
+                "{called} as {} ({:?}, {:?}): expected {want:?}, got {status} {text}",
+                p.subject, p.credential, p.relation
+            ));
+        }
+    }
+
+    fn check(self, transport: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} {transport} cells differ from the policy table:\n{}",
+            self.failures.len(),
+            self.cells,
+            self.failures.join("\n")
+        );
+    }
+}
+
 fn path(template: &str, f: &Fixture) -> String {
     let (instance, seq) = f.task.split_once('/').unwrap();
     template
@@ -272,13 +316,7 @@ async fn every_operation_answers_every_persona_as_the_policy_table_says() {
     let s = Server::start(true).await;
     let (status, _) = s.deploy(APPROVAL, "dora").await;
     assert_eq!(status, StatusCode::CREATED);
-    let wrong_audience = Authenticator::new(AuthConfig {
-        hs256_secret: Some(SECRET.into()),
-        audience: vec!["someone-else".into()],
-        ..AuthConfig::default()
-    })
-    .await
-    .unwrap();
+    let wrong_audience = wrong_audience().await;
     let (_, document) = s.call("GET", "/api/v1/openapi.json", None, None).await;
     let mut operations: Vec<(String, String, String)> = Vec::new();
     for (template, item) in document["paths"].as_object().unwrap() {
@@ -290,8 +328,7 @@ async fn every_operation_answers_every_persona_as_the_policy_table_says() {
     assert!(operations.len() >= 30, "the document lists {} operations", operations.len());
 
     let shared = fixture(&s).await;
-    let mut failures = Vec::new();
-    let mut cells = 0;
+    let mut tally = Tally::default();
     for (method, template, operation) in &operations {
         let rule =
             policy::rule(operation).unwrap_or_else(|| panic!("{method} {template} ({operation}) has no policy row"));
@@ -320,24 +357,10 @@ async fn every_operation_answers_every_persona_as_the_policy_table_says() {
                 .get("content-type")
                 .is_some_and(|v| v.to_str().unwrap_or_default().starts_with("text/event-stream"));
             let text = if streaming { String::new() } else { response.text().await.unwrap() };
-            assert!(status.as_u16() < 500, "{operation} as {} ({:?}): {status} {text}", p.subject, p.credential);
-            let want = expected(operation, p);
-            let got = classify(status, rule);
-            cells += 1;
-            if got != want {
-                failures.push(format!(
-                    "{operation} as {} ({:?}, {:?}): expected {want:?}, got {status} {text}",
-                    p.subject, p.credential, p.relation
-                ));
-            }
+            tally.record(operation, operation, rule, p, status, &text);
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {cells} cells differ from the policy table:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    tally.check("HTTP");
 }
 
 #[tokio::test]
@@ -503,19 +526,12 @@ async fn every_grpc_method_answers_every_persona_as_the_policy_table_says() {
     let s = Server::start(true).await;
     let (status, _) = s.deploy(APPROVAL, "dora").await;
     assert_eq!(status, StatusCode::CREATED);
-    let wrong_audience = Authenticator::new(AuthConfig {
-        hs256_secret: Some(SECRET.into()),
-        audience: vec!["someone-else".into()],
-        ..AuthConfig::default()
-    })
-    .await
-    .unwrap();
+    let wrong_audience = wrong_audience().await;
     let methods = proto_methods();
     assert!(methods.len() >= 30, "the proto has {} methods", methods.len());
     let channel = s.channel().await;
     let shared = fixture(&s).await;
-    let mut failures = Vec::new();
-    let mut cells = 0;
+    let mut tally = Tally::default();
     for rpc in &methods {
         let route = route_of(rpc).unwrap_or_else(|| panic!("{rpc} has no route to an operation"));
         let rule =
@@ -537,22 +553,8 @@ async fn every_grpc_method_answers_every_persona_as_the_policy_table_says() {
                     (StatusCode::from_u16(problem["status"].as_u64().unwrap() as u16).unwrap(), problem.to_string())
                 }
             };
-            assert!(status.as_u16() < 500, "{rpc} as {} ({:?}): {status} {text}", p.subject, p.credential);
-            let want = expected(route.operation, p);
-            let got = classify(status, rule);
-            cells += 1;
-            if got != want {
-                failures.push(format!(
-                    "{rpc} as {} ({:?}, {:?}): expected {want:?}, got {status} {text}",
-                    p.subject, p.credential, p.relation
-                ));
-            }
+            tally.record(rpc, route.operation, rule, p, status, &text);
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {cells} gRPC cells differ from the policy table:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    tally.check("gRPC");
 }
