@@ -93,6 +93,7 @@ pub const ROUTES: &[Route] = &[
     route("Instances/TerminateInstance", "terminateInstance", "POST", "/api/v1/instances/{id}/terminate", Json),
     route("Instances/ListIncidents", "listIncidents", "GET", "/api/v1/incidents", Query),
     route("Instances/RetryIncident", "retryIncident", "POST", "/api/v1/incidents/{incident}/retry", Json),
+    route("Instances/CompleteIncident", "completeIncident", "POST", "/api/v1/incidents/{incident}/complete", Json),
     route("Instances/StartBulk", "startBulk", "POST", "/api/v1/bulk", Json),
     route("Instances/GetBulk", "getBulk", "GET", "/api/v1/bulk/{job}", Query),
     route("Tasks/ListTasks", "listTasks", "GET", "/api/v1/tasks", Query),
@@ -380,6 +381,7 @@ forwarded!(instances_server::Instances {
     terminate_instance(LifecycleRequest) -> Json = "Instances/TerminateInstance";
     list_incidents(ListIncidentsRequest) -> Json = "Instances/ListIncidents";
     retry_incident(RetryIncidentRequest) -> Json = "Instances/RetryIncident";
+    complete_incident(CompleteIncidentRequest) -> Json = "Instances/CompleteIncident";
     start_bulk(StartBulkRequest) -> Json = "Instances/StartBulk";
     get_bulk(GetBulkRequest) -> Json = "Instances/GetBulk";
 });

@@ -69,6 +69,7 @@ pub const TABLE: &[Row] = &[
     row("terminateInstance", Rule::Platform(OPERATE)),
     row("listIncidents", Rule::Platform(OPERATE)),
     row("retryIncident", Rule::Platform(OPERATE)),
+    row("completeIncident", Rule::Platform(OPERATE)),
     // Bulk operations act on the instances of the caller's namespaces only.
     row("startBulk", Rule::Platform(OPERATE)),
     row("getBulk", Rule::Platform(OPERATE)),

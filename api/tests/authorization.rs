@@ -117,8 +117,8 @@ fn sees_task(p: &Persona) -> bool {
 /// no namespaced object).
 fn namespace_of(operation: &str) -> Option<&'static str> {
     match operation {
-        "listDefinitions" | "listInstances" | "listIncidents" | "listSlas" | "retryIncident" | "startBulk"
-        | "getBulk" => None,
+        "listDefinitions" | "listInstances" | "listIncidents" | "listSlas" | "retryIncident" | "completeIncident"
+        | "startBulk" | "getBulk" => None,
         _ => Some(NAMESPACE),
     }
 }
@@ -246,6 +246,7 @@ fn body(operation: &str) -> Option<(&'static str, String)> {
         "completeTask" => json(json!({"outcome": "approve", "data": {"comment": "fine by me"}})),
         "markNotificationsRead" => json(json!({"ids": [1]})),
         "advanceClock" => json(json!({"by": "PT1M"})),
+        "completeIncident" => json(json!({"reason": "matrix", "result": null})),
         "startBulk" => json(json!({"action": "suspend", "filter": {"tag": "none"}, "dryRun": true})),
         "pollActivityTask" => json(json!({"activities": ["matrix-nothing"], "waitMs": 0})),
         "completeActivityTask" => json(json!({"result": {"done": true}})),
@@ -484,6 +485,7 @@ dispatch! {
     "Instances/TerminateInstance" => LifecycleRequest -> Json,
     "Instances/ListIncidents" => ListIncidentsRequest -> Json,
     "Instances/RetryIncident" => RetryIncidentRequest -> Json,
+    "Instances/CompleteIncident" => CompleteIncidentRequest -> Json,
     "Instances/StartBulk" => StartBulkRequest -> Json,
     "Instances/GetBulk" => GetBulkRequest -> Json,
     "Tasks/ListTasks" => ListTasksRequest -> Json,

@@ -100,8 +100,11 @@ async fn instances_start_search_signal_suspend_and_terminate() {
     let incidents =
         json(client.list_incidents(s.grpc_request("root", v1::ListIncidentsRequest::default())).await.unwrap());
     assert_eq!(incidents, json!([]), "{incidents}");
-    let missing = v1::RetryIncidentRequest { incident: 999, reason: "try".into() };
+    let missing = v1::RetryIncidentRequest { incident: 999, reason: "try".into(), input: None };
     let refused = client.retry_incident(s.grpc_request("root", missing)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    let by_hand = v1::CompleteIncidentRequest { incident: 999, reason: "done".into(), result: None };
+    let refused = client.complete_incident(s.grpc_request("root", by_hand)).await.unwrap_err();
     assert_eq!(refused.code(), Code::NotFound);
     let bulk = v1::StartBulkRequest {
         action: "suspend".into(),

@@ -159,3 +159,63 @@ async fn the_example_python_worker_runs_activities_over_http() {
     assert_eq!(output["sha256"], expected.as_str());
     worker.kill().await.unwrap();
 }
+
+/// A failed activity's incident: retried with an edited input, then completed by hand. (A
+/// workflow of the DSL fails on an uncaught error; an orchestration that leaves failures
+/// unhandled gets incidents, as this one.)
+#[tokio::test]
+async fn an_incident_is_repaired_by_an_edited_retry_or_a_completion_by_hand() {
+    use baton_engine::program::{Op, Program};
+    let server = Server::start(false).await;
+    let once = baton_engine::ActivityOptions { retry: baton_engine::RetryPolicy::none(), ..Default::default() };
+    let program = Program::new("training/repair", vec![Op::Activity { name: "ocr".into(), options: once }]);
+    server.engine.register(program).unwrap();
+    let id = start(&server, "training/repair", json!({"page": 1})).await;
+    let fail_next = |lease: &Value| {
+        let fail = format!("/api/v1/workers/leases/{}/fail", lease["token"].as_str().unwrap());
+        (fail, json!({"message": "page 1 is blank", "retryable": false}))
+    };
+    let incident = async || {
+        for _ in 0..500 {
+            let (_, open) = server.call("GET", &format!("/api/v1/incidents?instance={id}"), Some("otto"), None).await;
+            if let Some(incident) = open.as_array().and_then(|list| list.first()) {
+                return incident["id"].as_i64().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, detail) = server.call("GET", &format!("/api/v1/instances/{id}"), Some("otto"), None).await;
+        panic!("no incident: {detail}");
+    };
+
+    let (_, lease) = poll(&server, "wendy", &["ocr"]).await;
+    let (path, body) = fail_next(&lease);
+    assert_eq!(server.call("POST", &path, Some("wendy"), Some(body)).await.0, StatusCode::NO_CONTENT);
+    let first = incident().await;
+    let retry = json!({"reason": "the right page is 2", "input": {"page": 2}});
+    let (status, body) =
+        server.call("POST", &format!("/api/v1/incidents/{first}/retry"), Some("otto"), Some(retry)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, lease) = poll(&server, "wendy", &["ocr"]).await;
+    assert_eq!(lease["input"], json!({"page": 2}), "the next attempt runs with the edited input");
+
+    let (path, body) = fail_next(&lease);
+    server.call("POST", &path, Some("wendy"), Some(body)).await;
+    let second = incident().await;
+    assert_ne!(second, first);
+    let complete = format!("/api/v1/incidents/{second}/complete");
+    let (status, problem) = server.call("POST", &complete, Some("otto"), Some(json!({"reason": " "}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a completion by hand needs a reason: {problem}");
+    let (status, _) = server.call("POST", &complete, Some("oscar"), Some(json!({"reason": "x", "result": 1}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "oscar operates another namespace");
+    let by_hand = json!({"reason": "typed in from the paper copy", "result": {"text": "by hand"}});
+    let (status, body) = server.call("POST", &complete, Some("otto"), Some(by_hand)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let detail = wait_for_status(&server, &id, "completed").await;
+    assert_eq!(detail["instance"]["result"]["results"], json!([{"text": "by hand"}]));
+    let (_, history) = server.call("GET", &format!("/api/v1/instances/{id}/history"), Some("otto"), None).await;
+    let events = history["items"].as_array().unwrap();
+    let retried = events.iter().find(|e| e["type"] == "IncidentResolved").unwrap();
+    assert_eq!((retried["actor"]["id"].as_str(), &retried["data"]["input"]), (Some("otto"), &json!({"page": 2})));
+    let completed = events.iter().rfind(|e| e["type"] == "ActivityCompleted").unwrap();
+    assert_eq!(completed["actor"]["id"], "otto", "the completion by hand carries its author: {completed}");
+}

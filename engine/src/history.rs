@@ -230,6 +230,10 @@ pub struct IncidentRaised {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IncidentResolved {
     pub reason: String,
+    /// The input the failed activity was retried with, when someone edited it (the audit of
+    /// the change; the next attempt runs with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -49,8 +49,8 @@ pub use history::{Actor, DefinitionInfo, EventKind, HistoryEvent, InstanceId, Se
 pub use instance::{Effect, Instance, StepError};
 pub use orchestration::{ANY_EVENT, Command, Ctx, DynOrchestration, Fault, FaultKind, Orchestration, Trigger};
 pub use runtime::{
-    Change, ClockMode, Description, Engine, EngineBuilder, EngineOptions, Outcome, RaiseEvent, Raised, StartOptions,
-    Started, StatsSnapshot,
+    Change, ClockMode, Description, Engine, EngineBuilder, EngineOptions, Outcome, RaiseEvent, Raised, Resolution,
+    StartOptions, Started, StatsSnapshot,
 };
 pub use secrets::{ChainSecrets, EnvSecrets, FileSecrets, SecretProvider};
 pub use store::{InstanceStatus, Store, StoreError};

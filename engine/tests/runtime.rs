@@ -11,7 +11,7 @@ use baton_engine::store::memory::MemoryStore;
 use baton_engine::store::sqlite::{SqliteOptions, SqliteStore};
 use baton_engine::{
     ActivityError, ActivityOptions, Actor, Clock, Engine, EngineBuilder, EventKind, InstanceId, InstanceStatus,
-    ManualClock, RaiseEvent, Raised, RetryPolicy, StartOptions, Store,
+    ManualClock, RaiseEvent, Raised, Resolution, RetryPolicy, StartOptions, Store,
 };
 use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
@@ -302,6 +302,59 @@ async fn an_unhandled_final_failure_becomes_a_retryable_incident() {
     let resolved = events.iter().map(|e| e.to_view()).find(|v| v["type"] == "IncidentResolved").expect("resolved");
     assert_eq!(resolved["actor"], serde_json::to_value(&ops).expect("actor"), "who retried is recorded");
     assert!(resolved["data"]["reason"].as_str().expect("reason").ends_with("the service is back"), "{resolved}");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_activity_is_retried_with_an_edited_input_or_completed_by_hand_with_the_actor_recorded() {
+    let program = Program::new("repair", vec![Op::Activity { name: "picky".into(), options: retrying(1) }]);
+    let engine = noop_builder(memory(), clock())
+        .activity("picky", |_, input: Value| async move {
+            match input["fixed"].as_bool() {
+                Some(true) => Ok(json!({"ran with": input})),
+                _ => Err(ActivityError::non_retryable("the input is not fixed")),
+            }
+        })
+        .orchestration(program)
+        .build()
+        .await
+        .expect("engine");
+    let ops = Actor::User { id: "otto".into() };
+
+    // Retried with an edited input: the next attempt runs with it, and the edit is in history.
+    let id = start(&engine, "repair", json!({})).await;
+    let incident = open_incidents(&engine, &id).await[0].id;
+    let edited = json!({"fixed": true});
+    let retry = Resolution::Retry { input: Some(edited.clone()) };
+    engine.resolve_incident(incident, retry, "typo in the address", ops.clone()).await.expect("retry");
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.status, InstanceStatus::Completed);
+    assert_eq!(outcome.result.expect("output")["results"], json!([{"ran with": edited}]));
+    let events = engine.history(&id, 0, 1000).await.expect("history");
+    let resolved = events.iter().map(|e| e.to_view()).find(|v| v["type"] == "IncidentResolved").expect("resolved");
+    assert_eq!(resolved["actor"], serde_json::to_value(&ops).expect("actor"));
+    assert_eq!(resolved["data"]["input"], edited, "the edit is audited: {resolved}");
+    assert!(resolved["data"]["reason"].as_str().expect("reason").contains("edited input: typo in the address"));
+
+    // Completed by hand: the person's result is the activity's, with them as its actor.
+    let id = start(&engine, "repair", json!({})).await;
+    let incident = open_incidents(&engine, &id).await[0].id;
+    let complete = Resolution::Complete { result: json!({"printed": "by hand"}) };
+    engine.resolve_incident(incident, complete.clone(), "printed at the desk", ops.clone()).await.expect("complete");
+    let outcome = wait(&engine, &id).await;
+    assert_eq!(outcome.status, InstanceStatus::Completed);
+    assert_eq!(outcome.result.expect("output")["results"], json!([{"printed": "by hand"}]));
+    let history = kinds(&engine, &id).await;
+    assert_eq!(
+        &history[history.len() - 4..],
+        ["IncidentRaised", "IncidentResolved", "ActivityCompleted", "InstanceCompleted"]
+    );
+    let events = engine.history(&id, 0, 1000).await.expect("history");
+    let done = events.iter().map(|e| e.to_view()).find(|v| v["type"] == "ActivityCompleted").expect("completed");
+    assert_eq!(done["actor"], serde_json::to_value(&ops).expect("actor"), "who completed it is recorded");
+    assert!(engine.describe(&id).await.expect("describe").tasks.is_empty(), "no task row is left");
+    let again = engine.resolve_incident(incident, complete, "twice", ops).await;
+    assert!(matches!(again, Err(baton_engine::EngineError::IncidentNotFound(_))), "{again:?}");
     engine.shutdown().await;
 }
 

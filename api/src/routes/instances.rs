@@ -9,7 +9,7 @@ use axum::response::Response;
 use baton_engine::history::Seq;
 use baton_engine::human::may_see;
 use baton_engine::store::{InstanceFilter, InstanceRow};
-use baton_engine::{Actor, InstanceId, InstanceStatus, RaiseEvent, Raised, StartOptions};
+use baton_engine::{Actor, InstanceId, InstanceStatus, RaiseEvent, Raised, Resolution, StartOptions};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -294,16 +294,25 @@ pub struct Reason {
 
 const MAX_REASON_CHARS: usize = 2000;
 
-/// The optional `{"reason": ...}` body of an operation.
-fn reason(body: axum::body::Bytes) -> ApiResult<String> {
-    let reason = if body.iter().all(u8::is_ascii_whitespace) {
-        String::new()
-    } else {
-        serde_json::from_slice::<Reason>(&body).map_err(|e| Problem::bad_request(format!("the body: {e}")))?.reason
-    };
+/// The optional JSON body of an operation: its default when empty.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &axum::body::Bytes) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("the body: {e}")))
+}
+
+fn check_reason(reason: &str) -> ApiResult<()> {
     if reason.chars().count() > MAX_REASON_CHARS {
         return Err(Problem::bad_request(format!("the reason is longer than {MAX_REASON_CHARS} characters")));
     }
+    Ok(())
+}
+
+/// The optional `{"reason": ...}` body of an operation.
+fn reason(body: axum::body::Bytes) -> ApiResult<String> {
+    let Reason { reason } = optional_body(&body)?;
+    check_reason(&reason)?;
     Ok(reason)
 }
 
@@ -475,25 +484,85 @@ pub async fn incidents(
 
 /// Retries an incident: the parked activity runs again, or the input the instance could not
 /// take is delivered again. The retry lands in history with its caller and reason.
-#[utoipa::path(post, path = "/api/v1/incidents/{incident}/retry", operation_id = "retryIncident", tag = "instances",
-    params(("incident" = i64, Path)), request_body(content = Reason, description = "Optional"),
-    responses((status = 204), (status = 404, body = crate::problem::ProblemBody)))]
-pub async fn retry_incident(
-    State(app): State<Arc<App>>,
-    auth: Auth,
-    Path(incident): Path<i64>,
-    body: axum::body::Bytes,
-) -> ApiResult<axum::http::StatusCode> {
+/// How to retry an incident.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Why, recorded in history with the caller.
+    #[serde(default)]
+    pub reason: String,
+    /// For a failed activity: the input its next attempt runs with instead of the one it was
+    /// scheduled with (a corrected address, say). Recorded in history.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+}
+
+/// A failed activity completed by hand.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteIncidentRequest {
+    /// Why (required), recorded in history with the caller.
+    pub reason: String,
+    /// The activity's result, as the workflow will see it; `null` (or absent) skips it.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub result: Value,
+}
+
+/// The namespace of the instance an incident belongs to, after the policy's check; 404 when
+/// there is no such incident.
+async fn operate_incident(app: &App, auth: &Auth, operation: &str, incident: i64) -> ApiResult<()> {
     let found = app.engine.store().incident(incident).await?;
     let row = match &found {
         Some(incident) => app.engine.store().instance(&incident.instance).await?,
         None => None,
     };
     let namespace = row.and_then(|r| r.namespace.or_else(|| policy::namespace_of(&r.orchestration).map(str::to_owned)));
-    authorize(&app, &auth, "retryIncident", namespace.as_deref())?;
+    authorize(app, auth, operation, namespace.as_deref())?;
     if found.is_none() {
         return Err(Problem::not_found(format!("incident {incident} does not exist")));
     }
-    app.engine.retry_incident_by(incident, &reason(body)?, auth.actor()).await?;
+    Ok(())
+}
+
+/// Retries an incident: the failed activity runs again (with an edited input when `input` is
+/// given), or the input the instance could not take is delivered again. The retry lands in
+/// the instance's history with the caller and the reason.
+#[utoipa::path(post, path = "/api/v1/incidents/{incident}/retry", operation_id = "retryIncident", tag = "instances",
+    params(("incident" = i64, Path)), request_body(content = RetryRequest, description = "Optional"),
+    responses((status = 204), (status = 400, body = crate::problem::ProblemBody), (status = 404, body = crate::problem::ProblemBody)))]
+pub async fn retry_incident(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(incident): Path<i64>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::http::StatusCode> {
+    operate_incident(&app, &auth, "retryIncident", incident).await?;
+    let RetryRequest { reason, input } = optional_body(&body)?;
+    check_reason(&reason)?;
+    app.engine.resolve_incident(incident, Resolution::Retry { input }, &reason, auth.actor()).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Resolves the incident of a failed activity by completing the activity by hand: `result`
+/// becomes its result, the workflow goes on. Recorded in history with the caller and the reason
+/// (the activity's completion carries the caller as its actor).
+#[utoipa::path(post, path = "/api/v1/incidents/{incident}/complete", operation_id = "completeIncident", tag = "instances",
+    params(("incident" = i64, Path)), request_body = CompleteIncidentRequest,
+    responses((status = 204), (status = 400, body = crate::problem::ProblemBody), (status = 404, body = crate::problem::ProblemBody)))]
+pub async fn complete_incident(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(incident): Path<i64>,
+    Body(request): Body<CompleteIncidentRequest>,
+) -> ApiResult<axum::http::StatusCode> {
+    operate_incident(&app, &auth, "completeIncident", incident).await?;
+    if request.reason.trim().is_empty() {
+        return Err(Problem::bad_request("a completion by hand needs a `reason`"));
+    }
+    check_reason(&request.reason)?;
+    let resolution = Resolution::Complete { result: request.result };
+    app.engine.resolve_incident(incident, resolution, &request.reason, auth.actor()).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dispatch::spawn_attempt;
 use super::timers::TimerWindow;
-use super::{Outcome, RaiseEvent, Raised, Shared, Started};
+use super::{Outcome, RaiseEvent, Raised, Resolution, Shared, Started};
 use crate::activity::{ActivityError, ActivityOptions, Failure};
 use crate::error::EngineError;
 use crate::history::{
@@ -71,6 +71,7 @@ pub(crate) enum Input {
         incident: i64,
         reason: String,
         actor: Actor,
+        resolution: Resolution,
         reply: Reply<()>,
     },
     Watch {
@@ -643,8 +644,8 @@ impl Core {
                     Err(err) => batch.post.push(Post::Fail(ReplyAny::Done(reply), err)),
                 }
             }
-            Work::Input(Input::RetryIncident { incident, reason, actor, reply }) => {
-                match self.retry_incident(batch, incident, (reason, actor), work).await {
+            Work::Input(Input::RetryIncident { incident, reason, actor, resolution, reply }) => {
+                match self.retry_incident(batch, incident, (reason, actor, resolution), work).await {
                     Ok(()) => batch.post.push(Post::Done(reply)),
                     Err(err) => batch.post.push(Post::Fail(ReplyAny::Done(reply), err)),
                 }
@@ -1142,7 +1143,7 @@ impl Core {
         &mut self,
         batch: &mut Batch,
         incident_id: i64,
-        (reason, actor): (String, Actor),
+        (reason, actor, resolution): (String, Actor, Resolution),
         work: &mut VecDeque<Work>,
     ) -> Result<(), EngineError> {
         let incident = self
@@ -1152,6 +1153,16 @@ impl Core {
             .await?
             .filter(|i| i.resolved_at.is_none())
             .ok_or(EngineError::IncidentNotFound(incident_id))?;
+        let by_hand = !matches!(resolution, Resolution::Retry { input: None });
+        let failed_activity = incident.kind == IncidentKind::ActivityFailed
+            && incident.task_seq.is_some()
+            && incident.pending_input.is_none();
+        if by_hand && !failed_activity {
+            return Err(EngineError::InvalidArgument(format!(
+                "incident {incident_id} is not a failed activity ({}): it can only be retried as it is",
+                incident.kind.as_str()
+            )));
+        }
         if !batch.retried.insert(incident_id) {
             return Ok(());
         }
@@ -1166,13 +1177,27 @@ impl Core {
         }
         let recorded_in_history = self.cache.get(&id).is_some_and(|c| c.instance.status == InstanceStatus::Faulted)
             && matches!(incident.kind, IncidentKind::ActivityFailed | IncidentKind::OrchestrationFault);
+        if by_hand && !recorded_in_history {
+            return Err(EngineError::InvalidArgument(format!(
+                "incident {incident_id}: the instance is no longer faulted by it; retry it as it is"
+            )));
+        }
         if recorded_in_history {
-            let reason = match reason.as_str() {
-                "" => format!("incident {incident_id} retried"),
-                given => format!("incident {incident_id} retried: {given}"),
+            let what = match &resolution {
+                Resolution::Retry { input: None } => "retried",
+                Resolution::Retry { input: Some(_) } => "retried with an edited input",
+                Resolution::Complete { .. } => "resolved by completing the activity by hand",
             };
-            let resolved = EventKind::IncidentResolved(IncidentResolved { reason });
-            self.step(batch, &id, resolved, actor, None, work);
+            let reason = match reason.as_str() {
+                "" => format!("incident {incident_id} {what}"),
+                given => format!("incident {incident_id} {what}: {given}"),
+            };
+            let input = match &resolution {
+                Resolution::Retry { input } => input.clone(),
+                Resolution::Complete { .. } => None,
+            };
+            let resolved = EventKind::IncidentResolved(IncidentResolved { reason, input });
+            self.step(batch, &id, resolved, actor.clone(), None, work);
         } else if let Some(cached) = self.cache.get_mut(&id) {
             cached.instance.clear_fault();
             let row = cached.instance.row(batch.now);
@@ -1180,16 +1205,30 @@ impl Core {
         }
         let write = batch.write(&id);
         write.incidents_resolved.push(incident_id);
-        // A parked activity is tried afresh; one whose result is kept is delivered again instead.
+        // A parked activity is tried afresh (or completed by hand); one whose result is kept is
+        // delivered again instead.
         if let (Some(seq), None) = (incident.task_seq, &incident.pending_input) {
             let tasks = self.shared.store.tasks_of(&id).await?;
             if let Some(mut task) = tasks.into_iter().find(|t| t.seq == seq) {
-                task.parked = false;
-                task.attempt = 0;
-                task.visible_at = batch.now;
-                task.last_error = None;
-                batch.write(&id).tasks_updated.push(task.clone());
-                batch.post.push(Post::Dispatch(task));
+                match resolution {
+                    Resolution::Complete { result } => {
+                        // The person's result, recorded as the activity's, with them as its actor.
+                        let attempt = task.attempt;
+                        let done = EventKind::ActivityCompleted(ActivityCompleted { activity: seq, result, attempt });
+                        self.step(batch, &id, done, actor, Some(task), work);
+                    }
+                    Resolution::Retry { input } => {
+                        if let Some(input) = input {
+                            task.input = input;
+                        }
+                        task.parked = false;
+                        task.attempt = 0;
+                        task.visible_at = batch.now;
+                        task.last_error = None;
+                        batch.write(&id).tasks_updated.push(task.clone());
+                        batch.post.push(Post::Dispatch(task));
+                    }
+                }
             }
         }
         if let Some(pending) = incident.pending_input {

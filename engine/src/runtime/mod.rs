@@ -149,6 +149,18 @@ pub struct Change {
     pub human_tasks: Vec<HumanTaskRow>,
 }
 
+/// How an incident is resolved ([`Engine::resolve_incident`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolution {
+    /// Try again: a failed activity runs afresh (with `input` instead of the input it was
+    /// scheduled with, when given), or the input the instance could not take is delivered
+    /// again.
+    Retry { input: Option<Value> },
+    /// The failed activity is done: `result` becomes its result, as if it had completed
+    /// (`null` skips it).
+    Complete { result: Value },
+}
+
 /// Options of one start.
 #[derive(Clone, Debug, Default)]
 pub struct StartOptions {
@@ -617,7 +629,22 @@ impl Engine {
     /// [`Engine::retry_incident`] on someone's behalf: when the incident is recorded in the
     /// instance's history, its resolution carries `actor` and `reason`.
     pub async fn retry_incident_by(&self, incident: i64, reason: &str, actor: Actor) -> Result<(), EngineError> {
-        self.ask(|reply| Input::RetryIncident { incident, reason: reason.to_owned(), actor, reply }).await
+        self.resolve_incident(incident, Resolution::Retry { input: None }, reason, actor).await
+    }
+
+    /// Resolves an incident as `resolution` says, on `actor`'s behalf, in the instance's step:
+    /// a retry (of a failed activity, optionally with an edited input), or the failed activity
+    /// completed by hand with a result. Both land in the instance's history with the actor and
+    /// the reason (`IncidentResolved`, then the `ActivityCompleted` of a completion by hand).
+    /// Editing or completing applies to failed activities only ([`EngineError::InvalidArgument`]).
+    pub async fn resolve_incident(
+        &self,
+        incident: i64,
+        resolution: Resolution,
+        reason: &str,
+        actor: Actor,
+    ) -> Result<(), EngineError> {
+        self.ask(|reply| Input::RetryIncident { incident, reason: reason.to_owned(), actor, resolution, reply }).await
     }
 
     /// Waits until the instance has ended, and tells how.
