@@ -14,6 +14,7 @@ mod client_cmd;
 mod diagram_cmd;
 mod directory_cmd;
 mod people;
+mod retention;
 mod run_cmd;
 mod server_cmd;
 mod store_url;
@@ -112,6 +113,24 @@ enum AdminCommand {
         #[arg(long)]
         to: std::path::PathBuf,
     },
+    /// Delete ended (completed or cancelled) instances and everything kept for them: those of
+    /// a definition, ended longer ago than a period. Faulted and running instances stay.
+    Purge {
+        /// `namespace/name`; every definition when absent.
+        #[arg(long)]
+        definition: Option<String>,
+        /// Only instances ended longer ago than this (ISO 8601, P90D, or 90d).
+        #[arg(long)]
+        older_than: String,
+        /// At most this many (default 1000, at most 10000).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Name them; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, env = "BATON_STORE")]
+        store: String,
+    },
     /// Check the hash chain of every instance's history (or of the instances named): an edited
     /// or missing event is named by its instance and sequence number. Exit code 1 when one is.
     Verify {
@@ -185,6 +204,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             verify(instances, &store, json).await
         }
         Command::Admin { command: AdminCommand::Backup { target, store } } => backup(&store, &target).await,
+        Command::Admin { command: AdminCommand::Purge { definition, older_than, limit, dry_run, store } } => {
+            purge(&store, definition, &older_than, limit, dry_run).await
+        }
         Command::Admin { command: AdminCommand::Restore { backup, to } } => restore(&backup, &to).await,
     }
 }
@@ -351,14 +373,36 @@ async fn verify(instances: Vec<String>, store: &str, json: bool) -> anyhow::Resu
 }
 
 /// Parses an ISO 8601 duration (`PT1H30M`, `P2D`) or a friendly one (`1h 30m`, `2 days`).
-fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
     let span: jiff::Span =
         text.trim().parse().with_context(|| format!("{text:?} is not a duration (try PT1H or 2d)"))?;
     let signed = span
         .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
         .with_context(|| format!("{text:?} cannot be turned into a fixed length"))?;
-    anyhow::ensure!(!signed.is_negative(), "the clock only moves forward");
+    anyhow::ensure!(!signed.is_negative(), "{text:?} is negative");
     Ok(signed.unsigned_abs())
+}
+
+async fn purge(
+    store: &str,
+    definition: Option<String>,
+    older_than: &str,
+    limit: u32,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let older_than = chrono::Duration::from_std(parse_duration(older_than)?)?;
+    let store = store_url::open(store).await?;
+    // A store run on the manual clock counts its offset too.
+    let offset =
+        store.setting(baton_engine::runtime::CLOCK_OFFSET_KEY).await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    let now = chrono::Utc::now() + chrono::Duration::milliseconds(offset);
+    let query = baton_engine::store::PurgeQuery { definition, ended_before: now - older_than, limit, dry_run };
+    let ids = store.purge(&query).await?;
+    let mut text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    let verb = if dry_run { "would be purged" } else { "purged" };
+    text.push_str(&format!("{} instance(s) {verb}\n", ids.len()));
+    write_out(&text)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes to stdout (data goes to stdout, logs to stderr).

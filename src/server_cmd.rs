@@ -37,6 +37,9 @@ pub struct ServerConfig {
     /// Requests per second per user on average, and in a burst.
     pub rate_per_second: f64,
     pub rate_burst: f64,
+    /// How long ended instances of a definition are kept: `"namespace/name" = "P90D"`. The
+    /// definitions not listed keep theirs for ever.
+    pub retention: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             auth: AuthSection::default(),
             rate_per_second: 50.0,
             rate_burst: 200.0,
+            retention: Default::default(),
         }
     }
 }
@@ -194,6 +198,7 @@ impl ServerConfig {
             self.clock
         );
         anyhow::ensure!(self.rate_per_second > 0.0 && self.rate_burst >= 1.0, "the rate limit must be positive");
+        crate::retention::policies(&self.retention)?;
         Ok(())
     }
 
@@ -372,6 +377,9 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
 
     let cancel = CancellationToken::new();
     let notifier = tokio::spawn(Notifier::new(notify).run(cancel.clone()));
+    let retention = crate::retention::policies(&config.retention)?;
+    let retention =
+        tokio::spawn(crate::retention::run(Arc::clone(&store), Arc::clone(&clock), retention, cancel.clone()));
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -413,6 +421,7 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
         grpc.await.context("the gRPC server")?.context("the gRPC server")?;
     }
     let _ = notifier.await;
+    let _ = retention.await;
     engine.shutdown().await;
     eprintln!("Baton stopped.");
     Ok(())

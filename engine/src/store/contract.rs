@@ -11,8 +11,8 @@ use serde_json::json;
 use super::{
     DefinitionQuery, DefinitionRow, DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate, InAppNotification,
     IncidentKind, InstanceFilter, InstanceRow, InstanceStatus, InstanceWrite, NewDefinition, NewDelivery, NewIncident,
-    OutboxRow, ParentRef, SlaQuery, SlaRow, SlaStateName, SnapshotRow, Store, StoreError, StoreResult, TaskRow,
-    TimerRow,
+    OutboxRow, ParentRef, PurgeQuery, SlaQuery, SlaRow, SlaStateName, SnapshotRow, Store, StoreError, StoreResult,
+    TaskRow, TimerRow,
 };
 use crate::directory::{Department, Group, Organisation, PeopleQuery, Person};
 use crate::history::{
@@ -54,6 +54,50 @@ pub async fn run_all(store: &dyn Store) {
     in_app_notifications(store).await;
     directory_people_and_managers(store).await;
     sequence_numbers_beyond_storage_find_nothing(store).await;
+    ended_instances_are_purged_with_their_rows(store).await;
+}
+
+/// A purge deletes ended instances that ended before the given time, of the given definition,
+/// with their rows; running, faulted and recent ones stay; a dry run deletes nothing.
+pub async fn ended_instances_are_purged_with_their_rows(store: &dyn Store) {
+    let kind = store.kind();
+    let ended = |name: &str, definition: &str, status: InstanceStatus, ended_ms: i64| {
+        let mut row = instance_row(name, definition, status);
+        row.updated_at = at(ended_ms);
+        row
+    };
+    let old = ended("purge-old", "contract/purge", InstanceStatus::Completed, 1_000);
+    let older = ended("purge-older", "contract/purge", InstanceStatus::Cancelled, 500);
+    let recent = ended("purge-recent", "contract/purge", InstanceStatus::Completed, 9_000);
+    let faulted = ended("purge-faulted", "contract/purge", InstanceStatus::Faulted, 1_000);
+    let running = ended("purge-running", "contract/purge", InstanceStatus::Waiting, 1_000);
+    let other = ended("purge-other", "contract/other", InstanceStatus::Completed, 1_000);
+    for row in [&old, &older, &recent, &faulted, &running, &other] {
+        let mut write = step(row, chained_events(&row.id, 0, 3, ""));
+        write.tasks_added.push(task(row.id.as_str(), 1, at(0)));
+        write.timers_added.push(timer(row.id.as_str(), 2, at(0)));
+        commit_ok(store, &[write], "an instance to purge or keep").await;
+    }
+    let query =
+        PurgeQuery { definition: Some("contract/purge".into()), ended_before: at(5_000), limit: 0, dry_run: true };
+    let named = ok(store, store.purge(&query).await, "a dry run");
+    assert_eq!(named, vec![older.id.clone(), old.id.clone()], "[{kind}] the oldest end first");
+    assert!(ok(store, store.instance(&old.id).await, "still there").is_some(), "[{kind}] a dry run deletes nothing");
+
+    let purged = ok(store, store.purge(&PurgeQuery { dry_run: false, limit: 1, ..query.clone() }).await, "one");
+    assert_eq!(purged, vec![older.id.clone()], "[{kind}] at most the limit");
+    let purged = ok(store, store.purge(&PurgeQuery { dry_run: false, ..query }).await, "the rest");
+    assert_eq!(purged, vec![old.id.clone()]);
+    for gone in [&older, &old] {
+        assert!(ok(store, store.instance(&gone.id).await, "row").is_none(), "[{kind}] {} is gone", gone.id);
+        assert!(ok(store, store.history(&gone.id, 0, 10).await, "history").is_empty(), "[{kind}] its history too");
+        assert!(ok(store, store.tasks_of(&gone.id).await, "tasks").is_empty(), "[{kind}] its tasks too");
+        assert!(ok(store, store.timers_of(&gone.id).await, "timers").is_empty(), "[{kind}] its timers too");
+    }
+    for kept in [&recent, &faulted, &running, &other] {
+        assert!(ok(store, store.instance(&kept.id).await, "row").is_some(), "[{kind}] {} stays", kept.id);
+        assert_eq!(ok(store, store.history(&kept.id, 0, 10).await, "history").len(), 3, "[{kind}] with its history");
+    }
 }
 
 /// Reads given a sequence number no store can hold (from a client) find nothing; they never

@@ -17,8 +17,8 @@ use super::{
     DefinitionQuery, DefinitionRow, DefinitionStore, DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate,
     HistoryStore, HumanTaskStore, InAppNotification, Incident, IncidentStore, InstanceFilter, InstanceRow,
     InstanceStatus, InstanceWrite, LoadedInstance, NewDefinition, NewDelivery, NewIncident, NotificationStore,
-    OutboxRow, OutboxStore, SettingsStore, SlaQuery, SlaRow, SlaStore, SnapshotRow, StepStore, Store, StoreError,
-    StoreResult, TaskRow, TaskStore, TimerRow, TimerStore, definition_conflict,
+    OutboxRow, OutboxStore, PurgeQuery, RetentionStore, SettingsStore, SlaQuery, SlaRow, SlaStore, SnapshotRow,
+    StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore, definition_conflict,
 };
 use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
 use crate::history::{InstanceId, Seq, StoredEvent, history_time};
@@ -800,6 +800,36 @@ impl Directory for MemoryStore {
     async fn import(&self, organisation: &Organisation) -> StoreResult<()> {
         self.state().put_directory(&organisation.departments, &organisation.groups, &organisation.people);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RetentionStore for MemoryStore {
+    async fn purge(&self, query: &PurgeQuery) -> StoreResult<Vec<InstanceId>> {
+        let mut state = self.state();
+        let mut ended: Vec<&InstanceRow> = state.instances.values().filter(|row| query.matches(row)).collect();
+        ended.sort_by(|a, b| (a.updated_at, &a.id).cmp(&(b.updated_at, &b.id)));
+        let ids: Vec<InstanceId> =
+            ended.into_iter().take(query.effective_limit() as usize).map(|row| row.id.clone()).collect();
+        if query.dry_run {
+            return Ok(ids);
+        }
+        let gone: HashSet<&InstanceId> = ids.iter().collect();
+        let state = &mut *state;
+        state.instances.retain(|id, _| !gone.contains(id));
+        state.idempotency_keys.retain(|_, id| !gone.contains(id));
+        state.history.retain(|(id, _), _| !gone.contains(id));
+        state.snapshots.retain(|id, _| !gone.contains(id));
+        state.tasks.retain(|(id, _), _| !gone.contains(id));
+        state.timers.retain(|(id, _), _| !gone.contains(id));
+        state.outbox.retain(|_, row| !gone.contains(&row.instance));
+        state.incidents.retain(|_, incident| !gone.contains(&incident.instance));
+        state.received_events.retain(|(id, _)| !gone.contains(id));
+        state.human_tasks.retain(|(id, _), _| !gone.contains(id));
+        state.slas.retain(|(id, _), _| !gone.contains(id));
+        state.deliveries.retain(|_, row| !gone.contains(&row.instance));
+        state.delivery_keys.retain(|key, _| !gone.contains(&key.0));
+        Ok(ids)
     }
 }
 

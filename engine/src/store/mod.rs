@@ -780,9 +780,48 @@ pub struct InAppNotification {
 
 /// Everything the runtime needs. Implemented by [`memory::MemoryStore`] and
 /// [`sqlite::SqliteStore`]; PostgreSQL joins with the same contract suite.
+/// Which ended instances a purge removes ([`RetentionStore::purge`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurgeQuery {
+    /// Only instances of this definition (`namespace/name`, every version); all when None.
+    pub definition: Option<String>,
+    /// Only instances that ended (completed or cancelled) before this time. Faulted instances
+    /// are never purged: they may still be retried.
+    pub ended_before: DateTime<Utc>,
+    /// At most this many, the oldest first (bounded by [`PurgeQuery::MAX_LIMIT`]).
+    pub limit: u32,
+    /// Only name them; delete nothing.
+    pub dry_run: bool,
+}
+
+impl PurgeQuery {
+    pub const MAX_LIMIT: u32 = 10_000;
+
+    pub fn effective_limit(&self) -> u32 {
+        bounded(self.limit, 1_000, Self::MAX_LIMIT)
+    }
+
+    pub fn matches(&self, row: &InstanceRow) -> bool {
+        row.status.is_final()
+            && row.updated_at < self.ended_before
+            && self.definition.as_ref().is_none_or(|d| *d == row.orchestration)
+    }
+}
+
+/// Removing ended instances for good.
+#[async_trait]
+pub trait RetentionStore: Send + Sync {
+    /// Deletes the instances `query` matches, oldest end first, with everything kept for them
+    /// (history, snapshot, tasks, timers, incidents, human tasks, SLA clocks, notification
+    /// deliveries, tags, received event ids), in one transaction; the people's in-app
+    /// notifications stay. Returns the ids (those it would delete, on a dry run).
+    async fn purge(&self, query: &PurgeQuery) -> StoreResult<Vec<InstanceId>>;
+}
+
 pub trait Store:
     StepStore
     + HistoryStore
+    + RetentionStore
     + TaskStore
     + TimerStore
     + IncidentStore

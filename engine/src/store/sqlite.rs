@@ -30,8 +30,9 @@ use super::{
     DefinitionQuery, DefinitionRow, DefinitionStore, DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate,
     HistoryStore, HumanTaskStore, InAppNotification, Incident, IncidentKind, IncidentStore, InstanceFilter,
     InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance, NewDefinition, NewDelivery, NewIncident,
-    NotificationStore, OutboxRow, OutboxStore, ParentRef, SettingsStore, SlaQuery, SlaRow, SlaStore, SnapshotRow,
-    StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore, definition_conflict,
+    NotificationStore, OutboxRow, OutboxStore, ParentRef, PurgeQuery, RetentionStore, SettingsStore, SlaQuery, SlaRow,
+    SlaStore, SnapshotRow, StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore,
+    definition_conflict,
 };
 use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
 use crate::history::{InstanceId, Seq, StoredEvent, time_from_ms};
@@ -2019,6 +2020,50 @@ impl Directory for SqliteStore {
     async fn import(&self, organisation: &Organisation) -> StoreResult<()> {
         self.run_transaction(encode_directory(&organisation.departments, &organisation.groups, &organisation.people)?)
             .await
+    }
+}
+
+const PURGEABLE: &str = "
+    SELECT id FROM instances
+    WHERE status IN ('completed', 'cancelled') AND updated_ms < ?1 AND (?2 IS NULL OR orchestration = ?2)
+    ORDER BY updated_ms, id LIMIT ?3";
+
+/// Deletes the rows of the instances listed in ?1 (a JSON array of ids), table by table.
+const PURGE_ROWS: &[&str] = &[
+    "DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM snapshots WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM tasks WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM timers WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM outbox WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM incidents WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM received_events WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM human_tasks WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM human_task_access WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM slas WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM notification_deliveries WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM instance_tags WHERE instance_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM instances WHERE id IN (SELECT value FROM json_each(?1))",
+];
+
+#[async_trait]
+impl RetentionStore for SqliteStore {
+    async fn purge(&self, query: &PurgeQuery) -> StoreResult<Vec<InstanceId>> {
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<String> = sqlx::query_scalar(PURGEABLE)
+            .bind(query.ended_before.timestamp_millis())
+            .bind(query.definition.as_deref())
+            .bind(i64::from(query.effective_limit()))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|err| db_error("purge", err))?;
+        if !query.dry_run && !ids.is_empty() {
+            let list = to_json(&ids)?;
+            for delete in PURGE_ROWS {
+                sqlx::query(*delete).bind(&list).execute(&mut *tx).await.map_err(|err| db_error("purge", err))?;
+            }
+        }
+        tx.commit().await.map_err(|err| db_error("commit", err))?;
+        Ok(ids.into_iter().map(InstanceId::new).collect())
     }
 }
 
