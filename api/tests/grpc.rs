@@ -228,3 +228,86 @@ async fn a_worker_polls_heartbeats_and_completes_over_grpc() {
     let none = workers.poll_activity_task(s.grpc_request("wendy", empty)).await.unwrap().into_inner();
     assert_eq!(none.lease, None, "nothing waits");
 }
+
+/// The `baton-worker` crate against the server: a handler runs and its result completes the
+/// instance; a handler whose instance is terminated is dropped (its lease is gone).
+#[tokio::test]
+async fn the_worker_crate_runs_handlers_and_drops_the_one_whose_lease_is_gone() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use baton_engine::program::{Op, Program};
+    use baton_worker::{TaskError, Worker};
+
+    /// Sets its flag when dropped: the handler's future was dropped before it finished.
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    let s = Server::start(false).await;
+    let beating = baton_engine::ActivityOptions { heartbeat_timeout_ms: Some(600), ..Default::default() };
+    let quick =
+        Program::new("training/quick", vec![Op::Activity { name: "double".into(), options: Default::default() }]);
+    let slow = Program::new("training/slow", vec![Op::Activity { name: "forever".into(), options: beating }]);
+    s.engine.register(quick).unwrap();
+    s.engine.register(slow).unwrap();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let worker = Worker::connect(&s.grpc, &s.token_for("wendy"))
+        .await
+        .unwrap()
+        .activity("double", |task| async move {
+            let n = task.input["input"]["n"].as_i64().ok_or(TaskError::NonRetryable("no n".into()))?;
+            Ok(json!({"doubled": n * 2, "key": task.idempotency_key}))
+        })
+        .activity("forever", {
+            let (dropped, started) = (Arc::clone(&dropped), Arc::clone(&started));
+            move |_task| {
+                let guard = Dropped(Arc::clone(&dropped));
+                let started = Arc::clone(&started);
+                async move {
+                    let _guard = guard;
+                    started.notify_one();
+                    std::future::pending::<()>().await;
+                    Ok(Value::Null)
+                }
+            }
+        });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone()));
+
+    let mut instances = InstancesClient::new(s.channel().await);
+    let start = |definition: &str, input: Value| v1::StartInstanceRequest {
+        definition: definition.into(),
+        input: Some(to_proto(input)),
+        ..Default::default()
+    };
+    let quick = json(
+        instances.start_instance(s.grpc_request("otto", start("training/quick", json!({"n": 21})))).await.unwrap(),
+    );
+    let quick = baton_engine::InstanceId::new(quick["id"].as_str().unwrap());
+    let Ok(outcome) = tokio::time::timeout(std::time::Duration::from_secs(20), s.engine.wait(&quick)).await else {
+        let described = s.engine.describe(&quick).await.unwrap();
+        panic!("the quick instance did not end: {described:?}; the worker: {:?}", running.is_finished());
+    };
+    let outcome = outcome.unwrap();
+    assert_eq!(outcome.result.unwrap()["results"][0]["doubled"], 42);
+
+    let slow = json(instances.start_instance(s.grpc_request("otto", start("training/slow", json!({})))).await.unwrap());
+    let slow = slow["id"].as_str().unwrap().to_owned();
+    tokio::time::timeout(std::time::Duration::from_secs(20), started.notified()).await.expect("the handler starts");
+    let terminate = v1::LifecycleRequest { id: slow, reason: "not needed".into() };
+    instances.terminate_instance(s.grpc_request("otto", terminate)).await.unwrap();
+    for _ in 0..200 {
+        if dropped.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(dropped.load(Ordering::SeqCst), "the handler of a terminated instance is dropped at its next heartbeat");
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
