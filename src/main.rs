@@ -131,6 +131,19 @@ enum AdminCommand {
         #[arg(long, env = "BATON_STORE")]
         store: String,
     },
+    /// Rebuild every read model (instance rows, human tasks, SLA clocks) of every instance (or
+    /// of those named) from its history and compare it with the stored one; exit code 1 when
+    /// one differs. `--apply` writes the rebuilt rows over the differing ones.
+    RebuildProjections {
+        instances: Vec<String>,
+        #[arg(long, env = "BATON_STORE")]
+        store: String,
+        #[arg(long)]
+        apply: bool,
+        /// One JSON object per instance.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the hash chain of every instance's history (or of the instances named): an edited
     /// or missing event is named by its instance and sequence number. Exit code 1 when one is.
     Verify {
@@ -204,6 +217,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             verify(instances, &store, json).await
         }
         Command::Admin { command: AdminCommand::Backup { target, store } } => backup(&store, &target).await,
+        Command::Admin { command: AdminCommand::RebuildProjections { instances, store, apply, json } } => {
+            rebuild_projections(instances, &store, apply, json).await
+        }
         Command::Admin { command: AdminCommand::Purge { definition, older_than, limit, dry_run, store } } => {
             purge(&store, definition, &older_than, limit, dry_run).await
         }
@@ -340,9 +356,12 @@ async fn all_instances(store: &dyn baton_engine::Store) -> anyhow::Result<Vec<ba
     Ok(ids)
 }
 
-async fn verify(instances: Vec<String>, store: &str, json: bool) -> anyhow::Result<ExitCode> {
+/// The instances named, or every instance of the store when none is.
+async fn named_or_all(
+    store: &dyn baton_engine::Store,
+    instances: Vec<String>,
+) -> anyhow::Result<Vec<baton_engine::InstanceId>> {
     use baton_engine::store::{InstanceFilter, InstanceRow};
-    let store = store_url::open(store).await?;
     let mut ids: Vec<baton_engine::InstanceId> = instances.into_iter().map(baton_engine::InstanceId::new).collect();
     if ids.is_empty() {
         let mut after = None;
@@ -355,6 +374,51 @@ async fn verify(instances: Vec<String>, store: &str, json: bool) -> anyhow::Resu
             ids.extend(page.into_iter().map(|row| row.id));
         }
     }
+    Ok(ids)
+}
+
+/// Rebuilds the read models of instances from their histories with the definitions deployed
+/// in the store (and the built-in test programs), and reports where the stored rows differ.
+async fn rebuild_projections(instances: Vec<String>, store: &str, apply: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let store = store_url::open(store).await?;
+    let mut replayer = bench::known_orchestrations(baton_engine::replay::Replayer::new());
+    let options = baton_api::ApiOptions::default();
+    for workflow in baton_api::app::stored_definitions(store.as_ref(), &options).await? {
+        replayer = replayer.orchestration(workflow);
+    }
+    let ids = named_or_all(store.as_ref(), instances).await?;
+    let (mut differing, mut failed) = (0usize, 0usize);
+    for id in &ids {
+        let rebuilt = replayer.rebuild_projections(store.as_ref(), id, apply).await?;
+        if json {
+            write_out(&serde_json::to_string(&rebuilt)?)?;
+        } else if let Some(error) = &rebuilt.error {
+            write_out(&format!("{id}: cannot rebuild: {error}"))?;
+        } else {
+            for difference in &rebuilt.differences {
+                write_out(&format!("{id}: {difference}"))?;
+            }
+            if rebuilt.applied {
+                write_out(&format!("{id}: rebuilt from history"))?;
+            }
+        }
+        differing += usize::from(!rebuilt.differences.is_empty());
+        failed += usize::from(rebuilt.error.is_some());
+    }
+    if !json {
+        let fixed = if apply { ", rewritten from history" } else { "" };
+        write_out(&format!(
+            "{} instances rebuilt from history: {} equal to the store, {differing} differing{fixed}, {failed} not rebuilt",
+            ids.len(),
+            ids.len() - differing - failed
+        ))?;
+    }
+    Ok(if differing == 0 && failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn verify(instances: Vec<String>, store: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let store = store_url::open(store).await?;
+    let ids = named_or_all(store.as_ref(), instances).await?;
     let (mut events, mut broken) = (0u64, 0usize);
     for id in &ids {
         let verified = baton_engine::replay::verify(store.as_ref(), id).await?;

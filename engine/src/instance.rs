@@ -877,6 +877,18 @@ impl Instance {
         snapshot: Option<&SnapshotRow>,
         events: &[StoredEvent],
     ) -> Result<Instance, StepError> {
+        Self::replay_collecting(orchestration, row, snapshot, events, None)
+    }
+
+    /// [`Instance::replay`], handing every effect the replayed events lead to to `sink`, in
+    /// order: the read models' rows, as the runtime wrote them.
+    pub(crate) fn replay_collecting(
+        orchestration: Arc<dyn DynOrchestration>,
+        row: &InstanceRow,
+        snapshot: Option<&SnapshotRow>,
+        events: &[StoredEvent],
+        mut sink: Option<&mut Vec<Effect>>,
+    ) -> Result<Instance, StepError> {
         let mut instance = Instance::new(
             row.id.clone(),
             orchestration.clone(),
@@ -960,6 +972,9 @@ impl Instance {
             }
             index += generated.len();
             instance.last_hash = events[index - 1].hash.clone();
+            if let Some(sink) = sink.as_deref_mut() {
+                sink.append(&mut effects);
+            }
         }
         if instance.next_seq != row.next_seq {
             return Err(StepError::Corrupt(format!(

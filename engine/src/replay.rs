@@ -9,9 +9,10 @@ use serde_json::Value;
 
 use crate::error::EngineError;
 use crate::history::{GENESIS_HASH, InstanceId, Seq, StoredEvent};
-use crate::instance::Instance;
+use crate::human::HumanTaskRow;
+use crate::instance::{Effect, Instance};
 use crate::orchestration::{DynOrchestration, Erased, Orchestration};
-use crate::store::{InstanceStatus, Store};
+use crate::store::{InstanceStatus, InstanceWrite, SlaQuery, SlaRow, Store};
 
 /// What a replay found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -126,6 +127,117 @@ impl Replayer {
             Ok(events.len())
         }
     }
+}
+
+/// What rebuilding an instance's read models from its history found
+/// ([`Replayer::rebuild_projections`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rebuilt {
+    pub instance: InstanceId,
+    /// How the stored rows differ from those derived from history; empty when they are equal.
+    pub differences: Vec<String>,
+    /// The derived rows were written over the stored ones.
+    pub applied: bool,
+    /// Why the instance could not be rebuilt (no definition known, a broken history).
+    pub error: Option<String>,
+}
+
+impl Replayer {
+    /// Rebuilds the read models of an instance from its history: replays its current run from
+    /// its first event (no snapshot) and keeps the rows its events led to, its summary row, its
+    /// human tasks (open and closed, with their access keys) and its SLA clocks; compares them
+    /// with the stored rows and, with `apply`, writes the derived rows over them when they
+    /// differ. Bookkeeping times (`updatedAt`) are not compared.
+    pub async fn rebuild_projections(
+        &self,
+        store: &dyn Store,
+        id: &InstanceId,
+        apply: bool,
+    ) -> Result<Rebuilt, EngineError> {
+        let row = store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
+        let key = format!("{}@{}", row.orchestration, row.version);
+        let mut rebuilt = Rebuilt { instance: id.clone(), differences: Vec::new(), applied: false, error: None };
+        let Some(orchestration) = self.orchestrations.get(&key) else {
+            rebuilt.error = Some(format!("no orchestration is known as {key}"));
+            return Ok(rebuilt);
+        };
+        let events = read_all(store, id, row.run_start).await?;
+        let mut effects = Vec::new();
+        let replayed = match Instance::replay_collecting(orchestration.clone(), &row, None, &events, Some(&mut effects))
+        {
+            Ok(instance) => instance,
+            Err(err) => {
+                rebuilt.error = Some(err.to_string());
+                return Ok(rebuilt);
+            }
+        };
+        let mut human_tasks = std::collections::BTreeMap::new();
+        let mut slas = std::collections::BTreeMap::new();
+        for effect in effects {
+            match effect {
+                Effect::HumanTask(task) => {
+                    human_tasks.insert(task.seq, *task);
+                }
+                Effect::Sla(sla) => {
+                    slas.insert(sla.seq, *sla);
+                }
+                _ => {}
+            }
+        }
+        let derived_row = replayed.row(row.updated_at);
+        let differences = &mut rebuilt.differences;
+        if let (Value::Object(stored), Value::Object(derived)) = (to_value(&row), to_value(&derived_row)) {
+            for (field, value) in &derived {
+                if stored.get(field) != Some(value) {
+                    differences.push(format!(
+                        "instance row: {field} is {} in the store, {value} from history",
+                        stored.get(field).map_or("absent".to_owned(), Value::to_string)
+                    ));
+                }
+            }
+        }
+        let stored_tasks: std::collections::BTreeMap<Seq, HumanTaskRow> =
+            store.human_tasks_of(id).await?.into_iter().map(|t| (t.seq, t)).collect();
+        for seq in stored_tasks.keys().chain(human_tasks.keys()).collect::<std::collections::BTreeSet<_>>() {
+            match (stored_tasks.get(seq), human_tasks.get(seq)) {
+                (Some(stored), Some(derived))
+                    if stored.task == derived.task && stored.definition == derived.definition => {}
+                (Some(_), Some(_)) => {
+                    differences.push(format!("human task {seq}: the stored row differs from history"))
+                }
+                (Some(_), None) => differences.push(format!("human task {seq}: stored, but not in history")),
+                (None, Some(_)) => differences.push(format!("human task {seq}: in history, missing from the store")),
+                (None, None) => {}
+            }
+        }
+        let query = SlaQuery { instance: Some(id.clone()), limit: SlaQuery::MAX_LIMIT, ..SlaQuery::default() };
+        let stored_slas: std::collections::BTreeMap<Seq, SlaRow> =
+            store.slas(&query).await?.into_iter().map(|s| (s.seq, s)).collect();
+        for seq in stored_slas.keys().chain(slas.keys()).collect::<std::collections::BTreeSet<_>>() {
+            match (stored_slas.get(seq), slas.get(seq)) {
+                (Some(stored), Some(derived)) if stored == derived => {}
+                (Some(_), Some(_)) => differences.push(format!("SLA clock {seq}: the stored row differs from history")),
+                (Some(_), None) => differences.push(format!("SLA clock {seq}: stored, but not in history")),
+                (None, Some(_)) => differences.push(format!("SLA clock {seq}: in history, missing from the store")),
+                (None, None) => {}
+            }
+        }
+        if apply && !rebuilt.differences.is_empty() {
+            let write = InstanceWrite {
+                instance: Some(derived_row),
+                human_tasks: human_tasks.into_values().collect(),
+                slas: slas.into_values().collect(),
+                ..InstanceWrite::default()
+            };
+            store.commit(&[write]).await?;
+            rebuilt.applied = true;
+        }
+        Ok(rebuilt)
+    }
+}
+
+fn to_value<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or_default()
 }
 
 /// Where a history's hash chain breaks.
