@@ -162,12 +162,23 @@ impl GrpcApi {
         use v1::organisation_server::OrganisationServer;
         use v1::tasks_server::TasksServer;
         use v1::workers_server::WorkersServer;
-        tonic::service::Routes::new(DefinitionsServer::new(self.clone()))
+        let routes = tonic::service::Routes::new(DefinitionsServer::new(self.clone()))
             .add_service(InstancesServer::new(self.clone()))
             .add_service(TasksServer::new(self.clone()))
             .add_service(OrganisationServer::new(self.clone()))
             .add_service(LiveServer::new(self.clone()))
-            .add_service(WorkersServer::new(self))
+            .add_service(WorkersServer::new(self));
+        // Server reflection, so that grpcurl and other tools need no copy of the proto.
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
+            .build_v1();
+        match reflection {
+            Ok(reflection) => routes.add_service(reflection),
+            Err(error) => {
+                tracing::error!(%error, "the gRPC reflection service could not be built");
+                routes
+            }
+        }
     }
 
     /// Runs `rpc` as its HTTP operation; the answer's status, media type and body.

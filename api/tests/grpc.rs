@@ -311,3 +311,28 @@ async fn the_worker_crate_runs_handlers_and_drops_the_one_whose_lease_is_gone() 
     stop.cancel();
     running.await.unwrap().unwrap();
 }
+
+/// Server reflection lists the API's services, so tools such as grpcurl need no proto file.
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let s = Server::start(false).await;
+    let mut client = ServerReflectionClient::new(s.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a list of services: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in ["Definitions", "Instances", "Tasks", "Organisation", "Live", "Workers"] {
+        assert!(names.contains(&format!("baton.v1.{service}")), "{names:?}");
+    }
+}
