@@ -142,10 +142,15 @@ impl App {
     pub async fn principal(&self, caller: &Caller, namespace: Option<&str>) -> ApiResult<Principal> {
         let mut principal =
             self.engine.store().principal(&caller.subject).await?.unwrap_or_else(|| Principal::user(&caller.subject));
-        principal.admin = match namespace {
-            Some(namespace) => caller.has(Permission::Admin, Some(namespace)),
-            None => caller.scope(&[Permission::Admin]) == crate::auth::Scope::All,
-        };
+        match namespace {
+            Some(namespace) => principal.admin = caller.has(Permission::Admin, Some(namespace)),
+            None => match caller.scope(&[Permission::Admin]) {
+                crate::auth::Scope::All => principal.admin = true,
+                // Lists: the tasks of the namespaces they administer, beside their own.
+                crate::auth::Scope::Only(namespaces) => principal.admin_namespaces = namespaces,
+                crate::auth::Scope::Nothing => {}
+            },
+        }
         Ok(principal)
     }
 

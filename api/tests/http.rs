@@ -555,3 +555,32 @@ async fn read_models_rebuilt_from_history_equal_the_live_ones() {
     let again = replayer.rebuild_projections(store, &id, false).await.unwrap();
     assert!(again.differences.is_empty(), "{again:?}");
 }
+
+/// An administrator of one namespace finds the tasks of that namespace in their inbox, and only
+/// those.
+#[tokio::test]
+async fn a_namespace_administrator_lists_the_tasks_of_their_namespace() {
+    let s = Server::start(false).await;
+    s.deploy(APPROVAL, "dora").await;
+    let start = json!({"definition": "training/approval", "input": {"title": "Forklift", "department": "assembly"}});
+    let (_, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    let id = started["id"].as_str().unwrap();
+    s.wait_for_task(id, "pat").await;
+    let inbox = |grants: &'static [&'static str]| {
+        let token = s.token("ada", grants);
+        let url = format!("{}/api/v1/tasks", s.base);
+        let client = s.client.clone();
+        async move {
+            let page: Value = client.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["instance"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(inbox(&["admin:training"]).await, vec![id.to_owned()], "the training administrator sees it");
+    assert!(inbox(&["admin:elsewhere"]).await.is_empty(), "another namespace's administrator does not");
+    assert_eq!(inbox(&["admin"]).await, vec![id.to_owned()], "an administrator of every namespace does");
+}

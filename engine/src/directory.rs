@@ -67,6 +67,7 @@ impl Person {
             groups: self.groups.clone(),
             departments: self.department.iter().cloned().collect(),
             admin: false,
+            admin_namespaces: Vec::new(),
         }
     }
 

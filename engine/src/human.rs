@@ -337,11 +337,23 @@ pub struct Principal {
     /// A platform administrator: sees and acts on every task.
     #[serde(default)]
     pub admin: bool,
+    /// The namespaces this person administers (when not `admin` everywhere): their inbox lists
+    /// every task of those namespaces' definitions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_namespaces: Vec<String>,
 }
 
 impl Principal {
     pub fn user(id: impl Into<String>) -> Self {
         Self { user: id.into(), ..Self::default() }
+    }
+
+    /// Whether this person administers the tasks of `definition` (`namespace/name`).
+    pub fn administers(&self, definition: &str) -> bool {
+        self.admin
+            || definition
+                .split_once('/')
+                .is_some_and(|(namespace, _)| self.admin_namespaces.iter().any(|n| n == namespace))
     }
 
     /// The keys this person holds (see the module documentation).

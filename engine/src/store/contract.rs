@@ -55,6 +55,25 @@ pub async fn run_all(store: &dyn Store) {
     directory_people_and_managers(store).await;
     sequence_numbers_beyond_storage_find_nothing(store).await;
     ended_instances_are_purged_with_their_rows(store).await;
+    a_namespace_administrator_lists_the_tasks_of_their_namespaces(store).await;
+}
+
+/// The inbox of an administrator of some namespaces holds every task of those namespaces'
+/// definitions, beside the tasks their own keys open.
+pub async fn a_namespace_administrator_lists_the_tasks_of_their_namespaces(store: &dyn Store) {
+    let kind = store.kind();
+    for (instance, definition) in [("ht-ns-1", "ns-a/flow"), ("ht-ns-2", "ns-b/flow"), ("ht-ns-3", "ns-ab/flow")] {
+        let row = human_task(instance, 1, definition, for_role("ht_ns_nobody", None));
+        commit_human_tasks(store, instance, vec![row], "a namespaced task").await;
+    }
+    let admin = Principal { admin_namespaces: vec!["ns-a".into()], ..Principal::user("ht-ns-ada") };
+    let seen = inbox_of(store, &InboxQuery::default(), &admin, "ht-ns-").await;
+    assert_eq!(seen, vec!["ht-ns-1:1"], "[{kind}] the tasks of ns-a only (not ns-ab)");
+    let both = Principal { admin_namespaces: vec!["ns-a".into(), "ns-b".into()], ..admin };
+    let seen = inbox_of(store, &InboxQuery::default(), &both, "ht-ns-").await;
+    assert_eq!(seen, vec!["ht-ns-1:1", "ht-ns-2:1"], "[{kind}] of each namespace, once");
+    let nobody = inbox_of(store, &InboxQuery::default(), &Principal::user("ht-ns-ada"), "ht-ns-").await;
+    assert!(nobody.is_empty(), "[{kind}] without the grant, nothing");
 }
 
 /// A purge deletes ended instances that ended before the given time, of the given definition,
@@ -1443,6 +1462,7 @@ pub async fn inbox_filters(store: &dyn Store) {
         groups: vec!["ht-f-g1".into()],
         departments: vec!["ht-f-D2".into()],
         admin: false,
+        admin_namespaces: Vec::new(),
     };
     let cases: Vec<(InboxQuery, Vec<&str>)> = vec![
         (InboxQuery::default(), vec!["ht-f-1:1", "ht-f-1:2", "ht-f-1:3", "ht-f-2:1", "ht-f-3:1"]),
@@ -1925,6 +1945,7 @@ pub async fn directory_people_and_managers(store: &dyn Store) {
         groups: vec!["dir-reviewers".into()],
         departments: vec!["dir-assembly".into()],
         admin: false,
+        admin_namespaces: Vec::new(),
     };
     assert_eq!(principal, Some(expected), "[{kind}] a person's principal");
 

@@ -1533,6 +1533,19 @@ const INBOX_ADMIN: &str = concat!(
     ORDER BY t.instance_id, t.seq LIMIT ?13"
 );
 
+/// A namespace administrator's part of the inbox: every task of status ?2 of the definitions
+/// of namespace ?1.
+const INBOX_ADMIN_OF_NAMESPACE: &str = concat!(
+    "
+    SELECT t.instance_id, t.seq, t.definition, t.body, t.updated_ms
+    FROM human_tasks AS t
+    WHERE t.status = ?2 AND (t.instance_id, t.seq) > (?3, ?4)
+      AND substr(t.definition, 1, length(?1) + 1) = ?1 || '/'",
+    inbox_filters!(),
+    "
+    ORDER BY t.instance_id, t.seq LIMIT ?13"
+);
+
 /// One of the inbox statements with its arguments bound; `key` is the access key, for
 /// [`INBOX_OF_KEY`].
 fn inbox_statement<'q>(
@@ -1591,8 +1604,13 @@ impl HumanTaskStore for SqliteStore {
         }
         let mut parts: Vec<((String, i64), SqliteRow)> = Vec::new();
         let mut tx = self.begin_read().await?;
-        for key in principal.access_keys() {
-            let rows = inbox_statement(INBOX_OF_KEY, Some(&key), query)?
+        let keys = principal.access_keys();
+        let statements = keys
+            .iter()
+            .map(|key| (INBOX_OF_KEY, key))
+            .chain(principal.admin_namespaces.iter().map(|namespace| (INBOX_ADMIN_OF_NAMESPACE, namespace)));
+        for (sql, key) in statements {
+            let rows = inbox_statement(sql, Some(key), query)?
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|err| db_error("human_tasks", err))?;
