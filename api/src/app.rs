@@ -154,6 +154,23 @@ impl App {
         Ok(principal)
     }
 
+    /// The directory roles a definition (`namespace/name`, optionally `@version`; the latest
+    /// deployed version otherwise) lets start it: `document.metadata.baton.startableBy`. Empty
+    /// when it names none, or is not deployed.
+    pub async fn starters(&self, definition: &str) -> ApiResult<Vec<String>> {
+        let (name, version) = match definition.split_once('@') {
+            Some((name, version)) => (name, Some(version)),
+            None => (definition, None),
+        };
+        let Some(row) = self.engine.store().definition(name, version).await? else { return Ok(Vec::new()) };
+        let limits = baton_workflows::parse::ParseLimits::default();
+        let Ok(parsed) = baton_workflows::parse::parse(&row.key(), row.source.as_bytes(), &limits) else {
+            return Ok(Vec::new());
+        };
+        let roles = parsed.value.pointer("/document/metadata/baton/startableBy").and_then(|v| v.as_array());
+        Ok(roles.into_iter().flatten().filter_map(|r| r.as_str().map(str::to_owned)).collect())
+    }
+
     /// The namespace of an instance (None when it does not exist).
     pub async fn namespace_of(&self, id: &baton_engine::InstanceId) -> ApiResult<Option<String>> {
         let row = self.engine.store().instance(id).await?;

@@ -30,6 +30,9 @@ pub enum Rule {
     Unscoped(&'static [Permission]),
     /// `admin`, and only while the engine runs on the manual clock.
     ManualClockAdmin,
+    /// A platform permission in the object's namespace, or a person holding a directory role
+    /// the definition lets start it (`document.metadata.baton.startableBy`).
+    PlatformOrStarter(&'static [Permission]),
 }
 
 /// One row of the policy table.
@@ -59,7 +62,7 @@ pub const TABLE: &[Row] = &[
     row("deployDefinition", Rule::Platform(&[Designer])),
     row("validateDefinition", Rule::Platform(&[Designer])),
     // Instances
-    row("startInstance", Rule::Platform(&[Designer, Ops])),
+    row("startInstance", Rule::PlatformOrStarter(&[Designer, Ops])),
     row("listInstances", Rule::Platform(OPERATE)),
     row("getInstance", Rule::PlatformOrInvolved(OPERATE)),
     row("getInstanceHistory", Rule::PlatformOrInvolved(OPERATE)),
@@ -144,6 +147,8 @@ pub fn authorize(
         ))),
         Rule::PlatformOrInvolved(permissions) if allowed(permissions) => Ok(Access::Granted),
         Rule::PlatformOrInvolved(_) => Ok(Access::IfInvolved),
+        Rule::PlatformOrStarter(permissions) if allowed(permissions) => Ok(Access::Granted),
+        Rule::PlatformOrStarter(_) => Ok(Access::IfInvolved),
         Rule::Unscoped(permissions) if caller.scope(permissions) == Scope::All => Ok(Access::Granted),
         Rule::Unscoped(permissions) => Err(Problem::forbidden(format!(
             "{operation} needs one of the platform permissions {} in every namespace",
@@ -164,7 +169,12 @@ pub fn authorize(
 /// The namespaces a caller may list for `operation`: lists filter by it in the store's query.
 pub fn scope(operation: &str, caller: &Caller) -> Scope {
     match rule(operation) {
-        Some(Rule::Platform(permissions) | Rule::PlatformOrInvolved(permissions) | Rule::Unscoped(permissions)) => {
+        Some(
+            Rule::Platform(permissions)
+            | Rule::PlatformOrInvolved(permissions)
+            | Rule::Unscoped(permissions)
+            | Rule::PlatformOrStarter(permissions),
+        ) => {
             let mut with_admin = permissions.to_vec();
             with_admin.push(Admin);
             caller.scope(&with_admin)

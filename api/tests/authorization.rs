@@ -137,6 +137,9 @@ fn expected(operation: &str, p: &Persona) -> Outcome {
         Rule::Public => Outcome::Allowed,
         Rule::Platform(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
         Rule::Platform(_) => Outcome::Forbidden,
+        // The fixture's definition lets no directory role start it.
+        Rule::PlatformOrStarter(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
+        Rule::PlatformOrStarter(_) => Outcome::Forbidden,
         Rule::Unscoped(permissions) => {
             let everywhere = grants(p).iter().any(|g| {
                 (g.permission == Permission::Admin || permissions.contains(&g.permission)) && g.namespace.is_none()

@@ -584,3 +584,25 @@ async fn a_namespace_administrator_lists_the_tasks_of_their_namespace() {
     assert!(inbox(&["admin:elsewhere"]).await.is_empty(), "another namespace's administrator does not");
     assert_eq!(inbox(&["admin"]).await, vec![id.to_owned()], "an administrator of every namespace does");
 }
+
+/// A definition may let holders of directory roles start it; the person is then its initiator.
+#[tokio::test]
+async fn people_start_a_definition_that_lets_their_role_start_it() {
+    let s = Server::start(false).await;
+    let request = APPROVAL
+        .replace("  name: approval\n", "  name: request\n  metadata:\n    baton:\n      startableBy: [team_leader]\n");
+    let (status, deployed) = s.deploy(&request, "dora").await;
+    assert_eq!(status, StatusCode::CREATED, "{deployed}");
+    let start = json!({"definition": "training/request", "input": {"title": "Forklift", "department": "assembly"}});
+    let (status, problem) = s.call("POST", "/api/v1/instances", Some("olga"), Some(start.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "an operator may not: {problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("team_leader"), "{problem}");
+    let (status, started) = s.call("POST", "/api/v1/instances", Some("tom"), Some(start.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "a team leader may: {started}");
+    let id = started["id"].as_str().unwrap();
+    let (_, history) = s.call("GET", &format!("/api/v1/instances/{id}/history"), Some("tom"), None).await;
+    assert_eq!(history["items"][0]["actor"]["id"], "tom", "the initiator is recorded: {history}");
+    let start_approval = json!({"definition": "training/approval", "input": {"title": "x", "department": "assembly"}});
+    let (status, _) = s.call("POST", "/api/v1/instances", Some("tom"), Some(start_approval)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "nor a definition that does not let them, deployed or not");
+}

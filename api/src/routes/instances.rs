@@ -119,7 +119,20 @@ const MAX_KEY_CHARS: usize = 256;
     responses((status = 201, body = StartAnswer), (status = 200, body = StartAnswer, description = "The idempotency key matched"),
         (status = 404, body = crate::problem::ProblemBody), (status = 400, body = crate::problem::ProblemBody)))]
 pub async fn start(State(app): State<Arc<App>>, auth: Auth, Body(request): Body<StartRequest>) -> ApiResult<Response> {
-    authorize(&app, &auth, "startInstance", policy::namespace_of(&request.definition))?;
+    let namespace = policy::namespace_of(&request.definition);
+    if authorize(&app, &auth, "startInstance", namespace)? == Access::IfInvolved {
+        let caller = auth.caller()?;
+        let principal = app.principal(caller, namespace).await?;
+        let starters = app.starters(&request.definition).await?;
+        if !principal.roles.iter().any(|grant| starters.contains(&grant.role)) {
+            return Err(Problem::forbidden(format!(
+                "starting {} needs the platform permission designer or ops{}, or a directory role the definition lets start it{}",
+                request.definition,
+                namespace.map(|n| format!(" in namespace {n}")).unwrap_or_default(),
+                if starters.is_empty() { String::new() } else { format!(" ({})", starters.join(", ")) }
+            )));
+        }
+    }
     if request.tags.len() > MAX_TAGS || request.tags.iter().any(|t| t.is_empty() || t.chars().count() > MAX_KEY_CHARS) {
         return Err(Problem::bad_request(format!("at most {MAX_TAGS} tags, each 1 to {MAX_KEY_CHARS} characters")));
     }
