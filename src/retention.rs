@@ -111,6 +111,7 @@ mod tests {
             business_key: None,
             tags: Vec::new(),
             namespace: None,
+            initiator: None,
         };
         InstanceWrite { instance: Some(row), ..InstanceWrite::default() }
     }

@@ -63,7 +63,8 @@ pub const TABLE: &[Row] = &[
     row("validateDefinition", Rule::Platform(&[Designer])),
     // Instances
     row("startInstance", Rule::PlatformOrStarter(&[Designer, Ops])),
-    row("listInstances", Rule::Platform(OPERATE)),
+    // A person without a platform permission lists the instances they started.
+    row("listInstances", Rule::PlatformOrInvolved(OPERATE)),
     row("getInstance", Rule::PlatformOrInvolved(OPERATE)),
     row("getInstanceHistory", Rule::PlatformOrInvolved(OPERATE)),
     row("raiseEvent", Rule::Platform(&[Ops, Worker])),

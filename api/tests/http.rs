@@ -148,8 +148,8 @@ async fn tokens_are_checked_and_refusals_are_problems() {
 
     let (status, _) = s.call("GET", "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK, "health needs no token");
-    let (status, problem) = s.call("GET", "/api/v1/instances", Some("tom"), None).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a person without a platform permission does not search instances");
+    let (status, problem) = s.call("GET", "/api/v1/incidents", Some("tom"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a person without a platform permission does not list incidents");
     assert_eq!(problem_type(&problem), "urn:baton:problem:forbidden");
     let (status, problem) = s.call("GET", "/api/v1/nowhere", Some("tom"), None).await;
     assert_eq!((status, problem_type(&problem)), (StatusCode::NOT_FOUND, "urn:baton:problem:not-found"));
@@ -602,6 +602,12 @@ async fn people_start_a_definition_that_lets_their_role_start_it() {
     let id = started["id"].as_str().unwrap();
     let (_, history) = s.call("GET", &format!("/api/v1/instances/{id}/history"), Some("tom"), None).await;
     assert_eq!(history["items"][0]["actor"]["id"], "tom", "the initiator is recorded: {history}");
+    let (status, mine) = s.call("GET", "/api/v1/instances", Some("tom"), None).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    assert_eq!(mine["items"][0]["id"], id, "tom finds the instance he started: {mine}");
+    assert_eq!(mine["items"][0]["initiator"], "tom");
+    let (_, theirs) = s.call("GET", "/api/v1/instances", Some("olga"), None).await;
+    assert_eq!(theirs["items"], json!([]), "olga started none");
     let start_approval = json!({"definition": "training/approval", "input": {"title": "x", "department": "assembly"}});
     let (status, _) = s.call("POST", "/api/v1/instances", Some("tom"), Some(start_approval)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "nor a definition that does not let them, deployed or not");

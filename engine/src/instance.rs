@@ -366,6 +366,7 @@ impl Instance {
             business_key: self.business_key.clone(),
             tags: self.tags.clone(),
             namespace: self.definition.namespace.clone(),
+            initiator: self.primitives.started_by.clone(),
         }
     }
 

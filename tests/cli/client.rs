@@ -436,9 +436,9 @@ fn refusals_exit_1_with_the_problem_and_an_unreachable_server_exits_2() {
     assert!(stderr.starts_with("error: Authentication required: "), "{stderr}");
     assert!(stderr.contains("hint: set BATON_TOKEN (baton dev prints tokens)"), "{stderr}");
 
-    // A person without a platform permission may not search instances.
+    // A person without a platform permission may not operate instances.
     let tom = server.token("tom", &[]);
-    let (code, _, stderr) = server.baton(Some(&tom), &["workflow", "list"]);
+    let (code, _, stderr) = server.baton(Some(&tom), &["workflow", "suspend", "nothing-here"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.starts_with("error: Not allowed: "), "{stderr}");
     let (code, _, stderr) = server.baton(Some(&tom), &["workflow", "describe", "nothing-here"]);

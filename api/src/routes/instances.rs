@@ -37,6 +37,9 @@ pub struct InstanceView {
     pub tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The person who started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initiator: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -54,6 +57,7 @@ impl From<InstanceRow> for InstanceView {
             namespace: row.namespace.or_else(|| policy::namespace_of(&row.orchestration).map(str::to_owned)),
             definition: row.orchestration,
             version: row.version,
+            initiator: row.initiator,
             status: row.status,
             business_key: row.business_key,
             tags: row.tags,
@@ -170,7 +174,8 @@ pub struct SearchParams {
     limit: Option<u32>,
 }
 
-/// Searches instances of the namespaces the caller operates.
+/// Searches instances of the namespaces the caller operates; a person without a platform
+/// permission, the instances they started.
 #[utoipa::path(get, path = "/api/v1/instances", operation_id = "listInstances", tag = "instances",
     params(SearchParams), responses((status = 200, body = Page<InstanceView>), (status = 400, body = crate::problem::ProblemBody)))]
 pub async fn list(
@@ -179,10 +184,12 @@ pub async fn list(
     Query(params): Query<SearchParams>,
 ) -> ApiResult<axum::Json<Page<InstanceView>>> {
     authorize(&app, &auth, "listInstances", None)?;
-    let namespaces = match policy::scope("listInstances", auth.caller()?) {
-        Scope::All => None,
-        Scope::Only(list) => Some(list),
-        Scope::Nothing => return Err(Problem::forbidden("you operate no namespace")),
+    let caller = auth.caller()?;
+    let (namespaces, initiator) = match policy::scope("listInstances", caller) {
+        Scope::All => (None, None),
+        Scope::Only(list) => (Some(list), None),
+        // Their own instances, in every namespace.
+        Scope::Nothing => (None, Some(caller.subject.clone())),
     };
     let status: Option<InstanceStatus> = parse_choice(params.status.as_deref(), "status")?;
     let filter = InstanceFilter {
@@ -195,6 +202,7 @@ pub async fn list(
         created_after: params.created_after,
         created_before: params.created_before,
         namespaces,
+        initiator,
     };
     let limit = filter.effective_limit();
     let rows = app.engine.store().list_instances(&filter).await?;

@@ -56,6 +56,25 @@ pub async fn run_all(store: &dyn Store) {
     sequence_numbers_beyond_storage_find_nothing(store).await;
     ended_instances_are_purged_with_their_rows(store).await;
     a_namespace_administrator_lists_the_tasks_of_their_namespaces(store).await;
+    instances_are_found_by_their_initiator(store).await;
+}
+
+/// The initiator is kept from the row that created the instance, and lists filter by it.
+pub async fn instances_are_found_by_their_initiator(store: &dyn Store) {
+    let kind = store.kind();
+    let mut ann = instance_row("init-1", "contract/init", InstanceStatus::Waiting);
+    ann.initiator = Some("init-ann".into());
+    let mut bob = instance_row("init-2", "contract/init", InstanceStatus::Waiting);
+    bob.initiator = Some("init-bob".into());
+    commit_ok(store, &[touch(&ann), touch(&bob)], "two instances").await;
+    let later = InstanceRow { initiator: None, status: InstanceStatus::Completed, ..ann.clone() };
+    commit_ok(store, &[touch(&later)], "a later row without the initiator").await;
+    let filter = InstanceFilter { initiator: Some("init-ann".into()), ..InstanceFilter::default() };
+    let found = ok(store, store.list_instances(&filter).await, "by initiator");
+    let ids: Vec<&str> = found.iter().map(|row| row.id.as_str()).collect();
+    assert_eq!(ids, vec!["init-1"], "[{kind}] only ann's");
+    assert_eq!(found[0].initiator.as_deref(), Some("init-ann"), "[{kind}] the initiator stays");
+    assert_eq!(found[0].status, InstanceStatus::Completed, "[{kind}] the rest is replaced");
 }
 
 /// The inbox of an administrator of some namespaces holds every task of those namespaces'
@@ -164,6 +183,7 @@ fn instance_row(instance: &str, orchestration: &str, status: InstanceStatus) -> 
         business_key: None,
         tags: Vec::new(),
         namespace: None,
+        initiator: None,
     }
 }
 

@@ -263,11 +263,24 @@ impl State {
     }
 
     fn upsert_instance(&mut self, row: &InstanceRow) {
-        // What the instance was created with (creation time, business key, tags, namespace)
+        // What the instance was created with (creation time, business key, tags, namespace,
+        // initiator)
         // never changes: a later row replaces the rest.
-        let (created_at, business_key, tags, namespace) = match self.instances.get(&row.id) {
-            Some(old) => (old.created_at, old.business_key.clone(), old.tags.clone(), old.namespace.clone()),
-            None => (row.created_at, row.business_key.clone(), normalized_tags(&row.tags), row.namespace.clone()),
+        let (created_at, business_key, tags, namespace, initiator) = match self.instances.get(&row.id) {
+            Some(old) => (
+                old.created_at,
+                old.business_key.clone(),
+                old.tags.clone(),
+                old.namespace.clone(),
+                old.initiator.clone(),
+            ),
+            None => (
+                row.created_at,
+                row.business_key.clone(),
+                normalized_tags(&row.tags),
+                row.namespace.clone(),
+                row.initiator.clone(),
+            ),
         };
         let row = InstanceRow {
             created_at: history_time(created_at),
@@ -275,6 +288,7 @@ impl State {
             business_key,
             tags,
             namespace,
+            initiator,
             ..row.clone()
         };
         if let Some(previous) = self.instances.get(&row.id).and_then(|old| old.idempotency_key.clone()) {

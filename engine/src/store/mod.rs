@@ -88,7 +88,8 @@ impl InstanceStatus {
 /// The summary row of an instance: what lists and `describe` read without touching history.
 ///
 /// A write replaces the row, except what the instance was created with: `created_at`,
-/// `business_key`, `tags` and `namespace` stay as the write that created the row had them.
+/// `business_key`, `tags`, `namespace` and `initiator` stay as the write that created the row
+/// had them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRow {
     pub id: InstanceId,
@@ -117,6 +118,9 @@ pub struct InstanceRow {
     /// The namespace of the instance's definition ([`crate::DefinitionInfo::namespace`]).
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The person who started it (the user actor of its `InstanceStarted`).
+    #[serde(default)]
+    pub initiator: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,6 +314,8 @@ pub struct InstanceFilter {
     /// `None`: every namespace. `Some(list)`: only instances whose namespace is in the list (an
     /// empty list matches nothing, and an instance without a namespace matches no list).
     pub namespaces: Option<Vec<String>>,
+    /// Only instances this person started.
+    pub initiator: Option<String>,
 }
 
 impl InstanceFilter {
@@ -335,6 +341,7 @@ impl InstanceFilter {
             && self.created_after.is_none_or(|t| created_ms >= t.timestamp_millis())
             && self.created_before.is_none_or(|t| created_ms < t.timestamp_millis())
             && in_namespaces(self.namespaces.as_deref(), row.namespace.as_deref())
+            && self.initiator.as_ref().is_none_or(|person| row.initiator.as_ref() == Some(person))
     }
 }
 

@@ -89,6 +89,7 @@ fn migrator() -> Migrator {
         migration(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
         migration(2, "people_and_deadlines", include_str!("../../migrations/sqlite/0002_people_and_deadlines.sql")),
         migration(3, "definitions_and_search", include_str!("../../migrations/sqlite/0003_definitions_and_search.sql")),
+        migration(4, "initiators", include_str!("../../migrations/sqlite/0004_initiators.sql")),
     ])
 }
 
@@ -291,6 +292,7 @@ fn decode_instance(row: &SqliteRow) -> StoreResult<InstanceRow> {
         business_key: get(row, "business_key")?,
         tags: get_tags(row)?,
         namespace: get(row, "namespace")?,
+        initiator: get(row, "initiator")?,
     })
 }
 
@@ -488,12 +490,13 @@ fn decode_all<T>(rows: &[SqliteRow], decode: fn(&SqliteRow) -> StoreResult<T>) -
 const UPSERT_INSTANCES: &str = "
     INSERT INTO instances (id, orchestration, version, status, next_seq, last_hash, run_start,
                            idempotency_key, parent_id, parent_seq, created_ms, updated_ms, result,
-                           business_key, namespace)
+                           business_key, namespace, initiator)
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
            json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
            json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
            json_extract(value, '$[9]'), json_extract(value, '$[10]'), json_extract(value, '$[11]'),
-           json_extract(value, '$[12]'), json_extract(value, '$[13]'), json_extract(value, '$[14]')
+           json_extract(value, '$[12]'), json_extract(value, '$[13]'), json_extract(value, '$[14]'),
+           json_extract(value, '$[15]')
     FROM json_each(?1) WHERE true ORDER BY key
     ON CONFLICT (id) DO UPDATE SET
         orchestration = excluded.orchestration, version = excluded.version, status = excluded.status,
@@ -639,6 +642,7 @@ type InstanceJson<'a> = (
     i64,
     i64,
     Option<String>,
+    Option<&'a str>,
     Option<&'a str>,
     Option<&'a str>,
 );
@@ -843,6 +847,7 @@ fn encode_batch(writes: &[InstanceWrite]) -> StoreResult<Vec<Statement>> {
                 row.result.as_ref().map(to_json).transpose()?,
                 row.business_key.as_deref(),
                 row.namespace.as_deref(),
+                row.initiator.as_deref(),
             ));
         }
         for event in &write.events {
@@ -994,7 +999,7 @@ macro_rules! instance_columns {
     () => {
         "
     SELECT id, orchestration, version, status, next_seq, last_hash, run_start, idempotency_key,
-           parent_id, parent_seq, created_ms, updated_ms, result, business_key, namespace,
+           parent_id, parent_seq, created_ms, updated_ms, result, business_key, namespace, initiator,
            (SELECT json_group_array(tag) FROM instance_tags WHERE instance_id = instances.id) AS tags
     FROM instances"
     };
@@ -1038,6 +1043,7 @@ const INSTANCES_WITH_TAG: &str = " AND id IN (SELECT instance_id FROM instance_t
 const INSTANCES_CREATED_AFTER: &str = " AND created_ms >= ?7";
 const INSTANCES_CREATED_BEFORE: &str = " AND created_ms < ?8";
 const INSTANCES_IN_NAMESPACES: &str = " AND namespace IN (SELECT value FROM json_each(?9))";
+const INSTANCES_OF_INITIATOR: &str = " AND initiator = ?10";
 const INSTANCES_PAGE: &str = " ORDER BY id LIMIT ?2";
 
 #[async_trait]
@@ -1140,6 +1146,7 @@ impl HistoryStore for SqliteStore {
                 (filter.created_after.is_some(), INSTANCES_CREATED_AFTER),
                 (filter.created_before.is_some(), INSTANCES_CREATED_BEFORE),
                 (filter.namespaces.is_some(), INSTANCES_IN_NAMESPACES),
+                (filter.initiator.is_some(), INSTANCES_OF_INITIATOR),
             ],
             INSTANCES_PAGE,
         );
@@ -1155,6 +1162,7 @@ impl HistoryStore for SqliteStore {
             .bind(ms(filter.created_after))
             .bind(ms(filter.created_before))
             .bind(namespaces)
+            .bind(filter.initiator.as_deref())
             .fetch_all(&self.read)
             .await
             .map_err(|err| db_error("instances", err))?;
