@@ -155,8 +155,26 @@ pub enum WorkflowCommand {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Retry the open incidents of an instance.
-    Retry { id: String },
+    /// Retry the open incidents of an instance; `--input` retries a failed activity with an
+    /// edited input (recorded in history).
+    Retry {
+        id: String,
+        /// The failed activity's new input: JSON or @file.
+        #[arg(long)]
+        input: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Complete the failed activity of each open incident of an instance by hand, with a
+    /// result (`null`, the default, skips it) and a reason; both land in history.
+    Complete {
+        id: String,
+        /// The activity's result: JSON or @file.
+        #[arg(long)]
+        result: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
     /// One action (suspend, resume, terminate, retry) on every instance a search finds, with
     /// a progress bar; `--dry-run` counts them first and changes nothing.
     Bulk {
@@ -705,26 +723,42 @@ async fn workflow(api: &Api, command: WorkflowCommand) -> Outcome<ExitCode> {
                 json!({"action": action, "filter": filter, "reason": reason.unwrap_or_default(), "dryRun": dry_run});
             return bulk(&client, api.output, request).await;
         }
-        WorkflowCommand::Retry { id } => {
-            let incidents = client.get(&["incidents"], &[("instance", Some(id.clone()))]).await?;
-            let mut retried = Vec::new();
-            for incident in incidents.as_array().map(Vec::as_slice).unwrap_or_default() {
-                let number = cell(&incident["id"]);
-                client.post(&["incidents", &number, "retry"], None).await?;
-                retried.push(incident["id"].clone());
+        WorkflowCommand::Retry { id, input, reason } => {
+            let mut body = json!({ "reason": reason });
+            if let Some(input) = input {
+                body["input"] = json_argument("--input", &input)?;
             }
-            match api.output {
-                Output::Json => emit_json(&json!({ "instance": id, "retried": retried }))?,
-                Output::Table if retried.is_empty() => write_out(&format!("{id} has no open incident"))?,
-                Output::Table => write_out(&format!(
-                    "retried {} incident{} of {id}",
-                    retried.len(),
-                    if retried.len() == 1 { "" } else { "s" }
-                ))?,
-            }
+            resolve_incidents(&client, api, &id, "retry", "retried", body).await?;
+        }
+        WorkflowCommand::Complete { id, result, reason } => {
+            let result = result.map(|r| json_argument("--result", &r)).transpose()?.unwrap_or(Value::Null);
+            let body = json!({ "reason": reason, "result": result });
+            resolve_incidents(&client, api, &id, "complete", "completed by hand", body).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves every open incident of instance `id` with `action` (`retry`, `complete`) and
+/// `body`, and reports them.
+async fn resolve_incidents(client: &Client, api: &Api, id: &str, action: &str, done: &str, body: Value) -> Outcome<()> {
+    let incidents = client.get(&["incidents"], &[("instance", Some(id.to_owned()))]).await?;
+    let mut resolved = Vec::new();
+    for incident in incidents.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let number = cell(&incident["id"]);
+        client.post(&["incidents", &number, action], Some(&body)).await?;
+        resolved.push(incident["id"].clone());
+    }
+    match api.output {
+        Output::Json => emit_json(&json!({ "instance": id, "incidents": resolved }))?,
+        Output::Table if resolved.is_empty() => write_out(&format!("{id} has no open incident"))?,
+        Output::Table => write_out(&format!(
+            "{done} {} incident{} of {id}",
+            resolved.len(),
+            if resolved.len() == 1 { "" } else { "s" }
+        ))?,
+    }
+    Ok(())
 }
 
 /// Starts a bulk job and follows it with a progress bar on stderr until it finishes.
