@@ -160,9 +160,20 @@ pub struct Caller {
     pub grants: Vec<Grant>,
     /// When the token expires (its `exp`).
     pub expires_at: Option<DateTime<Utc>>,
+    /// The CloudEvent types a `worker` account may raise (`baton_event_types`): exact types, or
+    /// prefixes ending in `*`. Empty: none.
+    pub event_types: Vec<String>,
 }
 
 impl Caller {
+    /// Whether the token lists `kind` among the event types it may raise.
+    pub fn may_raise(&self, kind: &str) -> bool {
+        self.event_types.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => kind.starts_with(prefix),
+            None => pattern == kind,
+        })
+    }
+
     /// `permission` (or admin) in `namespace`: a grant without namespace covers every namespace;
     /// for namespace None (an operation not tied to one) any grant of that permission counts.
     pub fn has(&self, permission: Permission, namespace: Option<&str>) -> bool {
@@ -572,6 +583,18 @@ impl Authenticator {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<String, AuthError> {
+        self.issue_with(subject, grants, &Map::new(), ttl, now)
+    }
+
+    /// [`Authenticator::issue`] with more claims (`baton_event_types` for a worker account).
+    pub fn issue_with(
+        &self,
+        subject: &str,
+        grants: &[Grant],
+        extra: &Map<String, Value>,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<String, AuthError> {
         let inner = &self.inner;
         let Some((key, _)) = &inner.hmac else {
             return Err(AuthError::Config("issuing a token needs an HS256 secret".to_owned()));
@@ -587,7 +610,7 @@ impl Authenticator {
             .and_then(|ttl| now.checked_add_signed(ttl))
             .ok_or_else(|| AuthError::Config(format!("the lifetime {ttl:?} is out of range")))?;
 
-        let mut claims = Map::new();
+        let mut claims = extra.clone();
         claims.insert("sub".to_owned(), Value::from(subject));
         claims.insert("iat".to_owned(), Value::from(now.timestamp()));
         claims.insert("exp".to_owned(), Value::from(expires_at.timestamp()));
@@ -697,9 +720,16 @@ impl Authenticator {
                 return Err(AuthError::BadGrant(format!("the `{claim}` claim is not an array of strings")));
             }
         };
-        Ok(Caller { subject, grants, expires_at })
+        let event_types = match claims.get(EVENT_TYPES_CLAIM) {
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Caller { subject, grants, expires_at, event_types })
     }
 }
+
+/// The claim listing the event types a worker account may raise.
+pub const EVENT_TYPES_CLAIM: &str = "baton_event_types";
 
 /// The outcome of a key lookup.
 enum Lookup {

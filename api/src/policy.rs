@@ -33,6 +33,9 @@ pub enum Rule {
     /// A platform permission in the object's namespace, or a person holding a directory role
     /// the definition lets start it (`document.metadata.baton.startableBy`).
     PlatformOrStarter(&'static [Permission]),
+    /// A platform permission in the object's namespace, or a `worker` there whose token lists
+    /// the event's type (`baton_event_types`).
+    PlatformOrTypedWorker(&'static [Permission]),
 }
 
 /// One row of the policy table.
@@ -67,7 +70,7 @@ pub const TABLE: &[Row] = &[
     row("listInstances", Rule::PlatformOrInvolved(OPERATE)),
     row("getInstance", Rule::PlatformOrInvolved(OPERATE)),
     row("getInstanceHistory", Rule::PlatformOrInvolved(OPERATE)),
-    row("raiseEvent", Rule::Platform(&[Ops, Worker])),
+    row("raiseEvent", Rule::PlatformOrTypedWorker(&[Ops])),
     row("suspendInstance", Rule::Platform(OPERATE)),
     row("resumeInstance", Rule::Platform(OPERATE)),
     row("terminateInstance", Rule::Platform(OPERATE)),
@@ -150,6 +153,13 @@ pub fn authorize(
         Rule::PlatformOrInvolved(_) => Ok(Access::IfInvolved),
         Rule::PlatformOrStarter(permissions) if allowed(permissions) => Ok(Access::Granted),
         Rule::PlatformOrStarter(_) => Ok(Access::IfInvolved),
+        Rule::PlatformOrTypedWorker(permissions) if allowed(permissions) => Ok(Access::Granted),
+        Rule::PlatformOrTypedWorker(_) if caller.has(Worker, namespace) => Ok(Access::IfInvolved),
+        Rule::PlatformOrTypedWorker(permissions) => Err(Problem::forbidden(format!(
+            "{operation} needs one of the platform permissions {}, or worker, {}",
+            names(permissions),
+            namespace.map(|n| format!("in namespace {n}")).unwrap_or_else(|| "in the namespace".to_owned())
+        ))),
         Rule::Unscoped(permissions) if caller.scope(permissions) == Scope::All => Ok(Access::Granted),
         Rule::Unscoped(permissions) => Err(Problem::forbidden(format!(
             "{operation} needs one of the platform permissions {} in every namespace",
@@ -174,7 +184,8 @@ pub fn scope(operation: &str, caller: &Caller) -> Scope {
             Rule::Platform(permissions)
             | Rule::PlatformOrInvolved(permissions)
             | Rule::Unscoped(permissions)
-            | Rule::PlatformOrStarter(permissions),
+            | Rule::PlatformOrStarter(permissions)
+            | Rule::PlatformOrTypedWorker(permissions),
         ) => {
             let mut with_admin = permissions.to_vec();
             with_admin.push(Admin);

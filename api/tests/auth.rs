@@ -94,7 +94,7 @@ fn grants(list: &[&str]) -> Vec<Grant> {
 }
 
 fn caller(list: &[&str]) -> Caller {
-    Caller { subject: "someone".to_owned(), grants: grants(list), expires_at: None }
+    Caller { subject: "someone".to_owned(), grants: grants(list), expires_at: None, event_types: Vec::new() }
 }
 
 // --- HS256 -----------------------------------------------------------------------------------

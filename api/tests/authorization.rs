@@ -137,6 +137,9 @@ fn expected(operation: &str, p: &Persona) -> Outcome {
         Rule::Public => Outcome::Allowed,
         Rule::Platform(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
         Rule::Platform(_) => Outcome::Forbidden,
+        // The personas' tokens list no event types: a worker raises none.
+        Rule::PlatformOrTypedWorker(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
+        Rule::PlatformOrTypedWorker(_) => Outcome::Forbidden,
         // The fixture's definition lets no directory role start it.
         Rule::PlatformOrStarter(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
         Rule::PlatformOrStarter(_) => Outcome::Forbidden,

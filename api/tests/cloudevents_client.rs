@@ -31,7 +31,14 @@ async fn sdk_available() -> bool {
 async fn send(s: &Server, instance: &str, mode: &str, attributes: &Value, data: &Value) -> (u16, Value) {
     let url = format!("{}/api/v1/instances/{instance}/events", s.base);
     let output = tokio::process::Command::new("python3")
-        .args([CLIENT, &url, &s.token_for("wendy"), mode, &attributes.to_string(), &data.to_string()])
+        .args([
+            CLIENT,
+            &url,
+            &s.worker_token("wendy", &["com.example.*"]),
+            mode,
+            &attributes.to_string(),
+            &data.to_string(),
+        ])
         .stdin(Stdio::null())
         .output()
         .await

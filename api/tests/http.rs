@@ -229,7 +229,7 @@ async fn cloudevents_reach_an_instance_in_both_modes() {
     let other = s
         .client
         .post(&url)
-        .bearer_auth(s.token_for("wendy"))
+        .bearer_auth(s.worker_token("wendy", &["com.example.*"]))
         .header("ce-specversion", "1.0")
         .header("ce-id", "e-1")
         .header("ce-type", "com.example.other")
@@ -244,7 +244,7 @@ async fn cloudevents_reach_an_instance_in_both_modes() {
     let structured = s
         .client
         .post(&url)
-        .bearer_auth(s.token_for("wendy"))
+        .bearer_auth(s.worker_token("wendy", &["com.example.*"]))
         .header("content-type", "application/cloudevents+json")
         .body(event.to_string())
         .send()
@@ -256,7 +256,7 @@ async fn cloudevents_reach_an_instance_in_both_modes() {
     let again = s
         .client
         .post(&url)
-        .bearer_auth(s.token_for("wendy"))
+        .bearer_auth(s.worker_token("wendy", &["com.example.*"]))
         .header("content-type", "application/cloudevents+json")
         .body(event.to_string())
         .send()
@@ -611,4 +611,42 @@ async fn people_start_a_definition_that_lets_their_role_start_it() {
     let start_approval = json!({"definition": "training/approval", "input": {"title": "x", "department": "assembly"}});
     let (status, _) = s.call("POST", "/api/v1/instances", Some("tom"), Some(start_approval)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "nor a definition that does not let them, deployed or not");
+}
+
+/// A worker account raises only the event types its token lists.
+#[tokio::test]
+async fn a_worker_raises_only_the_event_types_its_token_lists() {
+    let s = Server::start(false).await;
+    s.deploy(SIGNAL, "dora").await;
+    let (status, started) =
+        s.call("POST", "/api/v1/instances", Some("root"), Some(json!({"definition": "ops/signal"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["id"].as_str().unwrap();
+    let worker = |types: &[&str]| s.worker_token("scanner", types);
+    let raise = async |token: String, kind: &str| {
+        let event = json!({"specversion": "1.0", "id": format!("e-{kind}"), "type": kind, "source": "/scanner"});
+        let response = s
+            .client
+            .post(format!("{}/api/v1/instances/{id}/events", s.base))
+            .bearer_auth(token)
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    };
+    let (status, problem) = raise(worker(&[]), "com.example.approved").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a token listing no type raises none: {problem}");
+    let (status, problem) = raise(worker(&["com.example.scanned"]), "com.example.approved").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "nor a type it does not list: {problem}");
+    assert!(problem.contains("com.example.scanned"), "{problem}");
+    let (status, body) = raise(worker(&["com.example.*"]), "com.example.approved").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "a prefix pattern covers it: {body}");
+    let outcome = tokio::time::timeout(Duration::from_secs(20), s.engine.wait(&baton_engine::InstanceId::new(id)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.status, baton_engine::InstanceStatus::Completed);
 }

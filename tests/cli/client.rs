@@ -137,6 +137,14 @@ impl ApiServer {
         self.tokens.issue(subject, &grants, Duration::from_secs(600), chrono::Utc::now()).expect("a token")
     }
 
+    /// A token of a worker account allowed to raise events of `types` (exact, or `prefix*`).
+    fn worker_token(&self, subject: &str, types: &[&str]) -> String {
+        let types = Value::from(types.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
+        let extra = serde_json::Map::from_iter([(baton_api::auth::EVENT_TYPES_CLAIM.to_owned(), types)]);
+        let grants = [baton_api::auth::Grant::parse("worker").expect("a grant")];
+        self.tokens.issue_with(subject, &grants, &extra, Duration::from_secs(600), chrono::Utc::now()).expect("a token")
+    }
+
     /// Runs `baton ARGS` against the server with `token`: (exit code, stdout, stderr).
     fn baton(&self, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
         client(&self.address, token, args)
@@ -351,7 +359,7 @@ fn events_reach_a_listening_instance_which_can_be_suspended_and_resumed() {
     let server = ApiServer::start();
     let admin = server.token("root", &["admin"]);
     let operator = server.token("otto", &["ops:training"]);
-    let worker = server.token("wendy", &["worker"]);
+    let worker = server.worker_token("wendy", &["com.example.*"]);
     let listen = server.write("listen.yaml", LISTEN);
     server.ok(&admin, &["deploy", &listen]);
     let started = server.json(&operator, &["workflow", "start", "training/wait-for-approval", "--id", "order-7"]);

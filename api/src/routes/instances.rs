@@ -337,16 +337,16 @@ fn reason(body: axum::body::Bytes) -> ApiResult<String> {
     Ok(reason)
 }
 
-async fn operate(app: &App, auth: &Auth, operation: &str, id: &InstanceId) -> ApiResult<()> {
+async fn operate(app: &App, auth: &Auth, operation: &str, id: &InstanceId) -> ApiResult<Access> {
     let row = app.engine.store().instance(id).await?;
     let namespace = row
         .as_ref()
         .and_then(|r| r.namespace.clone().or_else(|| policy::namespace_of(&r.orchestration).map(str::to_owned)));
-    authorize(app, auth, operation, namespace.as_deref())?;
+    let access = authorize(app, auth, operation, namespace.as_deref())?;
     if row.is_none() {
         return Err(Problem::not_found(format!("instance {id} does not exist")));
     }
-    Ok(())
+    Ok(access)
 }
 
 /// Suspend, resume and terminate: the same checks, one engine call each.
@@ -446,11 +446,24 @@ pub async fn raise_event(
     body: axum::body::Bytes,
 ) -> ApiResult<(axum::http::StatusCode, axum::Json<RaiseAnswer>)> {
     let id = InstanceId::new(id);
-    operate(&app, &auth, "raiseEvent", &id).await?;
+    let access = operate(&app, &auth, "raiseEvent", &id).await?;
     if body.len() > MAX_EVENT_BYTES {
         return Err(Problem::bad_request(format!("the event is larger than {MAX_EVENT_BYTES} bytes")));
     }
     let events = crate::cloudevents::from_http(&headers, &body)?;
+    // A worker account raises the event types its token lists, and no other; a batch is
+    // checked whole before any of it is raised.
+    if access == Access::IfInvolved {
+        let caller = auth.caller()?;
+        if let Some(event) = events.iter().find(|event| !caller.may_raise(&event.kind)) {
+            return Err(Problem::forbidden(format!(
+                "{} may not raise events of type {:?}: its token lists {}",
+                caller.subject,
+                event.kind,
+                if caller.event_types.is_empty() { "none".to_owned() } else { caller.event_types.join(", ") }
+            )));
+        }
+    }
     let mut answer = RaiseAnswer { accepted: 0, duplicates: 0 };
     for event in events {
         let raise = RaiseEvent {

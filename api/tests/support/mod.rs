@@ -139,6 +139,14 @@ impl Server {
     }
 
     /// The platform permissions of the test's personas.
+    /// A token of a worker account allowed to raise events of `types` (exact, or `prefix*`).
+    pub fn worker_token(&self, subject: &str, types: &[&str]) -> String {
+        let types = serde_json::Value::from(types.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
+        let extra = serde_json::Map::from_iter([(baton_api::auth::EVENT_TYPES_CLAIM.to_owned(), types)]);
+        let grants = [Grant::parse("worker").unwrap()];
+        self.auth.issue_with(subject, &grants, &extra, Duration::from_secs(600), chrono::Utc::now()).unwrap()
+    }
+
     /// A channel to the gRPC API.
     pub async fn channel(&self) -> tonic::transport::Channel {
         tonic::transport::Channel::from_shared(self.grpc.clone()).unwrap().connect().await.unwrap()
