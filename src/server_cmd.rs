@@ -358,6 +358,7 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
         rate_burst: config.rate_burst,
         calendars,
         remote_workers: Some(remote),
+        notify: Some(Arc::clone(&notify)),
         ..ApiOptions::default()
     };
     let options =
@@ -366,6 +367,10 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
         Engine::builder().store(Arc::clone(&store)).clock(Arc::clone(&clock)).options(options).activities(registry);
     // Deployed definitions are registered before the engine recovers the instances that run them.
     for workflow in baton_api::app::stored_definitions(store.as_ref(), &api_options).await? {
+        let key = baton_engine::Orchestration::definition(&workflow).key();
+        notify
+            .add_definition_templates(&key, &workflow.program().templates)
+            .map_err(|error| anyhow::anyhow!("the deployed definition {key}: use.templates: {error}"))?;
         builder = builder.orchestration(workflow);
     }
     let engine = Arc::new(builder.build().await.context("cannot start the engine")?);

@@ -36,6 +36,9 @@ pub struct ApiOptions {
     /// The queue remote workers poll, when the engine hands them the activities it has no
     /// handler for ([`RemoteQueue::install`]).
     pub remote_workers: Option<Arc<RemoteQueue>>,
+    /// The notification activity's settings, when the engine runs it: a deploy adds the
+    /// definition's own templates (`use.templates`) to them.
+    pub notify: Option<Arc<baton_activities::notify::NotifyConfig>>,
 }
 
 impl Default for ApiOptions {
@@ -47,6 +50,7 @@ impl Default for ApiOptions {
             calendars: Arc::new(baton_sla::Calendars::default()),
             compile: CompileOptions::default(),
             remote_workers: None,
+            notify: None,
         }
     }
 }
@@ -129,6 +133,13 @@ impl App {
             deployed_by: by,
             deployed_at: self.engine.clock().now(),
         };
+        // The definition's templates first: a definition whose templates do not compile is
+        // refused before anything is stored.
+        if let Some(notify) = &self.options.notify {
+            notify
+                .add_definition_templates(&info.key(), &workflow.program().templates)
+                .map_err(|error| Problem::new(Kind::InvalidDefinition, format!("use.templates: {error}")))?;
+        }
         let (row, created) = self.engine.store().deploy_definition(&new).await?;
         self.engine.register(workflow)?;
         Ok(Deployed { row, created, warnings })

@@ -553,3 +553,45 @@ fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A deployed definition's own templates serve its `call: notify`: the message reaches the
+/// person's in-app inbox on a real server.
+#[test]
+fn a_notification_with_the_definitions_own_template_reaches_the_in_app_inbox() {
+    const GREET: &str = "document: { dsl: '1.0.3', namespace: training, name: greet, version: '1.0.0' }
+use:
+  templates:
+    welcome:
+      channels: [inApp]
+      en:
+        subject: 'Welcome, {{recipient.name}}'
+        text: 'Your training {{program}} starts Monday.'
+do:
+  - tell:
+      call: notify
+      with: { to: tom, template: welcome, data: { program: forklift } }
+";
+    let server = ApiServer::start();
+    let designer = server.token("dora", &["designer"]);
+    let operator = server.token("otto", &["ops:training"]);
+    let definition = server.write("greet.yaml", GREET);
+    server.ok(&designer, &["deploy", &definition]);
+    let stdout = server.ok(&operator, &["workflow", "start", "training/greet"]);
+    let id = stdout.strip_prefix("started ").and_then(|rest| rest.split_whitespace().next()).expect("an id").to_owned();
+    server.wait_for_status(&operator, &id, "completed");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let inbox: Value = runtime.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/notifications", server.address))
+            .bearer_auth(server.token("tom", &[]))
+            .send()
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("JSON")
+    });
+    let first = &inbox["items"][0];
+    assert_eq!(first["subject"], "Welcome, Tom", "{inbox}");
+    assert_eq!(first["body"], "Your training forklift starts Monday.");
+}
