@@ -40,6 +40,41 @@ pub struct ServerConfig {
     /// How long ended instances of a definition are kept: `"namespace/name" = "P90D"`. The
     /// definitions not listed keep theirs for ever.
     pub retention: std::collections::BTreeMap<String, String>,
+    /// The mail server notifications are sent through; without one, email deliveries fail.
+    pub email: Option<EmailSection>,
+}
+
+/// The email channel's SMTP server (docs/operations.md, Notifications).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSection {
+    pub host: String,
+    pub port: u16,
+    /// The sender: `Baton <baton@example.com>` or a bare address.
+    pub from: String,
+    /// TLS from the first byte on port 465, STARTTLS (required) on any other port; `false` for
+    /// a relay on the same host. Default true.
+    #[serde(default = "yes")]
+    pub tls: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Prefer BATON_EMAIL_PASSWORD to a file.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl EmailSection {
+    fn smtp(&self) -> baton_activities::notify::SmtpConfig {
+        let mut smtp = baton_activities::notify::SmtpConfig::new(&self.host, self.port, &self.from);
+        smtp.tls = self.tls;
+        smtp.username = self.username.clone();
+        smtp.password = self.password.clone();
+        smtp
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +91,7 @@ impl Default for ServerConfig {
             rate_per_second: 50.0,
             rate_burst: 200.0,
             retention: Default::default(),
+            email: None,
         }
     }
 }
@@ -125,6 +161,7 @@ const ENVIRONMENT: &[&str] = &[
     "BATON_AUTH_ALGORITHMS",
     "BATON_RATE_PER_SECOND",
     "BATON_RATE_BURST",
+    "BATON_EMAIL_PASSWORD",
 ];
 
 impl ServerConfig {
@@ -186,6 +223,10 @@ impl ServerConfig {
             "BATON_AUTH_ALGORITHMS" => self.auth.algorithms = list(&value),
             "BATON_RATE_PER_SECOND" => self.rate_per_second = value.parse().context("a number")?,
             "BATON_RATE_BURST" => self.rate_burst = value.parse().context("a number")?,
+            "BATON_EMAIL_PASSWORD" => match &mut self.email {
+                Some(email) => email.password = Some(value),
+                None => anyhow::bail!("a password for email, but no [email] server is configured"),
+            },
             other => anyhow::bail!("{other} is not a setting"),
         }
         Ok(())
@@ -210,6 +251,11 @@ impl ServerConfig {
         }
         if let Some(url) = &mut shown.auth.jwks_url {
             *url = hide_userinfo(url);
+        }
+        if let Some(email) = &mut shown.email
+            && email.password.is_some()
+        {
+            email.password = Some("<hidden>".into());
         }
         Ok(toml::to_string_pretty(&shown)?)
     }
@@ -346,6 +392,7 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     baton_activities::register_directory(&mut registry, Arc::clone(&store));
     let mut notify = NotifyConfig::new(Arc::clone(&store), Arc::clone(&clock));
     notify.calendars = (*calendars).clone();
+    notify.smtp = config.email.as_ref().map(EmailSection::smtp);
     let notify = Arc::new(notify);
     register_notify(&mut registry, Arc::clone(&notify));
     // Every other activity name goes to remote workers (`baton worker`, the HTTP protocol).
@@ -543,6 +590,15 @@ mod tests {
         assert!(!dump.contains("s3cret") && !dump.contains("pa55") && dump.contains("<hidden>"), "{dump}");
         assert!(dump.contains("https://<hidden>@idp.example/keys"), "{dump}");
         assert_eq!(hide_userinfo("https://idp.example/keys"), "https://idp.example/keys");
+
+        let mut email: ServerConfig =
+            toml::from_str("[email]\nhost = \"smtp.example\"\nport = 587\nfrom = \"baton@example\"\n").expect("toml");
+        email.set("BATON_EMAIL_PASSWORD", "m4il-pass".into()).expect("a password for the configured server");
+        assert_eq!(email.email.as_ref().map(|e| (e.tls, e.password.as_deref())), Some((true, Some("m4il-pass"))));
+        let dump = email.dump().expect("dump");
+        assert!(!dump.contains("m4il-pass") && dump.contains("<hidden>"), "{dump}");
+        let refused = ServerConfig::default().set("BATON_EMAIL_PASSWORD", "x".into());
+        assert!(refused.is_err(), "a password without a server is a mistake");
     }
 
     #[test]

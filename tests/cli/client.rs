@@ -16,7 +16,7 @@ departments:
   - { id: assembly, name: Assembly }
   - { id: paint, name: Paint }
 people:
-  - { id: tom, name: Tom, department: assembly, roles: [{ role: team_leader, department: assembly }] }
+  - { id: tom, name: Tom, email: tom@example.test, department: assembly, roles: [{ role: team_leader, department: assembly }] }
   - { id: pat, name: Pat, department: assembly, roles: [{ role: team_leader, department: assembly }] }
   - { id: tina, name: Tina, department: paint, roles: [{ role: team_leader, department: paint }] }
 ";
@@ -594,4 +594,44 @@ do:
     let first = &inbox["items"][0];
     assert_eq!(first["subject"], "Welcome, Tom", "{inbox}");
     assert_eq!(first["body"], "Your training forklift starts Monday.");
+}
+
+/// With an `[email]` server configured, a notification's email reaches a real SMTP server.
+#[test]
+fn a_notification_email_goes_out_through_the_configured_mail_server() {
+    const MAIL: &str = "document: { dsl: '1.0.3', namespace: training, name: mail, version: '1.0.0' }
+use:
+  templates:
+    reminder:
+      channels: [email]
+      en:
+        subject: 'Reminder for {{recipient.name}}'
+        text: 'The forklift training starts Monday.'
+do:
+  - tell:
+      call: notify
+      with: { to: tom, template: reminder }
+";
+    let Some(sink) = crate::smtp_sink::SmtpSink::start() else { return };
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let config = config_dir.path().join("baton.toml");
+    let toml = format!(
+        "[email]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"Baton <baton@example.test>\"\ntls = false\n",
+        sink.port
+    );
+    std::fs::write(&config, toml).expect("writes the configuration");
+    let server = ApiServer::start_with(&[("BATON_CONFIG", config.to_str().expect("a UTF-8 path"))]);
+    let definition = server.write("mail.yaml", MAIL);
+    server.ok(&server.token("dora", &["designer"]), &["deploy", &definition]);
+    server.ok(&server.token("otto", &["ops:training"]), &["workflow", "start", "training/mail"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        if let Some(message) = sink.messages().into_iter().next() {
+            break message;
+        }
+        assert!(Instant::now() < deadline, "no email reached the SMTP server");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(message.contains("Subject: Reminder for Tom"), "{message}");
+    assert!(message.contains("tom@example.test"), "{message}");
 }

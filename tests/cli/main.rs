@@ -4,6 +4,8 @@
 mod client;
 mod directory;
 mod run;
+#[path = "../../activities/tests/support/smtp_sink.rs"]
+mod smtp_sink;
 mod validate;
 
 use std::process::Command;
