@@ -42,6 +42,28 @@ pub struct ServerConfig {
     pub retention: std::collections::BTreeMap<String, String>,
     /// The mail server notifications are sent through; without one, email deliveries fail.
     pub email: Option<EmailSection>,
+    /// The receiver of the webhook channel; without one, webhook deliveries fail.
+    pub webhook: Option<WebhookSection>,
+    /// The SMS provider's gateway (a webhook that sends the text); without one, SMS deliveries
+    /// fail.
+    pub sms: Option<WebhookSection>,
+}
+
+/// An HTTP receiver of notifications: each delivery is POSTed as JSON, signed with HMAC-SHA256
+/// of the body under `secret` in `X-Baton-Signature`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    pub url: String,
+    /// Prefer BATON_WEBHOOK_SECRET (BATON_SMS_SECRET) to a file.
+    #[serde(default)]
+    pub secret: String,
+}
+
+impl WebhookSection {
+    fn config(&self) -> baton_activities::notify::WebhookConfig {
+        baton_activities::notify::WebhookConfig::new(&self.url, &self.secret)
+    }
 }
 
 /// The email channel's SMTP server (docs/operations.md, Notifications).
@@ -92,6 +114,8 @@ impl Default for ServerConfig {
             rate_burst: 200.0,
             retention: Default::default(),
             email: None,
+            webhook: None,
+            sms: None,
         }
     }
 }
@@ -162,6 +186,8 @@ const ENVIRONMENT: &[&str] = &[
     "BATON_RATE_PER_SECOND",
     "BATON_RATE_BURST",
     "BATON_EMAIL_PASSWORD",
+    "BATON_WEBHOOK_SECRET",
+    "BATON_SMS_SECRET",
 ];
 
 impl ServerConfig {
@@ -227,6 +253,14 @@ impl ServerConfig {
                 Some(email) => email.password = Some(value),
                 None => anyhow::bail!("a password for email, but no [email] server is configured"),
             },
+            "BATON_WEBHOOK_SECRET" => match &mut self.webhook {
+                Some(webhook) => webhook.secret = value,
+                None => anyhow::bail!("a webhook secret, but no [webhook] receiver is configured"),
+            },
+            "BATON_SMS_SECRET" => match &mut self.sms {
+                Some(sms) => sms.secret = value,
+                None => anyhow::bail!("an SMS gateway secret, but no [sms] gateway is configured"),
+            },
             other => anyhow::bail!("{other} is not a setting"),
         }
         Ok(())
@@ -256,6 +290,11 @@ impl ServerConfig {
             && email.password.is_some()
         {
             email.password = Some("<hidden>".into());
+        }
+        for hook in [&mut shown.webhook, &mut shown.sms].into_iter().flatten() {
+            if !hook.secret.is_empty() {
+                hook.secret = "<hidden>".into();
+            }
         }
         Ok(toml::to_string_pretty(&shown)?)
     }
@@ -393,6 +432,8 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     let mut notify = NotifyConfig::new(Arc::clone(&store), Arc::clone(&clock));
     notify.calendars = (*calendars).clone();
     notify.smtp = config.email.as_ref().map(EmailSection::smtp);
+    notify.webhook = config.webhook.as_ref().map(WebhookSection::config);
+    notify.sms = config.sms.as_ref().map(WebhookSection::config);
     let notify = Arc::new(notify);
     register_notify(&mut registry, Arc::clone(&notify));
     // Every other activity name goes to remote workers (`baton worker`, the HTTP protocol).
@@ -599,6 +640,15 @@ mod tests {
         assert!(!dump.contains("m4il-pass") && dump.contains("<hidden>"), "{dump}");
         let refused = ServerConfig::default().set("BATON_EMAIL_PASSWORD", "x".into());
         assert!(refused.is_err(), "a password without a server is a mistake");
+
+        let mut hooks: ServerConfig =
+            toml::from_str("[webhook]\nurl = \"https://hooks.example/baton\"\n[sms]\nurl = \"https://sms.example\"\n")
+                .expect("toml");
+        hooks.set("BATON_WEBHOOK_SECRET", "h00k-key".into()).expect("a webhook secret");
+        hooks.set("BATON_SMS_SECRET", "sms-key".into()).expect("an SMS secret");
+        let dump = hooks.dump().expect("dump");
+        assert!(!dump.contains("h00k-key") && !dump.contains("sms-key"), "{dump}");
+        assert!(dump.contains("https://hooks.example/baton"), "{dump}");
     }
 
     #[test]

@@ -635,3 +635,66 @@ do:
     assert!(message.contains("Subject: Reminder for Tom"), "{message}");
     assert!(message.contains("tom@example.test"), "{message}");
 }
+
+/// With a `[webhook]` receiver configured, a notification on the webhook channel is POSTed to
+/// it, signed.
+#[test]
+fn a_notification_webhook_is_posted_signed_to_the_configured_receiver() {
+    use std::io::{Read, Write};
+    const HOOK: &str = "document: { dsl: '1.0.3', namespace: training, name: hook, version: '1.0.0' }
+use:
+  templates:
+    posted:
+      channels: [webhook]
+      en:
+        subject: 'Training planned for {{recipient.name}}'
+        text: 'Monday, 09:00.'
+do:
+  - tell:
+      call: notify
+      with: { to: tom, template: posted }
+";
+    // A one-request HTTP receiver: it answers 200 and hands over what it was sent.
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let url = format!("http://{}/hooks/baton", receiver.local_addr().expect("an address"));
+    let (got, request) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = receiver.accept() else { return };
+        let mut bytes = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let Ok(n) = stream.read(&mut buffer) else { return };
+            bytes.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&bytes).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length || n == 0 {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let _ = got.send(text);
+                    return;
+                }
+            }
+            if n == 0 {
+                return;
+            }
+        }
+    });
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let config = config_dir.path().join("baton.toml");
+    std::fs::write(&config, format!("[webhook]\nurl = \"{url}\"\n")).expect("writes the configuration");
+    let server = ApiServer::start_with(&[
+        ("BATON_CONFIG", config.to_str().expect("a UTF-8 path")),
+        ("BATON_WEBHOOK_SECRET", "hook-secret-of-the-test"),
+    ]);
+    let definition = server.write("hook.yaml", HOOK);
+    server.ok(&server.token("dora", &["designer"]), &["deploy", &definition]);
+    server.ok(&server.token("otto", &["ops:training"]), &["workflow", "start", "training/hook"]);
+    let request = request.recv_timeout(Duration::from_secs(30)).expect("the webhook was called");
+    assert!(request.starts_with("POST /hooks/baton "), "{request}");
+    assert!(request.to_ascii_lowercase().contains("x-baton-signature:"), "signed: {request}");
+    assert!(request.contains("Training planned for Tom"), "{request}");
+}
