@@ -74,6 +74,33 @@ pub enum ClientCommand {
     },
 }
 
+/// What `workflow list` and `workflow bulk` search instances by.
+#[derive(Debug, clap::Args)]
+pub struct Search {
+    /// `namespace/name`.
+    #[arg(long)]
+    definition: Option<String>,
+    /// running, waiting, suspended, cancelled, faulted, completed.
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    business_key: Option<String>,
+    #[arg(long)]
+    tag: Option<String>,
+}
+
+impl Search {
+    /// The search as the API names its fields (query parameters, a bulk filter).
+    fn fields(self) -> [(&'static str, Option<String>); 4] {
+        [
+            ("definition", self.definition),
+            ("status", self.status),
+            ("businessKey", self.business_key),
+            ("tag", self.tag),
+        ]
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
     /// Start an instance of a deployed definition (`namespace/name` or `namespace/name@version`).
@@ -112,16 +139,8 @@ pub enum WorkflowCommand {
     },
     /// Search instances.
     List {
-        /// `namespace/name`.
-        #[arg(long)]
-        definition: Option<String>,
-        /// running, waiting, suspended, cancelled, faulted, completed.
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long)]
-        business_key: Option<String>,
-        #[arg(long)]
-        tag: Option<String>,
+        #[command(flatten)]
+        search: Search,
         #[arg(long)]
         limit: Option<u32>,
         /// Start after this cursor (a page's `next`).
@@ -180,15 +199,8 @@ pub enum WorkflowCommand {
     Bulk {
         #[arg(value_parser = ["suspend", "resume", "terminate", "retry"])]
         action: String,
-        /// `namespace/name`.
-        #[arg(long)]
-        definition: Option<String>,
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long)]
-        business_key: Option<String>,
-        #[arg(long)]
-        tag: Option<String>,
+        #[command(flatten)]
+        search: Search,
         /// Recorded in each instance's history.
         #[arg(long)]
         reason: Option<String>,
@@ -673,15 +685,9 @@ async fn workflow(api: &Api, command: WorkflowCommand) -> Outcome<ExitCode> {
                 }
             }
         }
-        WorkflowCommand::List { definition, status, business_key, tag, limit, after } => {
-            let query = [
-                ("definition", definition),
-                ("status", status),
-                ("businessKey", business_key),
-                ("tag", tag),
-                ("limit", limit.map(|l| l.to_string())),
-                ("after", after),
-            ];
+        WorkflowCommand::List { search, limit, after } => {
+            let mut query = search.fields().to_vec();
+            query.extend([("limit", limit.map(|l| l.to_string())), ("after", after)]);
             let page = client.get(&["instances"], &query).await?;
             match api.output {
                 Output::Json => emit_json(&page)?,
@@ -710,14 +716,11 @@ async fn workflow(api: &Api, command: WorkflowCommand) -> Outcome<ExitCode> {
         WorkflowCommand::Terminate { id, reason } => {
             operate(api, &client, &id, "terminate", "terminated", reason).await?
         }
-        WorkflowCommand::Bulk { action, definition, status, business_key, tag, reason, dry_run } => {
-            let filter = json!({"definition": definition, "status": status, "businessKey": business_key, "tag": tag});
-            let filter: serde_json::Map<String, Value> = filter
-                .as_object()
+        WorkflowCommand::Bulk { action, search, reason, dry_run } => {
+            let filter: Map<String, Value> = search
+                .fields()
                 .into_iter()
-                .flatten()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .filter_map(|(name, value)| Some((name.to_owned(), Value::String(value?))))
                 .collect();
             let request =
                 json!({"action": action, "filter": filter, "reason": reason.unwrap_or_default(), "dryRun": dry_run});
