@@ -194,6 +194,22 @@ pub enum WorkflowCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Move a running instance to another version of its definition. `--dry-run` tells where
+    /// each running task would go, or why the move is refused, and changes nothing.
+    Migrate {
+        id: String,
+        /// The version to move to.
+        #[arg(long)]
+        to: String,
+        /// A running task's counterpart, `OLD=NEW` (names or references such as /do/1/review),
+        /// where it is not the task with the same reference or name; repeatable.
+        #[arg(long = "map", value_name = "OLD=NEW")]
+        mapping: Vec<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// One action (suspend, resume, terminate, retry) on every instance a search finds, with
     /// a progress bar; `--dry-run` counts them first and changes nothing.
     Bulk {
@@ -738,6 +754,28 @@ async fn workflow(api: &Api, command: WorkflowCommand) -> Outcome<ExitCode> {
             let body = json!({ "reason": reason, "result": result });
             resolve_incidents(&client, api, &id, "complete", "completed by hand", body).await?;
         }
+        WorkflowCommand::Migrate { id, to, mapping, reason, dry_run } => {
+            let mut pairs = Map::new();
+            for entry in &mapping {
+                let Some((old, new)) = entry.split_once('=') else {
+                    return Err(anyhow::anyhow!("--map {entry}: write it OLD=NEW").into());
+                };
+                pairs.insert(old.trim().to_owned(), Value::String(new.trim().to_owned()));
+            }
+            let body = json!({ "to": to, "mapping": pairs, "reason": reason, "dryRun": dry_run });
+            let (_, answer) = client.post(&["instances", &id, "migrate"], Some(&body)).await?;
+            match api.output {
+                Output::Json => emit_json(&answer)?,
+                Output::Table => {
+                    let verb = if dry_run { "would move" } else { "moved" };
+                    let mut text = format!("{verb} {id} from {} to {}", cell(&answer["from"]), cell(&answer["to"]));
+                    for moved in answer["moved"].as_array().into_iter().flatten() {
+                        text.push_str(&format!("\n  {} -> {}", cell(&moved["from"]), cell(&moved["to"])));
+                    }
+                    write_out(&text)?;
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -869,21 +907,21 @@ fn describe(detail: &Value) -> String {
             .iter()
             .map(|a| {
                 let state = if a["parked"] == Value::Bool(true) { "parked".to_owned() } else { "scheduled".to_owned() };
-                vec![cell(&a["seq"]), cell(&a["name"]), state, cell(&a["attempt"]), cell(&a["last_error"])]
+                vec![cell(&a["seq"]), cell(&a["name"]), state, cell(&a["attempt"]), cell(&a["lastError"])]
             })
             .collect();
         text.push_str(&table(&["SEQ", "ACTIVITY", "STATE", "ATTEMPTS", "LAST ERROR"], &rows));
     }
     if !list("timers").is_empty() {
         text.push_str("\ntimers\n");
-        let rows: Vec<Vec<String>> = list("timers").iter().map(|t| vec![cell(&t["seq"]), time(&t["due_at"])]).collect();
+        let rows: Vec<Vec<String>> = list("timers").iter().map(|t| vec![cell(&t["seq"]), time(&t["dueAt"])]).collect();
         text.push_str(&table(&["SEQ", "DUE"], &rows));
     }
     if !list("incidents").is_empty() {
         text.push_str("\nincidents (baton workflow retry retries them)\n");
         let rows: Vec<Vec<String>> = list("incidents")
             .iter()
-            .map(|i| vec![cell(&i["id"]), cell(&i["kind"]), time(&i["created_at"]), cell(&i["reason"])])
+            .map(|i| vec![cell(&i["id"]), cell(&i["kind"]), time(&i["createdAt"]), cell(&i["reason"])])
             .collect();
         text.push_str(&table(&["ID", "KIND", "SINCE", "REASON"], &rows));
     }

@@ -77,6 +77,7 @@ pub const TABLE: &[Row] = &[
     row("listIncidents", Rule::Platform(OPERATE)),
     row("retryIncident", Rule::Platform(OPERATE)),
     row("completeIncident", Rule::Platform(OPERATE)),
+    row("migrateInstance", Rule::Platform(OPERATE)),
     // Bulk operations act on the instances of the caller's namespaces only.
     row("startBulk", Rule::Platform(OPERATE)),
     row("getBulk", Rule::Platform(OPERATE)),

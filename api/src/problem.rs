@@ -44,6 +44,8 @@ pub enum Kind {
     /// A remote worker's lease is over: completed, timed out, or its instance was cancelled
     /// (410). The worker stops its work.
     LeaseGone,
+    /// The instance cannot move to the version asked; `detail` says why (409).
+    MigrationRefused,
     /// The engine cannot take the request now (shutting down, store unreachable) (503).
     Unavailable,
     /// An unexpected failure; the details are in the server's log (500).
@@ -67,6 +69,7 @@ impl Kind {
             Self::TooLarge => "too-large",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::LeaseGone => "lease-gone",
+            Self::MigrationRefused => "migration-refused",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -79,7 +82,7 @@ impl Kind {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::InvalidDefinition | Self::InvalidTaskData => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Conflict | Self::TaskRefused => StatusCode::CONFLICT,
+            Self::Conflict | Self::TaskRefused | Self::MigrationRefused => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -107,6 +110,7 @@ impl Kind {
             Self::TooLarge => "Request body too large",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::LeaseGone => "The lease is over",
+            Self::MigrationRefused => "The instance cannot move to that version",
             Self::Unavailable => "Unavailable",
             Self::Internal => "Internal error",
         }
@@ -273,6 +277,7 @@ impl From<EngineError> for Problem {
             | EngineError::InstanceSuspended(_)
             | EngineError::ClockNotManual => Problem::new(Kind::Conflict, error.to_string()),
             EngineError::InvalidArgument(_) => Problem::new(Kind::BadRequest, error.to_string()),
+            EngineError::MigrationRefused { .. } => Problem::new(Kind::MigrationRefused, error.to_string()),
             EngineError::TaskRefused { refusal, .. } => match refusal {
                 TaskRefusal::NotFound | TaskRefusal::Forbidden { .. } => {
                     Problem::new(Kind::NotFound, "the task does not exist, or you may not see it")

@@ -106,6 +106,11 @@ async fn instances_start_search_signal_suspend_and_terminate() {
     let by_hand = v1::CompleteIncidentRequest { incident: 999, reason: "done".into(), result: None };
     let refused = client.complete_incident(s.grpc_request("root", by_hand)).await.unwrap_err();
     assert_eq!(refused.code(), Code::NotFound);
+    let same =
+        v1::MigrateInstanceRequest { id: waiting.clone(), to: "1.0.0".into(), dry_run: true, ..Default::default() };
+    let refused = client.migrate_instance(s.grpc_request("root", same)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(problem_of(&refused).unwrap()["type"], "urn:baton:problem:migration-refused");
     let bulk = v1::StartBulkRequest {
         action: "suspend".into(),
         filter: Some(to_proto(json!({"definition": "ops/signal"}))),

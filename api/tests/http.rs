@@ -650,3 +650,61 @@ async fn a_worker_raises_only_the_event_types_its_token_lists() {
         .unwrap();
     assert_eq!(outcome.status, baton_engine::InstanceStatus::Completed);
 }
+
+#[tokio::test]
+async fn ops_move_a_running_instance_to_a_new_version_after_a_dry_run() {
+    let s = Server::start(false).await;
+    s.deploy(APPROVAL, "dora").await;
+    let start =
+        json!({"definition": "training/approval@1.0.0", "input": {"title": "Forklift", "department": "assembly"}});
+    let (_, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    let id = started["id"].as_str().unwrap().to_owned();
+    let task = s.wait_for_task(&id, "tom").await;
+    let v2 = APPROVAL
+        .replace("version: '1.0.0'", "version: '2.0.0'")
+        .replace(
+            "  - done:\n",
+            "  - audit:\n      set:\n        outcome: ${ .outcome }\n        completedBy: ${ .completedBy }\n        audited: true\n  - done:\n",
+        )
+        .replace("        by: ${ .completedBy }\n", "        by: ${ .completedBy }\n        audited: ${ .audited }\n");
+    let (status, deployed) = s.deploy(&v2, "dora").await;
+    assert_eq!(status, StatusCode::CREATED, "{deployed}");
+    let path = format!("/api/v1/instances/{id}/migrate");
+
+    let dry = json!({"to": "2.0.0", "reason": "audit every approval", "dryRun": true});
+    let (status, _) = s.call("POST", &path, Some("dora"), Some(dry.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a designer does not move instances");
+    let (status, report) = s.call("POST", &path, Some("otto"), Some(dry)).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["applied"], false);
+    assert_eq!(report["to"], "training/approval@2.0.0");
+    assert_eq!(report["moved"], json!([{"from": "/do/0/review", "to": "/do/0/review"}]));
+    let (status, problem) =
+        s.call("POST", &path, Some("otto"), Some(json!({"to": "2.0.0", "mapping": {"review": "audit"}}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem_type(&problem), "urn:baton:problem:migration-refused");
+    assert!(problem["detail"].as_str().unwrap().contains("`set` task"), "{problem}");
+    assert_eq!(problem["code"], "BATON-E016");
+    let (status, _) = s.call("POST", &path, Some("otto"), Some(json!({"to": "7.0.0"}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no such version");
+
+    let (status, moved) =
+        s.call("POST", &path, Some("otto"), Some(json!({"to": "2.0.0", "reason": "audit every approval"}))).await;
+    assert_eq!((status, &moved["applied"]), (StatusCode::OK, &json!(true)), "{moved}");
+    let (_, detail) = s.call("GET", &format!("/api/v1/instances/{id}"), Some("otto"), None).await;
+    assert_eq!(detail["instance"]["version"], "2.0.0", "{detail}");
+    let reference = task["reference"].as_str().unwrap().replace(':', "/");
+    let complete = json!({"outcome": "approve", "data": {"comment": "fine by me"}});
+    let (status, done) =
+        s.call("POST", &format!("/api/v1/tasks/{reference}/complete"), Some("tom"), Some(complete)).await;
+    assert_eq!(status, StatusCode::OK, "the task created on version 1 completes on version 2: {done}");
+    let outcome = s.engine.wait(&baton_engine::InstanceId::new(id.clone())).await.unwrap();
+    assert_eq!(outcome.result.unwrap(), json!({"outcome": "approve", "by": "tom", "audited": true}));
+    let (_, history) = s.call("GET", &format!("/api/v1/instances/{id}/history?limit=1000"), Some("otto"), None).await;
+    let items = history["items"].as_array().unwrap();
+    let migrated = items.iter().find(|e| e["type"] == "InstanceMigrated").unwrap();
+    assert_eq!(
+        (&migrated["actor"]["id"], &migrated["data"]["reason"]),
+        (&json!("otto"), &json!("audit every approval"))
+    );
+}

@@ -35,6 +35,9 @@ pub enum EngineError {
     /// definition and both content hashes).
     #[error("definition conflict: {0}")]
     DefinitionConflict(String),
+    /// A migration that would not be safe, with the reason.
+    #[error("instance {id} cannot move: {reason}")]
+    MigrationRefused { id: InstanceId, reason: String },
     #[error(transparent)]
     Step(#[from] StepError),
     #[error(transparent)]
@@ -60,6 +63,7 @@ impl EngineError {
             Self::TaskRefused { .. } => "BATON-E013",
             Self::InstanceSuspended(_) => "BATON-E014",
             Self::DefinitionConflict(_) => "BATON-E015",
+            Self::MigrationRefused { .. } => "BATON-E016",
         }
     }
 }
@@ -87,6 +91,7 @@ mod tests {
             EngineError::TaskRefused { id: InstanceId::new("i"), task: 1, refusal: TaskRefusal::NotOpen("completed") },
             EngineError::InstanceSuspended(InstanceId::new("i")),
             EngineError::DefinitionConflict("d@1".into()),
+            EngineError::MigrationRefused { id: InstanceId::new("i"), reason: "r".into() },
         ];
         let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/errors");
         let mut codes = std::collections::HashSet::new();

@@ -6,6 +6,7 @@
 //! hash of its predecessor, so a history is a tamper-evident chain: the hash of event `n` covers
 //! event `n`'s fields and the hash of event `n - 1`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -236,6 +237,23 @@ pub struct IncidentResolved {
     pub input: Option<serde_json::Value>,
 }
 
+/// The instance moved to another version of its definition: replay runs the events before
+/// this one with `from` and the rest with `to`, starting from `state`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceMigrated {
+    pub from: DefinitionInfo,
+    pub to: DefinitionInfo,
+    /// The task mapping asked for (old task -> new task), as given.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mapping: BTreeMap<String, String>,
+    /// Where each running task went (old reference -> new reference).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<(String, String)>,
+    /// The orchestration's state under `to`, as the migration made it.
+    pub state: Value,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceTerminated {
     pub reason: String,
@@ -420,6 +438,7 @@ history_events! {
     35 => SlaStopped(SlaElapsed),
     36 => InstanceSuspended(Reason),
     37 => InstanceResumed(Reason),
+    38 => InstanceMigrated(InstanceMigrated),
 }
 
 impl EventKind {
@@ -539,6 +558,16 @@ impl HistoryEvent {
 impl StoredEvent {
     /// Decodes the event, checking that it chains to `expected_prev` and that its own hash
     /// matches its content.
+    /// The migration this event records, if it is an `InstanceMigrated` (decoded without
+    /// checking the chain: [`StoredEvent::decode`] does that).
+    pub fn migration(&self) -> Option<Result<InstanceMigrated, DecodeError>> {
+        const INSTANCE_MIGRATED: u16 = 38;
+        (self.tag == INSTANCE_MIGRATED).then(|| match EventKind::decode(self.tag, self.schema, &self.payload)? {
+            EventKind::InstanceMigrated(migrated) => Ok(migrated),
+            _ => Err(DecodeError::UnknownTag(self.tag)),
+        })
+    }
+
     pub fn decode(&self, expected_prev: Option<&str>) -> Result<HistoryEvent, DecodeError> {
         if let Some(prev) = expected_prev
             && prev != self.prev_hash
@@ -631,6 +660,7 @@ mod tests {
             (35, "SlaStopped"),
             (36, "InstanceSuspended"),
             (37, "InstanceResumed"),
+            (38, "InstanceMigrated"),
         ];
         assert_eq!(EventKind::known_tags(), expected);
     }

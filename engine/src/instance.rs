@@ -18,15 +18,15 @@ use crate::activity::Failure;
 use crate::history::{
     ActivityScheduled, Actor, ChildStarted, ContinuedAsNew, DecodeError, DefinitionInfo, Emitted, EventKind,
     EventReceived, EventWaitStarted, HistoryEvent, HumanTaskCancelled, HumanTaskCreated, HumanTaskReassigned,
-    HumanTaskRef, InstanceCompleted, InstanceFailed, InstanceId, Seq, SlaElapsed, SlaEscalated, SlaResumed, SlaStarted,
-    StoredEvent, TimerRef, TimerStarted, WaitRef, time_from_ms,
+    HumanTaskRef, InstanceCompleted, InstanceFailed, InstanceId, InstanceMigrated, Seq, SlaElapsed, SlaEscalated,
+    SlaResumed, SlaStarted, StoredEvent, TimerRef, TimerStarted, WaitRef, time_from_ms,
 };
 use crate::human::{Assignment, Comment, Completion, HumanTask, HumanTaskRow, HumanTaskStatus};
 use crate::machines::{
     ActivityEvent, ActivityState, ChildEvent, ChildState, Next, TimerEvent, TimerState, Unexpected, WaitEvent,
     WaitState,
 };
-use crate::orchestration::{ANY_EVENT, AnyState, Command, Ctx, DynOrchestration, Fault, Trigger};
+use crate::orchestration::{ANY_EVENT, AnyState, Command, Ctx, DynOrchestration, Fault, TaskMapping, Trigger};
 use crate::store::{InstanceRow, InstanceStatus, OutboxRow, ParentRef, SlaRow, SnapshotRow, TaskRow, TimerRow};
 
 /// The outbox kind of the event the engine emits when an SLA is breached.
@@ -82,6 +82,8 @@ pub enum StepError {
         "definition {key} changed: history was recorded with content hash {recorded}, the registered one has {registered}"
     )]
     DefinitionChanged { key: String, recorded: String, registered: String },
+    #[error("definition {0} is not registered, and the instance's history needs it")]
+    VersionMissing(String),
 }
 
 impl From<DecodeError> for StepError {
@@ -218,6 +220,8 @@ pub struct Instance {
     primitives: Primitives,
     user: Box<dyn AnyState>,
     orchestration: Arc<dyn DynOrchestration>,
+    /// The version the next `InstanceMigrated` moves the instance to ([`Instance::expect_migration`]).
+    migration_target: Option<Arc<dyn DynOrchestration>>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -276,7 +280,47 @@ impl Instance {
             },
             user: orchestration.new_state(),
             orchestration,
+            migration_target: None,
         }
+    }
+
+    /// The `InstanceMigrated` event that moves this instance to `to` (another version of its
+    /// definition) with `mapping`, or why it cannot move. Changes nothing: recording the event
+    /// (after [`Instance::expect_migration`]) does.
+    pub fn migration(
+        &self,
+        to: &Arc<dyn DynOrchestration>,
+        mapping: &TaskMapping,
+        reason: &str,
+    ) -> Result<InstanceMigrated, String> {
+        let target = to.definition();
+        if self.has_ended() {
+            return Err(format!("the instance has ended ({:?}): only running instances move", self.status));
+        }
+        if target.name != self.definition.name {
+            return Err(format!("{} is another definition than {}", target.key(), self.definition.key()));
+        }
+        if target.content_hash == self.definition.content_hash {
+            return Err(format!("the instance already runs {}", self.definition.key()));
+        }
+        let migrated = to.migrate_from(self.orchestration.as_ref(), self.user.as_ref(), mapping)?;
+        let mut from = self.definition.clone();
+        from.namespace = None;
+        let mut to_info = target;
+        to_info.namespace = None;
+        Ok(InstanceMigrated {
+            from,
+            to: to_info,
+            mapping: mapping.clone(),
+            moved: migrated.moved,
+            state: migrated.state,
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// The orchestration the next `InstanceMigrated` event moves the instance to.
+    pub fn expect_migration(&mut self, to: Arc<dyn DynOrchestration>) {
+        self.migration_target = Some(to);
     }
 
     /// True if this live state equals `other` (orchestration state included).
@@ -767,7 +811,36 @@ impl Instance {
                 self.status = InstanceStatus::Running;
                 self.refresh_status();
             }
+            EventKind::InstanceMigrated(migrated) => self.migrate_to(seq, migrated)?,
         }
+        Ok(())
+    }
+
+    /// Applies `InstanceMigrated`: the orchestration and its state become the new version's.
+    fn migrate_to(&mut self, seq: Seq, migrated: &InstanceMigrated) -> Result<(), StepError> {
+        if migrated.from.content_hash != self.definition.content_hash {
+            return Err(StepError::Corrupt(format!(
+                "InstanceMigrated at seq {seq} moves from {}, but the instance runs {}",
+                migrated.from.key(),
+                self.definition.key()
+            )));
+        }
+        let target = self.migration_target.take().ok_or_else(|| StepError::VersionMissing(migrated.to.key()))?;
+        let registered = target.definition();
+        if registered.content_hash != migrated.to.content_hash {
+            return Err(StepError::DefinitionChanged {
+                key: migrated.to.key(),
+                recorded: migrated.to.content_hash.clone(),
+                registered: registered.content_hash,
+            });
+        }
+        self.user = target
+            .state_from_json(migrated.state.clone())
+            .map_err(|err| StepError::Corrupt(format!("the state InstanceMigrated at seq {seq} records: {err}")))?;
+        let namespace = self.definition.namespace.take();
+        self.definition = registered;
+        self.definition.namespace = self.definition.namespace.take().or(namespace);
+        self.orchestration = target;
         Ok(())
     }
 
@@ -872,24 +945,36 @@ impl Instance {
 
     /// Rebuilds an instance from its snapshot (if any) and the history after it, checking the
     /// hash chain and that the orchestration still makes the recorded decisions.
+    /// An instance that never moved between versions has one: `orchestration`.
+    #[cfg(test)]
     pub(crate) fn replay(
         orchestration: Arc<dyn DynOrchestration>,
         row: &InstanceRow,
         snapshot: Option<&SnapshotRow>,
         events: &[StoredEvent],
     ) -> Result<Instance, StepError> {
-        Self::replay_collecting(orchestration, row, snapshot, events, None)
+        let key = orchestration.definition().key();
+        Self::replay_collecting(&|wanted| (wanted == key).then(|| orchestration.clone()), row, snapshot, events, None)
     }
 
-    /// [`Instance::replay`], handing every effect the replayed events lead to to `sink`, in
-    /// order: the read models' rows, as the runtime wrote them.
+    /// [`Instance::replay`] for an instance that may have moved between versions: `versions`
+    /// gives the orchestration registered as a key (`name@version`). The replay starts with the
+    /// version the first `InstanceMigrated` of `events` moved from, or else the row's, and
+    /// changes version at each `InstanceMigrated`. Every effect the replayed events lead to
+    /// goes to `sink`, in order: the read models' rows, as the runtime wrote them.
     pub(crate) fn replay_collecting(
-        orchestration: Arc<dyn DynOrchestration>,
+        versions: &dyn Fn(&str) -> Option<Arc<dyn DynOrchestration>>,
         row: &InstanceRow,
         snapshot: Option<&SnapshotRow>,
         events: &[StoredEvent],
         mut sink: Option<&mut Vec<Effect>>,
     ) -> Result<Instance, StepError> {
+        let first_migration = events.iter().find_map(StoredEvent::migration).transpose()?;
+        let key = match first_migration {
+            Some(migrated) => migrated.from.key(),
+            None => format!("{}@{}", row.orchestration, row.version),
+        };
+        let orchestration = versions(&key).ok_or(StepError::VersionMissing(key))?;
         let mut instance = Instance::new(
             row.id.clone(),
             orchestration.clone(),
@@ -953,6 +1038,10 @@ impl Instance {
                 });
             }
             effects.clear();
+            if let EventKind::InstanceMigrated(migrated) = &event.kind {
+                let key = migrated.to.key();
+                instance.migration_target = Some(versions(&key).ok_or(StepError::VersionMissing(key))?);
+            }
             let generated = instance.run(event.clone(), &mut effects).map_err(|err| match err {
                 StepError::Unexpected(unexpected) => StepError::Nondeterminism {
                     seq: event.seq,

@@ -47,10 +47,12 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
 pub use history::{Actor, DefinitionInfo, EventKind, HistoryEvent, InstanceId, Seq, StoredEvent};
 pub use instance::{Effect, Instance, StepError};
-pub use orchestration::{ANY_EVENT, Command, Ctx, DynOrchestration, Fault, FaultKind, Orchestration, Trigger};
+pub use orchestration::{
+    ANY_EVENT, Command, Ctx, DynOrchestration, Fault, FaultKind, Migrated, Orchestration, TaskMapping, Trigger,
+};
 pub use runtime::{
-    Change, ClockMode, Description, Engine, EngineBuilder, EngineOptions, Outcome, RaiseEvent, Raised, Resolution,
-    StartOptions, Started, StatsSnapshot,
+    Change, ClockMode, Description, Engine, EngineBuilder, EngineOptions, Migrate, Migration, MovedTask, Outcome,
+    RaiseEvent, Raised, Resolution, StartOptions, Started, StatsSnapshot,
 };
 pub use secrets::{ChainSecrets, EnvSecrets, FileSecrets, SecretProvider};
 pub use store::{InstanceStatus, Store, StoreError};

@@ -308,6 +308,34 @@ pub trait Orchestration: Send + Sync + 'static {
 
     /// Takes one trigger. Must be deterministic.
     fn on_trigger(&self, state: &mut Self::State, trigger: Trigger<'_>, ctx: &mut Ctx<'_>) -> Result<(), Fault>;
+
+    /// Moves `state`, made by `from` (another version of this definition), to this version:
+    /// what runs, waits and is in flight keeps running at its counterpart here, as `mapping`
+    /// (old task -> new task) and the orchestration's own rules decide. Refuses, with the
+    /// reason, where the move is unsafe. Must be deterministic; it issues no commands. By
+    /// default an orchestration cannot be migrated.
+    fn migrate(
+        &self,
+        from: &Self,
+        state: &Self::State,
+        mapping: &TaskMapping,
+    ) -> Result<Migrated<Self::State>, String> {
+        let _ = (from, state, mapping);
+        Err(format!("{} does not support migration between versions", self.definition().name))
+    }
+}
+
+/// Old task -> new task, for [`Orchestration::migrate`]: names or references, as the
+/// orchestration's language has them.
+pub type TaskMapping = std::collections::BTreeMap<String, String>;
+
+/// A state moved to another version, and where each running task went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Migrated<S> {
+    pub state: S,
+    /// Old task -> new task, for each task that was running (references, as the language has
+    /// them).
+    pub moved: Vec<(String, String)>,
 }
 
 /// Type-erased orchestration state, so instances of different orchestrations share one cache.
@@ -368,6 +396,16 @@ pub trait DynOrchestration: Send + Sync {
     fn state_from_json(&self, value: Value) -> Result<Box<dyn AnyState>, String>;
     /// See [`Orchestration::on_trigger`]; `state` comes from this orchestration.
     fn on_trigger(&self, state: &mut dyn AnyState, trigger: Trigger<'_>, ctx: &mut Ctx<'_>) -> Result<(), Fault>;
+    /// See [`Orchestration::migrate`]; `state` comes from `from`, the result is this
+    /// orchestration's state as JSON (what `InstanceMigrated` records).
+    fn migrate_from(
+        &self,
+        from: &dyn DynOrchestration,
+        state: &dyn AnyState,
+        mapping: &TaskMapping,
+    ) -> Result<Migrated<Value>, String>;
+    /// For downcasting to the concrete orchestration.
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// An orchestration behind its object-safe face.
@@ -396,5 +434,23 @@ impl<O: Orchestration> DynOrchestration for Erased<O> {
             .downcast_mut::<O::State>()
             .ok_or_else(|| Fault::internal("state belongs to another orchestration"))?;
         self.0.on_trigger(state, trigger, ctx)
+    }
+
+    fn migrate_from(
+        &self,
+        from: &dyn DynOrchestration,
+        state: &dyn AnyState,
+        mapping: &TaskMapping,
+    ) -> Result<Migrated<Value>, String> {
+        let other = || format!("{} is another kind of orchestration", from.definition().key());
+        let from = from.as_any().downcast_ref::<Erased<O>>().ok_or_else(other)?;
+        let state = state.as_any().downcast_ref::<O::State>().ok_or_else(other)?;
+        let migrated = self.0.migrate(&from.0, state, mapping)?;
+        let state = serde_json::to_value(&migrated.state).map_err(|err| format!("the migrated state: {err}"))?;
+        Ok(Migrated { state, moved: migrated.moved })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }

@@ -58,6 +58,11 @@ impl Replayer {
         self
     }
 
+    /// The orchestration known as a key, for instances that moved between versions.
+    fn versions(&self) -> impl Fn(&str) -> Option<Arc<dyn DynOrchestration>> + '_ {
+        |key| self.orchestrations.get(key).cloned()
+    }
+
     pub async fn replay(&self, store: &dyn Store, id: &InstanceId) -> Result<ReplayReport, EngineError> {
         let row = store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
         let key = format!("{}@{}", row.orchestration, row.version);
@@ -78,13 +83,14 @@ impl Replayer {
             report.error = Some(broken.detail);
             return Ok(report);
         }
-        let Some(orchestration) = self.orchestrations.get(&key) else {
+        if !self.orchestrations.contains_key(&key) {
             report.error = Some(format!("no orchestration is known as {key}"));
             return Ok(report);
-        };
+        }
         let run: Vec<StoredEvent> = history.into_iter().filter(|e| e.seq >= row.run_start).collect();
         report.replayed = run.len() as u64;
-        let replayed = match Instance::replay(orchestration.clone(), &row, None, &run) {
+        let versions = self.versions();
+        let replayed = match Instance::replay_collecting(&versions, &row, None, &run, None) {
             Ok(instance) => instance,
             Err(err) => {
                 report.error = Some(err.to_string());
@@ -96,7 +102,7 @@ impl Replayer {
         if let Some(loaded) = store.load(id).await?
             && let Some(snapshot) = &loaded.snapshot
         {
-            let from_snapshot = Instance::replay(orchestration.clone(), &row, Some(snapshot), &loaded.events);
+            let from_snapshot = Instance::replay_collecting(&versions, &row, Some(snapshot), &loaded.events, None);
             report.snapshot_matches = Some(from_snapshot.is_ok_and(|s| s.same_state(&replayed)));
         }
         Ok(report)
@@ -115,15 +121,17 @@ impl Replayer {
     ) -> Result<usize, EngineError> {
         let row = store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
         let key = format!("{}@{}", row.orchestration, row.version);
-        let orchestration =
-            self.orchestrations.get(&key).cloned().ok_or_else(|| EngineError::DefinitionNotFound(key.clone()))?;
+        if !self.orchestrations.contains_key(&key) {
+            return Err(EngineError::DefinitionNotFound(key));
+        }
+        let versions = self.versions();
         if use_snapshot {
             let loaded = store.load(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
-            Instance::replay(orchestration, &loaded.row, loaded.snapshot.as_ref(), &loaded.events)?;
+            Instance::replay_collecting(&versions, &loaded.row, loaded.snapshot.as_ref(), &loaded.events, None)?;
             Ok(loaded.events.len())
         } else {
             let events: Vec<StoredEvent> = read_all(store, id, row.run_start).await?;
-            Instance::replay(orchestration, &row, None, &events)?;
+            Instance::replay_collecting(&versions, &row, None, &events, None)?;
             Ok(events.len())
         }
     }
@@ -157,14 +165,13 @@ impl Replayer {
         let row = store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
         let key = format!("{}@{}", row.orchestration, row.version);
         let mut rebuilt = Rebuilt { instance: id.clone(), differences: Vec::new(), applied: false, error: None };
-        let Some(orchestration) = self.orchestrations.get(&key) else {
+        if !self.orchestrations.contains_key(&key) {
             rebuilt.error = Some(format!("no orchestration is known as {key}"));
             return Ok(rebuilt);
-        };
+        }
         let events = read_all(store, id, row.run_start).await?;
         let mut effects = Vec::new();
-        let replayed = match Instance::replay_collecting(orchestration.clone(), &row, None, &events, Some(&mut effects))
-        {
+        let replayed = match Instance::replay_collecting(&self.versions(), &row, None, &events, Some(&mut effects)) {
             Ok(instance) => instance,
             Err(err) => {
                 rebuilt.error = Some(err.to_string());

@@ -389,6 +389,24 @@ fn events_reach_a_listening_instance_which_can_be_suspended_and_resumed() {
     let stdout = server.ok(&operator, &["workflow", "retry", "order-7"]);
     assert_eq!(stdout, "order-7 has no open incident\n");
 
+    // Version 2 renames the wait and stamps the result: the move needs a mapping, shown by a
+    // dry run first.
+    let v2 = LISTEN.replace("version: '1.0.0'", "version: '2.0.0'").replace("  - wait:", "  - approval:")
+        + "  - stamp:\n      set:\n        events: ${ . }\n        version: 2\n";
+    server.ok(&admin, &["deploy", &server.write("listen-2.yaml", &v2)]);
+    let migrate = ["workflow", "migrate", "order-7", "--to", "2.0.0"];
+    let (code, _, stderr) = server.baton(Some(&operator), &[&migrate[..], &["--dry-run"]].concat());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("`wait` (/do/0/wait) is running") && stderr.contains("map it"), "{stderr}");
+    let stdout = server.ok(&operator, &[&migrate[..], &["--map", "wait=approval", "--dry-run"]].concat());
+    assert_eq!(
+        stdout,
+        "would move order-7 from training/wait-for-approval@1.0.0 to training/wait-for-approval@2.0.0\n  \
+         /do/0/wait -> /do/0/approval\n"
+    );
+    let moved = server.json(&operator, &[&migrate[..], &["--map", "wait=approval", "--reason", "renamed"]].concat());
+    assert_eq!(moved["applied"], true, "{moved}");
+
     // The awaited type, with its data, through `event send` and a generated id.
     let stdout = server.ok(
         &worker,
@@ -407,6 +425,7 @@ fn events_reach_a_listening_instance_which_can_be_suspended_and_resumed() {
     assert!(stdout.starts_with("event ") && stdout.ends_with(" (com.example.approved) delivered to order-7\n"));
     let detail = server.wait_for_status(&operator, "order-7", "completed");
     assert!(detail["instance"]["result"].to_string().contains(r#""ok":true"#), "{detail}");
+    assert_eq!(detail["instance"]["result"]["version"], 2, "it finished on version 2: {detail}");
 
     // An ended instance refuses: exit 1 with the problem.
     let (code, _, stderr) =

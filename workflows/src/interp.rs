@@ -12,13 +12,14 @@
 // fault; boxing each one would only add noise to every expression evaluation.
 #![allow(clippy::result_large_err)]
 
+mod migrate;
 mod people;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use baton_engine::history::{DefinitionInfo, InstanceId, Seq};
-use baton_engine::{ANY_EVENT, Ctx, Failure, Fault, Orchestration, SecretProvider, Trigger};
+use baton_engine::{ANY_EVENT, Ctx, Failure, Fault, Migrated, Orchestration, SecretProvider, TaskMapping, Trigger};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -296,6 +297,10 @@ impl Orchestration for Workflow {
 
     fn definition(&self) -> DefinitionInfo {
         self.info.clone()
+    }
+
+    fn migrate(&self, from: &Self, state: &State, mapping: &TaskMapping) -> Result<Migrated<State>, String> {
+        self.migrate_state(from, state, mapping)
     }
 
     fn on_trigger(&self, state: &mut State, trigger: Trigger<'_>, ctx: &mut Ctx<'_>) -> Result<(), Fault> {

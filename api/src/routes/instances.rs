@@ -9,7 +9,7 @@ use axum::response::Response;
 use baton_engine::history::Seq;
 use baton_engine::human::may_see;
 use baton_engine::store::{InstanceFilter, InstanceRow};
-use baton_engine::{Actor, InstanceId, InstanceStatus, RaiseEvent, Raised, Resolution, StartOptions};
+use baton_engine::{Actor, InstanceId, InstanceStatus, Migrate, RaiseEvent, Raised, Resolution, StartOptions};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -516,8 +516,6 @@ pub async fn incidents(
     Ok(axum::Json(visible))
 }
 
-/// Retries an incident: the parked activity runs again, or the input the instance could not
-/// take is delivered again. The retry lands in history with its caller and reason.
 /// How to retry an incident.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -599,4 +597,75 @@ pub async fn complete_incident(
     let resolution = Resolution::Complete { result: request.result };
     app.engine.resolve_incident(incident, resolution, &request.reason, auth.actor()).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Where an instance moves, and how its running tasks find their counterparts.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// The version of the instance's definition to move to.
+    pub to: String,
+    /// Old task -> new task, by name or by reference (`/do/1/review`), for a running task whose
+    /// counterpart is not the task with the same reference or name.
+    #[serde(default)]
+    pub mapping: std::collections::BTreeMap<String, String>,
+    /// Why, recorded in history with the caller.
+    #[serde(default)]
+    pub reason: String,
+    /// Only tell what the move would do, or why it is refused.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a move did, or (a dry run) would do.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationView {
+    pub instance: String,
+    /// `namespace/name@version` before the move.
+    pub from: String,
+    /// `namespace/name@version` after it.
+    pub to: String,
+    /// Each running task and its counterpart (references).
+    pub moved: Vec<MovedTaskView>,
+    /// False for a dry run.
+    pub applied: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MovedTaskView {
+    pub from: String,
+    pub to: String,
+}
+
+/// Moves a running instance to another version of its definition. Run it with `dryRun` first:
+/// the answer lists where each running task goes, or the refusal (409,
+/// `urn:baton:problem:migration-refused`) says why the move is unsafe. The move lands in the
+/// instance's history with the caller and the reason; activities, timers and human tasks in
+/// flight carry on.
+#[utoipa::path(post, path = "/api/v1/instances/{id}/migrate", operation_id = "migrateInstance", tag = "instances",
+    params(("id" = String, Path)), request_body = MigrateRequest,
+    responses((status = 200, body = MigrationView), (status = 400, body = crate::problem::ProblemBody),
+        (status = 404, body = crate::problem::ProblemBody), (status = 409, body = crate::problem::ProblemBody)))]
+pub async fn migrate(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(request): Body<MigrateRequest>,
+) -> ApiResult<axum::Json<MigrationView>> {
+    let id = InstanceId::new(id);
+    operate(&app, &auth, "migrateInstance", &id).await?;
+    check_reason(&request.reason)?;
+    if request.to.trim().is_empty() {
+        return Err(Problem::bad_request("a move needs the version to move `to`"));
+    }
+    let MigrateRequest { to, mapping, reason, dry_run } = request;
+    let migration = app.engine.migrate(&id, Migrate { to, mapping, reason, dry_run }, auth.actor()).await?;
+    Ok(axum::Json(MigrationView {
+        instance: migration.instance.to_string(),
+        from: migration.from,
+        to: migration.to,
+        moved: migration.moved.into_iter().map(|m| MovedTaskView { from: m.from, to: m.to }).collect(),
+        applied: migration.applied,
+    }))
 }

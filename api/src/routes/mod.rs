@@ -45,6 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/incidents", get(instances::incidents))
         .route("/incidents/{incident}/retry", post(instances::retry_incident))
         .route("/incidents/{incident}/complete", post(instances::complete_incident))
+        .route("/instances/{id}/migrate", post(instances::migrate))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{instance}/{seq}", get(tasks::get))
         .route("/tasks/{instance}/{seq}/claim", post(tasks::claim))
@@ -85,7 +86,7 @@ pub fn router(app: Arc<App>) -> Router {
         definitions::list, definitions::deploy, definitions::validate, definitions::get,
         definitions::diagram,
         instances::start, instances::list, instances::get, instances::history, instances::raise_event,
-        instances::suspend, instances::resume, instances::terminate, instances::incidents, instances::retry_incident, instances::complete_incident,
+        instances::suspend, instances::resume, instances::terminate, instances::incidents, instances::retry_incident, instances::complete_incident, instances::migrate,
         bulk::start, bulk::get,
         tasks::list, tasks::get, tasks::claim, tasks::unclaim, tasks::delegate, tasks::reassign, tasks::comment,
         tasks::complete,

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dispatch::spawn_attempt;
 use super::timers::TimerWindow;
-use super::{Outcome, RaiseEvent, Raised, Resolution, Shared, Started};
+use super::{Migrate, Migration, MovedTask, Outcome, RaiseEvent, Raised, Resolution, Shared, Started};
 use crate::activity::{ActivityError, ActivityOptions, Failure};
 use crate::error::EngineError;
 use crate::history::{
@@ -77,6 +77,12 @@ pub(crate) enum Input {
     Watch {
         id: InstanceId,
         reply: Reply<Outcome>,
+    },
+    Migrate {
+        id: InstanceId,
+        request: Migrate,
+        actor: Actor,
+        reply: Reply<Migration>,
     },
     ActivityDone {
         id: InstanceId,
@@ -154,7 +160,8 @@ impl Work {
                 | Input::Terminate { id, .. }
                 | Input::ActivityDone { id, .. }
                 | Input::TaskAction { id, .. }
-                | Input::Suspend { id, .. },
+                | Input::Suspend { id, .. }
+                | Input::Migrate { id, .. },
             ) => Some(id),
             Work::TimerFired { id, .. } | Work::Redeliver { id, .. } => Some(id),
             Work::ChildOutcome { parent, .. } => Some(&parent.instance),
@@ -233,6 +240,7 @@ enum Post {
     Started(Reply<Started>, Started),
     Raised(Reply<Raised>, Raised),
     TaskActed(Reply<HumanTaskRow>, Box<HumanTaskRow>),
+    Migrated(Reply<Migration>, Box<Migration>),
     Done(Reply<()>),
     Fail(ReplyAny, EngineError),
     /// After an incident retry: dispatch the instance's open tasks and arm its timers again.
@@ -244,6 +252,7 @@ enum ReplyAny {
     Started(Reply<Started>),
     Raised(Reply<Raised>),
     TaskActed(Reply<HumanTaskRow>),
+    Migrated(Reply<Migration>),
     Done(Reply<()>),
 }
 
@@ -253,6 +262,7 @@ impl ReplyAny {
             Self::Started(r) => r.send(Err(err)).map_err(drop),
             Self::Raised(r) => r.send(Err(err)).map_err(drop),
             Self::TaskActed(r) => r.send(Err(err)).map_err(drop),
+            Self::Migrated(r) => r.send(Err(err)).map_err(drop),
             Self::Done(r) => r.send(Err(err)).map_err(drop),
         };
     }
@@ -520,14 +530,16 @@ impl Core {
         let key = format!("{}@{}", row.orchestration, row.version);
         let result = match self.shared.registered(&key) {
             None => Err((IncidentKind::DefinitionMissing, format!("no orchestration is registered as {key}"))),
-            Some(orchestration) => {
+            Some(_) => {
                 self.shared.stats.replays.fetch_add(1, Ordering::Relaxed);
-                let mut replayed = Instance::replay(orchestration.clone(), &row, snapshot.as_ref(), &events);
+                let shared = &self.shared;
+                let versions = |key: &str| shared.registered(key);
+                let mut replayed = Instance::replay_collecting(&versions, &row, snapshot.as_ref(), &events, None);
                 // A snapshot is only a shortcut: if it does not load, the history alone decides.
                 if let (Err(err), Some(snapshot)) = (&replayed, &snapshot) {
                     tracing::warn!(wf.id = %row.id, snapshot.seq = snapshot.seq, error = %err, "snapshot unusable; replaying the history");
                     if let Ok(history) = self.shared.store.history(&row.id, row.run_start, u32::MAX).await {
-                        replayed = Instance::replay(orchestration.clone(), &row, None, &history);
+                        replayed = Instance::replay_collecting(&versions, &row, None, &history, None);
                     }
                 }
                 replayed.map_err(|err| {
@@ -536,7 +548,9 @@ impl Core {
                             IncidentKind::Nondeterminism
                         }
                         StepError::Corrupt(_) => IncidentKind::CorruptHistory,
-                        StepError::DefinitionChanged { .. } => IncidentKind::DefinitionMissing,
+                        StepError::DefinitionChanged { .. } | StepError::VersionMissing(_) => {
+                            IncidentKind::DefinitionMissing
+                        }
                     };
                     (kind, err.to_string())
                 })
@@ -667,6 +681,12 @@ impl Core {
                 }
             }
             Work::Input(Input::Watch { id, reply }) => batch.post.push(Post::Watch(id, reply)),
+            Work::Input(Input::Migrate { id, request, actor, reply }) => {
+                match self.migrate(batch, &id, request, actor, work).await {
+                    Ok(migration) => batch.post.push(Post::Migrated(reply, Box::new(migration))),
+                    Err(err) => batch.post.push(Post::Fail(ReplyAny::Migrated(reply), err)),
+                }
+            }
             Work::Input(Input::ActivityDone { id, seq, token, attempt, outcome }) => {
                 self.activity_done(batch, id, seq, token, attempt, outcome, work).await;
             }
@@ -905,6 +925,43 @@ impl Core {
             batch.post.push(Post::Recover(id.clone()));
         }
         Ok(())
+    }
+
+    /// Moves an instance to another version of its definition, or (a dry run) tells what the
+    /// move would do. The move is proven on a copy of the instance before it is recorded.
+    async fn migrate(
+        &mut self,
+        batch: &mut Batch,
+        id: &InstanceId,
+        request: Migrate,
+        actor: Actor,
+        work: &mut VecDeque<Work>,
+    ) -> Result<Migration, EngineError> {
+        if !self.ensure_loaded(id, batch).await? {
+            return Err(EngineError::InstanceNotFound(id.clone()));
+        }
+        let Some(cached) = self.cache.get_mut(id) else { return Err(EngineError::InstanceNotFound(id.clone())) };
+        let key = format!("{}@{}", cached.instance.definition.name, request.to);
+        let to = self.shared.registered(&key).ok_or(EngineError::DefinitionNotFound(key))?;
+        let refused = |reason: String| EngineError::MigrationRefused { id: id.clone(), reason };
+        let event = cached.instance.migration(&to, &request.mapping, &request.reason).map_err(refused)?;
+        let mut trial = cached.instance.clone();
+        trial.expect_migration(to.clone());
+        trial
+            .handle(EventKind::InstanceMigrated(event.clone()), batch.now, actor.clone())
+            .map_err(|err| refused(format!("the moved instance does not take the move: {err}")))?;
+        let migration = Migration {
+            instance: id.clone(),
+            from: event.from.key(),
+            to: event.to.key(),
+            moved: event.moved.iter().map(|(from, to)| MovedTask { from: from.clone(), to: to.clone() }).collect(),
+            applied: !request.dry_run,
+        };
+        if !request.dry_run {
+            cached.instance.expect_migration(to);
+            self.step(batch, id, EventKind::InstanceMigrated(event), actor, None, work);
+        }
+        Ok(migration)
     }
 
     async fn raise(
@@ -1287,6 +1344,7 @@ impl Core {
                         Post::Started(reply, _) => ReplyAny::Started(reply).send(store_error(&err, &message)),
                         Post::Raised(reply, _) => ReplyAny::Raised(reply).send(store_error(&err, &message)),
                         Post::TaskActed(reply, _) => ReplyAny::TaskActed(reply).send(store_error(&err, &message)),
+                        Post::Migrated(reply, _) => ReplyAny::Migrated(reply).send(store_error(&err, &message)),
                         Post::Done(reply) => ReplyAny::Done(reply).send(store_error(&err, &message)),
                         Post::Fail(reply, err) => reply.send(err),
                         Post::Watch(id, reply) => self.watch(id, reply).await,
@@ -1346,6 +1404,9 @@ impl Core {
             }
             Post::TaskActed(reply, row) => {
                 let _ = reply.send(Ok(*row));
+            }
+            Post::Migrated(reply, migration) => {
+                let _ = reply.send(Ok(*migration));
             }
             Post::Done(reply) => {
                 let _ = reply.send(Ok(()));
@@ -1440,6 +1501,7 @@ fn refuse(input: Input) {
             ReplyAny::Done(reply).send(EngineError::ShuttingDown)
         }
         Input::TaskAction { reply, .. } => ReplyAny::TaskActed(reply).send(EngineError::ShuttingDown),
+        Input::Migrate { reply, .. } => ReplyAny::Migrated(reply).send(EngineError::ShuttingDown),
         Input::Watch { reply, .. } => {
             let _ = reply.send(Err(EngineError::ShuttingDown));
         }

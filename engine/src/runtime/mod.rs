@@ -26,7 +26,7 @@ use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::error::EngineError;
 use crate::history::{Actor, DefinitionInfo, InstanceId, Seq, StoredEvent};
 use crate::human::{HumanTaskRow, InboxQuery, Principal, TaskAction};
-use crate::orchestration::{DynOrchestration, Orchestration, into_dyn};
+use crate::orchestration::{DynOrchestration, Orchestration, TaskMapping, into_dyn};
 use crate::store::{Incident, InstanceRow, InstanceStatus, SlaQuery, SlaRow, Store, TaskRow, TimerRow};
 
 pub(crate) use self::core::Input;
@@ -147,6 +147,41 @@ pub struct Change {
     /// Human tasks created or changed, as stored (with their access keys, so a subscriber can
     /// show each only to the people who may see it).
     pub human_tasks: Vec<HumanTaskRow>,
+}
+
+/// What [`Engine::migrate`] is asked.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Migrate {
+    /// The version to move to (of the instance's own definition).
+    pub to: String,
+    /// Old task -> new task, for running tasks whose counterpart the orchestration cannot find
+    /// by itself (for the DSL: same reference, else same name).
+    pub mapping: TaskMapping,
+    pub reason: String,
+    /// Only tell what the move would do.
+    pub dry_run: bool,
+}
+
+/// What a migration did, or (a dry run) would do.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Migration {
+    pub instance: InstanceId,
+    /// `name@version` before the move.
+    pub from: String,
+    /// `name@version` after it.
+    pub to: String,
+    /// Where each running task goes.
+    pub moved: Vec<MovedTask>,
+    /// False for a dry run.
+    pub applied: bool,
+}
+
+/// A running task and its counterpart in the new version (references).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MovedTask {
+    pub from: String,
+    pub to: String,
 }
 
 /// How an incident is resolved ([`Engine::resolve_incident`]).
@@ -645,6 +680,16 @@ impl Engine {
         actor: Actor,
     ) -> Result<(), EngineError> {
         self.ask(|reply| Input::RetryIncident { incident, reason: reason.to_owned(), actor, resolution, reply }).await
+    }
+
+    /// Moves a running instance to another version of its definition, as
+    /// [`Orchestration::migrate`](crate::Orchestration::migrate) translates its state, or tells
+    /// why it cannot ([`EngineError::MigrationRefused`]). A dry run changes nothing. The move is
+    /// an input like any other: it lands in history (`InstanceMigrated`, with the actor and the
+    /// reason) in the instance's step, and replay changes version there. Activities, timers and
+    /// human tasks in flight carry on; open human tasks keep the form they were created with.
+    pub async fn migrate(&self, id: &InstanceId, request: Migrate, actor: Actor) -> Result<Migration, EngineError> {
+        self.ask(|reply| Input::Migrate { id: id.clone(), request, actor, reply }).await
     }
 
     /// Waits until the instance has ended, and tells how.

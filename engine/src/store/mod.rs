@@ -133,6 +133,7 @@ pub struct ParentRef {
 /// An activity task: one scheduled activity, alive until its completion or final failure is
 /// committed. The idempotency key is `instance_id:seq`; the attempt counter is separate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskRow {
     pub instance: InstanceId,
     pub seq: Seq,
@@ -156,6 +157,7 @@ impl TaskRow {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TimerRow {
     pub instance: InstanceId,
     pub seq: Seq,
@@ -174,6 +176,7 @@ pub struct OutboxRow {
 
 /// Something an instance cannot get past by itself. Visible until resolved; retryable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Incident {
     pub id: i64,
     pub instance: InstanceId,
