@@ -26,8 +26,8 @@ use serde_json::{Map, Value, json};
 
 use crate::expr::{Expr, ExprError, ExprErrorKind, Limits, Template, Vars};
 use crate::model::{
-    AttributeMatch, Call, Filter, Kind, ListId, Node, NodeId, Program, Raise, Read, Run, Schema, Strategy, Then,
-    Transform, Until, WaitFor,
+    AttributeMatch, Call, Filter, Kind, ListId, Node, NodeId, OnError, Program, Raise, Read, Run, Schema, Strategy,
+    Then, Transform, Until, WaitFor,
 };
 use crate::problem::{Problem, Standard, same_type};
 
@@ -307,7 +307,7 @@ impl Orchestration for Workflow {
         if state.ended {
             return Ok(());
         }
-        let mut machine = Machine { wf: self, state, ctx, secrets: None, budget: TASKS_PER_STEP };
+        let mut machine = Machine { wf: self, state, ctx, secrets: None, budget: TASKS_PER_STEP, incident: None };
         match trigger {
             Trigger::Started { input, started_by } => {
                 machine.state.started_by = started_by.map(str::to_owned);
@@ -343,7 +343,14 @@ impl Orchestration for Workflow {
             Trigger::Resumed => machine.suspended(false),
         }
         machine.run();
-        Ok(())
+        match machine.incident {
+            // Nothing of this step is kept: the instance stays as it was before the trigger.
+            Some(problem) => {
+                let at = problem.instance.as_deref().map(|task| format!(" at {task}")).unwrap_or_default();
+                Err(Fault::unhandled(format!("uncaught error{at}: {}", problem.summary())))
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -353,6 +360,9 @@ struct Machine<'a, 'c> {
     ctx: &'a mut Ctx<'c>,
     secrets: Option<Value>,
     budget: u32,
+    /// An uncaught error under `onError: incident`: the step is abandoned and the engine opens
+    /// an incident instead.
+    incident: Option<Problem>,
 }
 
 /// What an expression evaluates in: its `.`, the task (if any) and the scope's variables.
@@ -519,6 +529,9 @@ impl Machine<'_, '_> {
 
     fn run(&mut self) {
         while let Some((frame, signal)) = self.state.queue.pop_front() {
+            if self.incident.is_some() {
+                return;
+            }
             if self.state.ended {
                 self.state.queue.clear();
                 return;
@@ -633,6 +646,12 @@ impl Machine<'_, '_> {
             }
             Ok(output)
         });
+        if program.on_error == OnError::Incident
+            && let Err(problem) = result
+        {
+            self.incident = Some(problem);
+            return;
+        }
         // What is still outstanding ends with the instance: the engine disarms its timers,
         // abandons its activities and withdraws its human tasks. SLA clocks stop with a record
         // of the business time they counted.

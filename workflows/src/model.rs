@@ -387,6 +387,20 @@ pub struct Program {
     pub calendars: baton_sla::Calendars,
     /// `use.templates`: notification templates declared by the definition, as written.
     pub templates: Value,
+    /// What an error no task catches does (`document.metadata.baton.onError`).
+    pub on_error: OnError,
+}
+
+/// What an error no task catches does to an instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnError {
+    /// The workflow ends faulted, with the error as its result (the specification's rule).
+    #[default]
+    Fault,
+    /// The instance stops where it is with an incident, which operators retry (a failed call
+    /// runs again, with an edited input if they give one), complete by hand, or fix by moving
+    /// the instance to a corrected version first.
+    Incident,
 }
 
 impl Program {
@@ -586,6 +600,17 @@ impl Compiler {
             None => baton_sla::Calendars::new(),
         };
 
+        let on_error = match definition.pointer("/document/metadata/baton/onError") {
+            None => OnError::Fault,
+            Some(Value::String(text)) if text == "fault" => OnError::Fault,
+            Some(Value::String(text)) if text == "incident" => OnError::Incident,
+            Some(other) => {
+                return Err(CompileError::new(
+                    "/document/metadata/baton/onError",
+                    format!("`onError` is `fault` (the default) or `incident`, not {other}"),
+                ));
+            }
+        };
         let input = get(&definition, "input");
         let output = get(&definition, "output");
         let input_schema = self.schema(input.and_then(|i| get(i, "schema")), "/input/schema")?;
@@ -623,6 +648,7 @@ impl Compiler {
             sla,
             calendars,
             templates: get(&self.use_, "templates").cloned().unwrap_or(Value::Null),
+            on_error,
         })
     }
 

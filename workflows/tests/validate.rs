@@ -581,3 +581,12 @@ fn every_code_has_a_documentation_page_and_an_index_entry() {
         );
     }
 }
+
+#[test]
+fn batons_settings_in_the_metadata_are_checked_at_their_line() {
+    let text = "document:\n  dsl: '1.0.3'\n  namespace: test\n  name: flow\n  version: '1.0.0'\n  metadata:\n    baton:\n      onError: maybe\n      startableBy: [team_leader]\ndo:\n  - a:\n      set: { b: 1 }\n";
+    let diagnostic = only(&diagnose(text)).clone();
+    assert_eq!((diagnostic.code, diagnostic.line, diagnostic.column), (codes::SCHEMA, 8, 16), "{diagnostic:?}");
+    assert!(diagnostic.expected.as_deref().is_some_and(|e| e.contains("`incident`")), "{diagnostic:?}");
+    assert!(diagnose(&text.replace("maybe", "incident")).is_empty());
+}
