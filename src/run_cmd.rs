@@ -67,7 +67,7 @@ enum ClockArg {
 }
 
 /// JSON given inline, or `@file` holding JSON or YAML.
-fn read_value(text: &str, what: &str) -> anyhow::Result<Value> {
+pub(crate) fn read_value(text: &str, what: &str) -> anyhow::Result<Value> {
     match text.strip_prefix('@') {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {what} file {path}"))?;

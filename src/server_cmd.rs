@@ -33,6 +33,11 @@ pub struct ServerConfig {
     pub directory: Option<PathBuf>,
     /// Shared business calendars (a YAML or JSON file with `calendars:`).
     pub calendars: Option<PathBuf>,
+    /// Notification templates every definition may use (a YAML or JSON file: name ->
+    /// template, docs/notifications.md); a definition's own templates come first.
+    pub templates: Option<PathBuf>,
+    /// The locale of notification recipients who have none (BCP 47: `en`, `fr-BE`).
+    pub locale: String,
     pub auth: AuthSection,
     /// Requests per second per user on average, and in a burst.
     pub rate_per_second: f64,
@@ -109,6 +114,8 @@ impl Default for ServerConfig {
             definitions: Vec::new(),
             directory: None,
             calendars: None,
+            templates: None,
+            locale: "en".into(),
             auth: AuthSection::default(),
             rate_per_second: 50.0,
             rate_burst: 200.0,
@@ -163,6 +170,9 @@ pub struct ServerArgs {
     /// Shared business calendars (BATON_CALENDARS).
     #[arg(long)]
     calendars: Option<PathBuf>,
+    /// Notification templates every definition may use (BATON_TEMPLATES).
+    #[arg(long)]
+    templates: Option<PathBuf>,
     /// Print the configuration this would run with (secrets hidden) and exit.
     #[arg(long)]
     dump_config: bool,
@@ -177,6 +187,8 @@ const ENVIRONMENT: &[&str] = &[
     "BATON_DEFINITIONS",
     "BATON_DIRECTORY",
     "BATON_CALENDARS",
+    "BATON_TEMPLATES",
+    "BATON_LOCALE",
     "BATON_AUTH_HS256_SECRET",
     "BATON_AUTH_JWKS_FILE",
     "BATON_AUTH_JWKS_URL",
@@ -211,13 +223,14 @@ impl ServerConfig {
                 config.set(name, value).with_context(|| format!("the environment variable {name}"))?;
             }
         }
-        let flags: [(&str, Option<String>); 6] = [
+        let flags: [(&str, Option<String>); 7] = [
             ("BATON_HTTP_ADDR", args.http_addr.clone()),
             ("BATON_GRPC_ADDR", args.grpc_addr.clone()),
             ("BATON_STORE", args.store.clone()),
             ("BATON_CLOCK", args.clock.clone()),
             ("BATON_DIRECTORY", args.directory.as_ref().map(|p| p.display().to_string())),
             ("BATON_CALENDARS", args.calendars.as_ref().map(|p| p.display().to_string())),
+            ("BATON_TEMPLATES", args.templates.as_ref().map(|p| p.display().to_string())),
         ];
         for (name, value) in flags {
             if let Some(value) = value {
@@ -241,6 +254,8 @@ impl ServerConfig {
             "BATON_DEFINITIONS" => self.definitions = list(&value).into_iter().map(PathBuf::from).collect(),
             "BATON_DIRECTORY" => self.directory = Some(value.into()),
             "BATON_CALENDARS" => self.calendars = Some(value.into()),
+            "BATON_TEMPLATES" => self.templates = Some(value.into()),
+            "BATON_LOCALE" => self.locale = value,
             "BATON_AUTH_HS256_SECRET" => self.auth.hs256_secret = Some(value),
             "BATON_AUTH_JWKS_FILE" => self.auth.jwks_file = Some(value.into()),
             "BATON_AUTH_JWKS_URL" => self.auth.jwks_url = Some(value),
@@ -431,6 +446,13 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     baton_activities::register_directory(&mut registry, Arc::clone(&store));
     let mut notify = NotifyConfig::new(Arc::clone(&store), Arc::clone(&clock));
     notify.calendars = (*calendars).clone();
+    notify.default_locale = config.locale.clone();
+    if let Some(path) = &config.templates {
+        let templates = crate::run_cmd::read_value(&format!("@{}", path.display()), "templates")?;
+        notify
+            .add_global_templates(&templates)
+            .map_err(|error| anyhow::anyhow!("the templates {}: {error}", path.display()))?;
+    }
     notify.smtp = config.email.as_ref().map(EmailSection::smtp);
     notify.webhook = config.webhook.as_ref().map(WebhookSection::config);
     notify.sms = config.sms.as_ref().map(WebhookSection::config);

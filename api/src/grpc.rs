@@ -95,6 +95,7 @@ pub const ROUTES: &[Route] = &[
     route("Instances/RetryIncident", "retryIncident", "POST", "/api/v1/incidents/{incident}/retry", Json),
     route("Instances/CompleteIncident", "completeIncident", "POST", "/api/v1/incidents/{incident}/complete", Json),
     route("Instances/MigrateInstance", "migrateInstance", "POST", "/api/v1/instances/{id}/migrate", Json),
+    route("Instances/PurgeInstances", "purgeInstances", "POST", "/api/v1/admin/purge", Json),
     route("Instances/StartBulk", "startBulk", "POST", "/api/v1/bulk", Json),
     route("Instances/GetBulk", "getBulk", "GET", "/api/v1/bulk/{job}", Query),
     route("Tasks/ListTasks", "listTasks", "GET", "/api/v1/tasks", Query),
@@ -395,6 +396,7 @@ forwarded!(instances_server::Instances {
     retry_incident(RetryIncidentRequest) -> Json = "Instances/RetryIncident";
     complete_incident(CompleteIncidentRequest) -> Json = "Instances/CompleteIncident";
     migrate_instance(MigrateInstanceRequest) -> Json = "Instances/MigrateInstance";
+    purge_instances(PurgeInstancesRequest) -> Json = "Instances/PurgeInstances";
     start_bulk(StartBulkRequest) -> Json = "Instances/StartBulk";
     get_bulk(GetBulkRequest) -> Json = "Instances/GetBulk";
 });

@@ -97,6 +97,8 @@ pub const TABLE: &[Row] = &[
     row("listNotifications", Rule::Person),
     row("markNotificationsRead", Rule::Person),
     row("advanceClock", Rule::ManualClockAdmin),
+    // Deleting histories for good: administrators of the definition's namespace only.
+    row("purgeInstances", Rule::Platform(&[])),
     // Live updates: each change is filtered by what the caller may see.
     row("streamChanges", Rule::Person),
     // Remote workers: a lease belongs to the worker that polled it.

@@ -708,3 +708,40 @@ async fn ops_move_a_running_instance_to_a_new_version_after_a_dry_run() {
         (&json!("otto"), &json!("audit every approval"))
     );
 }
+
+#[tokio::test]
+async fn an_administrator_purges_the_instances_that_ended_long_enough_ago() {
+    let s = Server::start(true).await;
+    s.deploy(APPROVAL, "dora").await;
+    let start = json!({"definition": "training/approval", "input": {"title": "x", "department": "paint"}});
+    let (_, old) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start.clone())).await;
+    let old = old["id"].as_str().unwrap().to_owned();
+    let (status, _) = s.call("POST", &format!("/api/v1/instances/{old}/terminate"), Some("otto"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    s.call("POST", "/api/v1/admin/clock/advance", Some("root"), Some(json!({"by": "P2D"}))).await;
+    let (_, running) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    let running = running["id"].as_str().unwrap().to_owned();
+
+    let purge = |dry_run: bool| json!({"definition": "training/approval", "olderThan": "P1D", "dryRun": dry_run});
+    let (status, _) = s.call("POST", "/api/v1/admin/purge", Some("otto"), Some(purge(true))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "operators do not delete histories");
+    let (status, problem) = s
+        .call(
+            "POST",
+            "/api/v1/admin/purge",
+            Some("root"),
+            Some(json!({"definition": "training/approval", "olderThan": "soon"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let (status, dry) = s.call("POST", "/api/v1/admin/purge", Some("root"), Some(purge(true))).await;
+    assert_eq!((status, &dry), (StatusCode::OK, &json!({"instances": [old], "dryRun": true})));
+    let (status, _) = s.call("GET", &format!("/api/v1/instances/{old}"), Some("otto"), None).await;
+    assert_eq!(status, StatusCode::OK, "a dry run deletes nothing");
+    let (_, done) = s.call("POST", "/api/v1/admin/purge", Some("root"), Some(purge(false))).await;
+    assert_eq!(done, json!({"instances": [old], "dryRun": false}));
+    let (status, _) = s.call("GET", &format!("/api/v1/instances/{old}"), Some("otto"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "purged");
+    let (status, _) = s.call("GET", &format!("/api/v1/instances/{running}"), Some("otto"), None).await;
+    assert_eq!(status, StatusCode::OK, "a running instance stays");
+}

@@ -556,8 +556,6 @@ impl HistoryEvent {
 }
 
 impl StoredEvent {
-    /// Decodes the event, checking that it chains to `expected_prev` and that its own hash
-    /// matches its content.
     /// The migration this event records, if it is an `InstanceMigrated` (decoded without
     /// checking the chain: [`StoredEvent::decode`] does that).
     pub fn migration(&self) -> Option<Result<InstanceMigrated, DecodeError>> {
@@ -568,6 +566,8 @@ impl StoredEvent {
         })
     }
 
+    /// Decodes the event, checking that it chains to `expected_prev` and that its own hash
+    /// matches its content.
     pub fn decode(&self, expected_prev: Option<&str>) -> Result<HistoryEvent, DecodeError> {
         if let Some(prev) = expected_prev
             && prev != self.prev_hash

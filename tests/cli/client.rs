@@ -573,8 +573,9 @@ fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
     }
 }
 
-/// A deployed definition's own templates serve its `call: notify`: the message reaches the
-/// person's in-app inbox on a real server.
+/// A deployed definition's own templates serve its `call: notify`, and the server's global
+/// templates (`--templates`, in the server's default locale) the names it does not have: both
+/// messages reach the person's in-app inbox on a real server.
 #[test]
 fn a_notification_with_the_definitions_own_template_reaches_the_in_app_inbox() {
     const GREET: &str = "document: { dsl: '1.0.3', namespace: training, name: greet, version: '1.0.0' }
@@ -589,8 +590,24 @@ do:
   - tell:
       call: notify
       with: { to: tom, template: welcome, data: { program: forklift } }
+  - remind:
+      call: notify
+      with: { to: tom, template: shoes }
 ";
-    let server = ApiServer::start();
+    const GLOBAL: &str = "shoes:
+  channels: [inApp]
+  en:
+    subject: 'Reminder for {{recipient.name}}'
+    text: 'Bring your safety shoes.'
+  fr:
+    subject: 'Rappel pour {{recipient.name}}'
+    text: 'Apportez vos chaussures de sécurité.'
+";
+    let shared = tempfile::tempdir().expect("tempdir");
+    let templates = shared.path().join("templates.yaml");
+    std::fs::write(&templates, GLOBAL).expect("writes the templates");
+    let templates = templates.display().to_string();
+    let server = ApiServer::start_with(&[("BATON_TEMPLATES", &templates), ("BATON_LOCALE", "fr")]);
     let designer = server.token("dora", &["designer"]);
     let operator = server.token("otto", &["ops:training"]);
     let definition = server.write("greet.yaml", GREET);
@@ -610,9 +627,11 @@ do:
             .await
             .expect("JSON")
     });
-    let first = &inbox["items"][0];
-    assert_eq!(first["subject"], "Welcome, Tom", "{inbox}");
-    assert_eq!(first["body"], "Your training forklift starts Monday.");
+    let items = inbox["items"].as_array().expect("items");
+    let welcome = items.iter().find(|n| n["subject"] == "Welcome, Tom").unwrap_or_else(|| panic!("{inbox}"));
+    assert_eq!(welcome["body"], "Your training forklift starts Monday.", "the definition's own, in its only locale");
+    let shoes = items.iter().find(|n| n["subject"] == "Rappel pour Tom").unwrap_or_else(|| panic!("{inbox}"));
+    assert_eq!(shoes["body"], "Apportez vos chaussures de sécurité.", "the global one, in the server's locale");
 }
 
 /// With an `[email]` server configured, a notification's email reaches a real SMTP server.

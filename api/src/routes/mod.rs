@@ -60,6 +60,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/notifications", get(others::notifications))
         .route("/notifications/read", post(others::mark_read))
         .route("/admin/clock/advance", post(others::advance_clock))
+        .route("/admin/purge", post(others::purge))
         .route("/stream", get(stream::stream))
         .route("/workers/poll", post(workers::poll))
         .route("/workers/leases/{token}/heartbeat", post(workers::heartbeat))
@@ -90,7 +91,7 @@ pub fn router(app: Arc<App>) -> Router {
         bulk::start, bulk::get,
         tasks::list, tasks::get, tasks::claim, tasks::unclaim, tasks::delegate, tasks::reassign, tasks::comment,
         tasks::complete,
-        others::slas, others::people, others::person, others::notifications, others::mark_read, others::advance_clock,
+        others::slas, others::people, others::person, others::notifications, others::mark_read, others::advance_clock, others::purge,
         stream::stream,
         workers::poll, workers::heartbeat, workers::complete, workers::fail, workers::queues,
     ),

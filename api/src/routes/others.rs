@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use baton_engine::InstanceId;
 use baton_engine::directory::{PeopleQuery, Person};
 use baton_engine::history::Seq;
-use baton_engine::store::{SlaQuery, SlaStateName};
+use baton_engine::store::{PurgeQuery, SlaQuery, SlaStateName};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::{Body, Page, authorize, decode_cursor, parse_choice};
 use crate::app::{App, Auth};
 use crate::auth::{Permission, Scope};
-use crate::policy::Access;
+use crate::policy::{self, Access};
 use crate::problem::{ApiResult, Problem};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -294,4 +294,59 @@ pub async fn advance_clock(
     })?;
     let now = app.engine.advance_clock(by).await?;
     Ok(axum::Json(ClockView { now }))
+}
+
+/// Which ended instances to purge.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// `namespace/name`: the instances of every version of this definition.
+    pub definition: String,
+    /// Only instances that ended longer ago than this ISO 8601 duration (`P180D`).
+    pub older_than: String,
+    /// At most this many, the oldest first (default 1000, at most 10000).
+    #[serde(default)]
+    pub limit: u32,
+    /// Only name them; delete nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The instances purged (or, on a dry run, those that would be).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PurgeAnswer {
+    pub instances: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// Deletes for good the completed and cancelled instances of a definition that ended longer
+/// ago than `olderThan`, with their whole history and read models (the server's `[retention]`
+/// policies do the same every hour). Faulted and running instances are never purged. Take a
+/// backup first if the histories may be wanted later.
+#[utoipa::path(post, path = "/api/v1/admin/purge", operation_id = "purgeInstances", tag = "admin",
+    request_body = PurgeRequest, responses((status = 200, body = PurgeAnswer), (status = 400, body = crate::problem::ProblemBody)))]
+pub async fn purge(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Body(request): Body<PurgeRequest>,
+) -> ApiResult<axum::Json<PurgeAnswer>> {
+    let namespace = policy::namespace_of(&request.definition).map(str::to_owned);
+    authorize(&app, &auth, "purgeInstances", namespace.as_deref())?;
+    if namespace.is_none() {
+        return Err(Problem::bad_request(format!("`definition` is `namespace/name`, not {:?}", request.definition)));
+    }
+    let older_than = baton_workflows::duration::parse_iso8601(&request.older_than)
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .ok_or_else(|| {
+            Problem::bad_request(format!("`olderThan` is not an ISO 8601 duration (P180D): {:?}", request.older_than))
+        })?;
+    let query = PurgeQuery {
+        definition: Some(request.definition),
+        ended_before: app.engine.clock().now() - older_than,
+        limit: request.limit,
+        dry_run: request.dry_run,
+    };
+    let purged = app.engine.store().purge(&query).await?;
+    Ok(axum::Json(PurgeAnswer { instances: purged.iter().map(ToString::to_string).collect(), dry_run: query.dry_run }))
 }
