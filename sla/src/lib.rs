@@ -1,4 +1,4 @@
-//! Business calendars and SLA arithmetic (pure, time passed in).
+//! Business calendars, SLA and schedule arithmetic (pure, time passed in).
 //!
 //! A [`Calendar`] says when work happens: weekly working hours in civil time of a time zone,
 //! minus holidays. Over it, business time is counted: [`Calendar::deadline`] is the instant at
@@ -26,6 +26,9 @@
 //! serializable data, and judged with [`state`] against its allowed time and an at-risk
 //! [`Threshold`].
 //!
+//! When a schedule fires (cron in civil time across daylight saving, every, after) and what
+//! becomes of missed fire times is [`schedule`].
+//!
 //! Nothing here reads a clock, sleeps or does I/O beyond looking up a time zone when a
 //! calendar is read (the system time zone database, or the one bundled into the binary when
 //! the system has none). Instants are handled to the millisecond.
@@ -34,6 +37,7 @@ mod calendar;
 mod clock;
 mod config;
 mod holiday;
+pub mod schedule;
 mod set;
 
 pub use calendar::Calendar;
