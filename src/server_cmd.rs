@@ -52,6 +52,18 @@ pub struct ServerConfig {
     /// The SMS provider's gateway (a webhook that sends the text); without one, SMS deliveries
     /// fail.
     pub sms: Option<WebhookSection>,
+    /// The RabbitMQ broker `call: baton.amqp.publish` publishes to; without one, the activity
+    /// is not offered.
+    pub amqp: Option<AmqpSection>,
+}
+
+/// The AMQP broker (docs/activities.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSection {
+    /// `amqp://user:password@host:5672/vhost` or `amqps://...`; prefer BATON_AMQP_URL when it
+    /// holds a password.
+    pub url: String,
 }
 
 /// An HTTP receiver of notifications: each delivery is POSTed as JSON, signed with HMAC-SHA256
@@ -123,6 +135,7 @@ impl Default for ServerConfig {
             email: None,
             webhook: None,
             sms: None,
+            amqp: None,
         }
     }
 }
@@ -200,6 +213,7 @@ const ENVIRONMENT: &[&str] = &[
     "BATON_EMAIL_PASSWORD",
     "BATON_WEBHOOK_SECRET",
     "BATON_SMS_SECRET",
+    "BATON_AMQP_URL",
 ];
 
 impl ServerConfig {
@@ -272,6 +286,7 @@ impl ServerConfig {
                 Some(webhook) => webhook.secret = value,
                 None => anyhow::bail!("a webhook secret, but no [webhook] receiver is configured"),
             },
+            "BATON_AMQP_URL" => self.amqp = Some(AmqpSection { url: value }),
             "BATON_SMS_SECRET" => match &mut self.sms {
                 Some(sms) => sms.secret = value,
                 None => anyhow::bail!("an SMS gateway secret, but no [sms] gateway is configured"),
@@ -305,6 +320,9 @@ impl ServerConfig {
             && email.password.is_some()
         {
             email.password = Some("<hidden>".into());
+        }
+        if let Some(amqp) = &mut shown.amqp {
+            amqp.url = hide_userinfo(&amqp.url);
         }
         for hook in [&mut shown.webhook, &mut shown.sms].into_iter().flatten() {
             if !hook.secret.is_empty() {
@@ -458,6 +476,9 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     notify.sms = config.sms.as_ref().map(WebhookSection::config);
     let notify = Arc::new(notify);
     register_notify(&mut registry, Arc::clone(&notify));
+    if let Some(amqp) = &config.amqp {
+        baton_activities::register_amqp(&mut registry, baton_activities::AmqpConfig { uri: amqp.url.clone() });
+    }
     // Every other activity name goes to remote workers (`baton worker`, the HTTP protocol).
     let remote = RemoteQueue::new();
     remote.install(&mut registry);
@@ -671,6 +692,11 @@ mod tests {
         let dump = hooks.dump().expect("dump");
         assert!(!dump.contains("h00k-key") && !dump.contains("sms-key"), "{dump}");
         assert!(dump.contains("https://hooks.example/baton"), "{dump}");
+
+        let mut broker = ServerConfig::default();
+        broker.set("BATON_AMQP_URL", "amqp://baton:r4bbit@mq.example:5672/%2f".into()).expect("a broker");
+        let dump = broker.dump().expect("dump");
+        assert!(!dump.contains("r4bbit") && dump.contains("amqp://<hidden>@mq.example:5672/%2f"), "{dump}");
     }
 
     #[test]

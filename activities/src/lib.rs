@@ -6,6 +6,7 @@
 //! enables them ([`process`]). The `baton.notify` activity and its [`Notifier`] send templated
 //! notifications in-app, by email, webhook and SMS ([`notify`]; docs/notifications.md), and
 //! `baton.directory.*` activities look people up in the directory ([`directory`]).
+//! `baton.amqp.publish` publishes to RabbitMQ with publisher confirms ([`amqp`]).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -17,6 +18,7 @@
 //! assert!(registry.contains("http") && registry.contains("openapi"));
 //! ```
 
+pub mod amqp;
 mod auth;
 pub mod directory;
 pub mod http;
@@ -27,6 +29,7 @@ mod problem;
 pub mod process;
 mod uri;
 
+pub use amqp::{AMQP_PUBLISH_ACTIVITY, AmqpConfig, AmqpPublisher, register_amqp};
 pub use directory::{MANAGER_OF_ACTIVITY, PEOPLE_ACTIVITY, register_directory};
 pub use http::{HttpActivities, HttpConfig, NoSecrets, register};
 pub use notify::{
