@@ -483,7 +483,7 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     let remote = RemoteQueue::new();
     remote.install(&mut registry);
 
-    let api_options = ApiOptions {
+    let mut api_options = ApiOptions {
         manual_clock: manual,
         rate_per_second: config.rate_per_second,
         rate_burst: config.rate_burst,
@@ -497,14 +497,25 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     let mut builder =
         Engine::builder().store(Arc::clone(&store)).clock(Arc::clone(&clock)).options(options).activities(registry);
     // Deployed definitions are registered before the engine recovers the instances that run them.
+    let mut programs = Vec::new();
     for workflow in baton_api::app::stored_definitions(store.as_ref(), &api_options).await? {
-        let key = baton_engine::Orchestration::definition(&workflow).key();
+        let info = baton_engine::Orchestration::definition(&workflow);
+        let key = info.key();
+        programs.push((info.name, key.clone(), Arc::clone(workflow.program())));
         notify
             .add_definition_templates(&key, &workflow.program().templates)
             .map_err(|error| anyhow::anyhow!("the deployed definition {key}: use.templates: {error}"))?;
         builder = builder.orchestration(workflow);
     }
     let engine = Arc::new(builder.build().await.context("cannot start the engine")?);
+    // Scheduled starts: the latest version of each definition says its schedule.
+    let scheduler = Arc::new(baton_workflows::schedule::Scheduler::new(Arc::clone(&engine)));
+    for (name, key, program) in &programs {
+        if engine.latest_key(name).as_ref() == Some(key) {
+            scheduler.register(program).await.with_context(|| format!("the schedule of {key}"))?;
+        }
+    }
+    api_options.scheduler = Some(Arc::clone(&scheduler));
     let auth = Authenticator::new(config.auth_config()?).await.context("the authentication settings")?;
     let app = App::new(Arc::clone(&engine), auth.clone(), api_options).await?;
     for folder in &config.definitions {
@@ -513,6 +524,7 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
 
     let cancel = CancellationToken::new();
     let notifier = tokio::spawn(Notifier::new(notify).run(cancel.clone()));
+    let scheduled = tokio::spawn(Arc::clone(&scheduler).run(cancel.clone()));
     let retention = crate::retention::policies(&config.retention)?;
     let retention =
         tokio::spawn(crate::retention::run(Arc::clone(&store), Arc::clone(&clock), retention, cancel.clone()));
@@ -558,6 +570,7 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     }
     let _ = notifier.await;
     let _ = retention.await;
+    let _ = scheduled.await;
     engine.shutdown().await;
     eprintln!("Baton stopped.");
     Ok(())

@@ -39,6 +39,9 @@ pub struct ApiOptions {
     /// The notification activity's settings, when the engine runs it: a deploy adds the
     /// definition's own templates (`use.templates`) to them.
     pub notify: Option<Arc<baton_activities::notify::NotifyConfig>>,
+    /// Scheduled starts: a deploy that makes a version the latest of its definition takes its
+    /// `schedule`.
+    pub scheduler: Option<Arc<baton_workflows::schedule::Scheduler>>,
 }
 
 impl Default for ApiOptions {
@@ -51,6 +54,7 @@ impl Default for ApiOptions {
             compile: CompileOptions::default(),
             remote_workers: None,
             notify: None,
+            scheduler: None,
         }
     }
 }
@@ -141,7 +145,13 @@ impl App {
                 .map_err(|error| Problem::new(Kind::InvalidDefinition, format!("use.templates: {error}")))?;
         }
         let (row, created) = self.engine.store().deploy_definition(&new).await?;
+        let program = Arc::clone(workflow.program());
         self.engine.register(workflow)?;
+        if let Some(scheduler) = &self.options.scheduler
+            && self.engine.latest_key(&info.name) == Some(info.key())
+        {
+            scheduler.register(&program).await?;
+        }
         Ok(Deployed { row, created, warnings })
     }
 

@@ -736,3 +736,48 @@ do:
     assert!(request.to_ascii_lowercase().contains("x-baton-signature:"), "signed: {request}");
     assert!(request.contains("Training planned for Tom"), "{request}");
 }
+
+/// A deployed definition's `schedule` starts instances on a real server: on the manual clock,
+/// moving time by an hour starts the hourly one once.
+#[test]
+fn a_scheduled_definition_starts_an_instance_when_its_time_comes() {
+    const HOURLY: &str = "document: { dsl: '1.0.3', namespace: training, name: hourly, version: '1.0.0' }
+schedule:
+  every: PT1H
+do:
+  - note:
+      set:
+        at: ${ .scheduledAt }
+";
+    let server = ApiServer::start_with(&[("BATON_CLOCK", "manual")]);
+    let admin = server.token("root", &["admin"]);
+    server.ok(&admin, &["deploy", &server.write("hourly.yaml", HOURLY)]);
+    let scheduled = || {
+        server.json(&admin, &["workflow", "list", "--tag", "schedule"])["items"].as_array().cloned().unwrap_or_default()
+    };
+    assert!(scheduled().is_empty(), "nothing before its time");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let moved: Value = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/admin/clock/advance", server.address))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "by": "PT1H" }))
+            .send()
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("JSON")
+    });
+    assert!(moved["now"].is_string(), "{moved}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let items = loop {
+        let items = scheduled();
+        if !items.is_empty() || Instant::now() > deadline {
+            break items;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(items.len(), 1, "one start for the hour: {items:?}");
+    assert_eq!(items[0]["definition"], "training/hourly");
+}

@@ -12,4 +12,5 @@ pub mod model;
 pub mod parse;
 pub mod problem;
 pub mod run;
+pub mod schedule;
 pub mod validate;
