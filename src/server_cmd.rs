@@ -419,6 +419,7 @@ pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
             ("admin", vec![Grant { permission: Permission::Admin, namespace: None }]),
             ("designer", vec![Grant { permission: Permission::Designer, namespace: None }]),
             ("ops", vec![Grant { permission: Permission::Ops, namespace: None }]),
+            ("worker", vec![Grant { permission: Permission::Worker, namespace: None }]),
         ],
     };
     run(config, Some(identity)).await

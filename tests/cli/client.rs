@@ -191,6 +191,19 @@ impl ApiServer {
         }
     }
 
+    /// The JSON answer of one call of the HTTP API.
+    fn http(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Value {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let mut request =
+                reqwest::Client::new().request(method, format!("{}{path}", self.address)).bearer_auth(token);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            request.send().await.expect("the server answers").json().await.expect("JSON")
+        })
+    }
+
     fn write(&self, name: &str, text: &str) -> String {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).expect("writes");
@@ -615,18 +628,7 @@ do:
     let stdout = server.ok(&operator, &["workflow", "start", "training/greet"]);
     let id = stdout.strip_prefix("started ").and_then(|rest| rest.split_whitespace().next()).expect("an id").to_owned();
     server.wait_for_status(&operator, &id, "completed");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let inbox: Value = runtime.block_on(async {
-        reqwest::Client::new()
-            .get(format!("{}/api/v1/notifications", server.address))
-            .bearer_auth(server.token("tom", &[]))
-            .send()
-            .await
-            .expect("the server answers")
-            .json()
-            .await
-            .expect("JSON")
-    });
+    let inbox = server.http(reqwest::Method::GET, "/api/v1/notifications", &server.token("tom", &[]), None);
     let items = inbox["items"].as_array().expect("items");
     let welcome = items.iter().find(|n| n["subject"] == "Welcome, Tom").unwrap_or_else(|| panic!("{inbox}"));
     assert_eq!(welcome["body"], "Your training forklift starts Monday.", "the definition's own, in its only locale");
@@ -756,19 +758,12 @@ do:
         server.json(&admin, &["workflow", "list", "--tag", "schedule"])["items"].as_array().cloned().unwrap_or_default()
     };
     assert!(scheduled().is_empty(), "nothing before its time");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let moved: Value = runtime.block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/api/v1/admin/clock/advance", server.address))
-            .bearer_auth(&admin)
-            .json(&serde_json::json!({ "by": "PT1H" }))
-            .send()
-            .await
-            .expect("the server answers")
-            .json()
-            .await
-            .expect("JSON")
-    });
+    let moved = server.http(
+        reqwest::Method::POST,
+        "/api/v1/admin/clock/advance",
+        &admin,
+        Some(serde_json::json!({ "by": "PT1H" })),
+    );
     assert!(moved["now"].is_string(), "{moved}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let items = loop {
