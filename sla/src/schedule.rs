@@ -128,6 +128,7 @@ pub fn due(
     misfire: Misfire,
 ) -> Due {
     let mut times = Vec::new();
+    let mut dropped = 0;
     let mut next = Some(planned);
     while let Some(at) = next {
         if at > now {
@@ -139,11 +140,12 @@ pub fn due(
         // older ones are missed whatever the policy, past the catch-up bound.
         if times.len() > MAX_CATCH_UP * 2 {
             times.drain(..MAX_CATCH_UP);
+            dropped += MAX_CATCH_UP;
         }
     }
     let grace = chrono::Duration::from_std(GRACE).unwrap_or_default();
     let (missed, on_time): (Vec<_>, Vec<_>) = times.iter().partition(|at| now - **at > grace);
-    let total = times.len();
+    let total = times.len() + dropped;
     let fire = match misfire {
         Misfire::Skip => on_time,
         Misfire::RunOnce => times.last().copied().into_iter().collect(),
@@ -219,6 +221,18 @@ mod tests {
         let late = due(&hourly, start, planned, now + chrono::Duration::minutes(10), Misfire::Skip);
         assert!(late.fire.is_empty(), "all five are missed: {late:?}");
         assert_eq!(due(&hourly, start, planned, now, Misfire::RunOnce).next, Some(utc(2026, 11, 23, 6, 0)));
+
+        // Far behind: a thousand minutes missed, a hundred caught up, the rest counted as skipped.
+        let minutely = Recurrence::every(Duration::from_secs(60)).expect("valid");
+        let behind = due(
+            &minutely,
+            start,
+            start + chrono::Duration::minutes(1),
+            start + chrono::Duration::minutes(1000),
+            Misfire::CatchUp,
+        );
+        assert_eq!((behind.fire.len(), behind.skipped), (MAX_CATCH_UP, 1000 - MAX_CATCH_UP));
+        assert_eq!(behind.fire.last(), Some(&(start + chrono::Duration::minutes(1000))));
     }
 
     #[test]

@@ -52,6 +52,9 @@ struct Entry {
     overlap: Overlap,
     /// What the definition says, to know when a new version changed it.
     spec: Value,
+    /// The stored state's next fire time, kept here so that a tick reads the store only for
+    /// schedules that are due.
+    next_at: Option<DateTime<Utc>>,
 }
 
 /// A schedule's state, kept in the store's settings under `schedule:<definition>`.
@@ -128,22 +131,24 @@ impl Scheduler {
             self.entries().remove(&definition);
             return Ok(());
         };
-        let store = self.engine.store();
-        let stored = self.state(&definition).await?;
-        if stored.as_ref().is_none_or(|s| s.spec != spec) {
-            let now = self.engine.clock().now();
-            let state = ScheduleState {
-                next_at: recurrence.first(now),
-                spec: spec.clone(),
-                started_at: now,
-                last_fired_at: None,
-                last_instance: None,
-                fired: 0,
-                skipped: 0,
-            };
-            store.set_setting(&state_key(&definition), &serde_json::to_string(&state).unwrap_or_default()).await?;
-        }
-        self.entries().insert(definition, Entry { recurrence, misfire, overlap, spec });
+        let state = match self.state(&definition).await? {
+            Some(stored) if stored.spec == spec => stored,
+            _ => {
+                let now = self.engine.clock().now();
+                let state = ScheduleState {
+                    next_at: recurrence.first(now),
+                    spec: spec.clone(),
+                    started_at: now,
+                    last_fired_at: None,
+                    last_instance: None,
+                    fired: 0,
+                    skipped: 0,
+                };
+                self.save(&definition, &state).await?;
+                state
+            }
+        };
+        self.entries().insert(definition, Entry { recurrence, misfire, overlap, spec, next_at: state.next_at });
         Ok(())
     }
 
@@ -153,12 +158,18 @@ impl Scheduler {
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
+    async fn save(&self, definition: &str, state: &ScheduleState) -> Result<(), EngineError> {
+        let text = serde_json::to_string(state).unwrap_or_default();
+        Ok(self.engine.store().set_setting(&state_key(definition), &text).await?)
+    }
+
     /// Starts what is due now; returns the instances started.
     pub async fn tick(&self) -> Result<Vec<InstanceId>, EngineError> {
         let now = self.engine.clock().now();
         let due_now: Vec<(String, Recurrence, Misfire, Overlap, Value)> = self
             .entries()
             .iter()
+            .filter(|(_, e)| e.next_at.is_some_and(|at| at <= now))
             .map(|(name, e)| (name.clone(), e.recurrence.clone(), e.misfire, e.overlap, e.spec.clone()))
             .collect();
         let mut started = Vec::new();
@@ -189,8 +200,10 @@ impl Scheduler {
                 started.push(instance);
             }
             state.next_at = plan.next;
-            let text = serde_json::to_string(&state).unwrap_or_default();
-            self.engine.store().set_setting(&state_key(&definition), &text).await?;
+            self.save(&definition, &state).await?;
+            if let Some(entry) = self.entries().get_mut(&definition) {
+                entry.next_at = state.next_at;
+            }
         }
         Ok(started)
     }
@@ -201,7 +214,7 @@ impl Scheduler {
         Ok(row.is_some_and(|r| !r.status.is_final() && r.status != InstanceStatus::Faulted))
     }
 
-    /// Ticks until `cancel`: every second, or sooner when a fire time comes first.
+    /// Ticks every second until `cancel`.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             if let Err(err) = self.tick().await {

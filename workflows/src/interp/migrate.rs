@@ -229,13 +229,13 @@ fn find(program: &Program, name: &str) -> Result<NodeId, String> {
             .map(|i| i as NodeId)
             .ok_or_else(|| "no task has that reference".to_owned());
     }
-    let named: Vec<&Node> = program.nodes.iter().filter(|n| n.name == name).collect();
+    let named: Vec<(usize, &Node)> = program.nodes.iter().enumerate().filter(|(_, n)| n.name == name).collect();
     match named.as_slice() {
         [] => Err("no task has that name".into()),
-        [_] => Ok(program.nodes.iter().position(|n| n.name == name).unwrap_or_default() as NodeId),
+        [(id, _)] => Ok(*id as NodeId),
         several => Err(format!(
             "several tasks have that name ({}); use a reference",
-            several.iter().map(|n| n.reference.as_str()).collect::<Vec<_>>().join(", ")
+            several.iter().map(|(_, n)| n.reference.as_str()).collect::<Vec<_>>().join(", ")
         )),
     }
 }
