@@ -131,6 +131,32 @@ enum AdminCommand {
         #[arg(long, env = "BATON_STORE")]
         store: String,
     },
+    /// Erase a person's personal data (GDPR): the form data of tasks they completed or that
+    /// were completed for them and their comments, in ended instances' histories (the chain
+    /// still verifies) and read models, their notifications, their directory entry but the id.
+    /// Refused while instances not ended hold some of it (run with --dry-run to list them).
+    Erase {
+        /// The person's directory id.
+        person: String,
+        /// Why (the request's reference), kept in the audit trail.
+        #[arg(long)]
+        reason: String,
+        /// Report what would be erased and what blocks it; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, env = "BATON_STORE")]
+        store: String,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit trail of erasures: who erased whose data, when, why, and how much.
+    Erasures {
+        /// Only this person's.
+        person: Option<String>,
+        #[arg(long, env = "BATON_STORE")]
+        store: String,
+    },
     /// Rebuild every read model (instance rows, human tasks, SLA clocks) of every instance (or
     /// of those named) from its history and compare it with the stored one; exit code 1 when
     /// one differs. `--apply` writes the rebuilt rows over the differing ones.
@@ -224,6 +250,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             purge(&store, definition, &older_than, limit, dry_run).await
         }
         Command::Admin { command: AdminCommand::Restore { backup, to } } => restore(&backup, &to).await,
+        Command::Admin { command: AdminCommand::Erase { person, reason, dry_run, store, json } } => {
+            erase(&store, person, reason, dry_run, json).await
+        }
+        Command::Admin { command: AdminCommand::Erasures { person, store } } => erasures(&store, person).await,
     }
 }
 
@@ -394,6 +424,8 @@ async fn rebuild_projections(instances: Vec<String>, store: &str, apply: bool, j
             write_out(&serde_json::to_string(&rebuilt)?)?;
         } else if let Some(error) = &rebuilt.error {
             write_out(&format!("{id}: cannot rebuild: {error}"))?;
+        } else if rebuilt.erased {
+            write_out(&format!("{id}: personal data erased from its history; left as it is"))?;
         } else {
             for difference in &rebuilt.differences {
                 write_out(&format!("{id}: {difference}"))?;
@@ -419,10 +451,11 @@ async fn rebuild_projections(instances: Vec<String>, store: &str, apply: bool, j
 async fn verify(instances: Vec<String>, store: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = store_url::open(store).await?;
     let ids = named_or_all(store.as_ref(), instances).await?;
-    let (mut events, mut broken) = (0u64, 0usize);
+    let (mut events, mut erased, mut broken) = (0u64, 0u64, 0usize);
     for id in &ids {
         let verified = baton_engine::replay::verify(store.as_ref(), id).await?;
         events += verified.events;
+        erased += verified.erased;
         if json {
             write_out(&serde_json::to_string(&verified)?)?;
         } else if let Some(b) = &verified.broken {
@@ -431,7 +464,8 @@ async fn verify(instances: Vec<String>, store: &str, json: bool) -> anyhow::Resu
         broken += usize::from(verified.broken.is_some());
     }
     if !json {
-        write_out(&format!("{} instances, {events} events checked: {broken} broken", ids.len()))?;
+        let erased = if erased > 0 { format!(" ({erased} with erased personal data)") } else { String::new() };
+        write_out(&format!("{} instances, {events} events checked{erased}: {broken} broken", ids.len()))?;
     }
     Ok(if broken == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -466,6 +500,56 @@ async fn purge(
     let verb = if dry_run { "would be purged" } else { "purged" };
     text.push_str(&format!("{} instance(s) {verb}\n", ids.len()));
     write_out(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn erase(store: &str, person: String, reason: String, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!reason.trim().is_empty(), "--reason names the request (it is kept in the audit trail)");
+    let store = store_url::open(store).await?;
+    let by = baton_engine::Actor::User { id: std::env::var("USER").unwrap_or_else(|_| "operator".into()) };
+    let erasure = baton_engine::erasure::Erasure { person, by, reason: Some(reason), at: chrono::Utc::now(), dry_run };
+    let report = match baton_engine::erasure::erase(store.as_ref(), &erasure).await {
+        Ok(report) => report,
+        Err(error @ baton_engine::EngineError::ErasureRefused { .. }) => {
+            eprintln!("{error}\nrun with --dry-run to list them; terminate or finish them first");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if json {
+        write_out(&serde_json::to_string(&report)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = String::new();
+    for id in &report.blocking {
+        text.push_str(&format!("blocking (not ended): {id}\n"));
+    }
+    let verb = if report.applied { "erased" } else { "would be erased" };
+    text.push_str(&format!(
+        "{}: {} event(s) in {} ended instance(s), {} task(s), {} delivery(ies), {} in-app notification(s){} {verb}",
+        report.person,
+        report.events,
+        report.instances.len(),
+        report.tasks,
+        report.deliveries,
+        report.notifications,
+        if report.directory { ", the directory entry" } else { "" },
+    ));
+    if report.kept_events > 0 {
+        text.push_str(&format!(
+            "\n{} event(s) of history schema 1 cannot be erased (purge their instances)",
+            report.kept_events
+        ));
+    }
+    write_out(&text)?;
+    Ok(if report.blocking.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn erasures(store: &str, person: Option<String>) -> anyhow::Result<ExitCode> {
+    let store = store_url::open(store).await?;
+    for record in store.erasures(person.as_deref()).await? {
+        write_out(&serde_json::to_string(&record)?)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -112,6 +112,7 @@ pub const ROUTES: &[Route] = &[
     route("Organisation/ListNotifications", "listNotifications", "GET", "/api/v1/notifications", Query),
     route("Organisation/MarkNotificationsRead", "markNotificationsRead", "POST", "/api/v1/notifications/read", Json),
     route("Organisation/AdvanceClock", "advanceClock", "POST", "/api/v1/admin/clock/advance", Json),
+    route("Organisation/ErasePerson", "erasePerson", "POST", "/api/v1/people/{id}/erase", Json),
     route("Live/Watch", "streamChanges", "GET", "/api/v1/stream", Query),
     route("Workers/PollActivityTask", "pollActivityTask", "POST", "/api/v1/workers/poll", Json),
     route(
@@ -419,6 +420,7 @@ forwarded!(organisation_server::Organisation {
     list_notifications(ListNotificationsRequest) -> Json = "Organisation/ListNotifications";
     mark_notifications_read(MarkNotificationsReadRequest) -> Json = "Organisation/MarkNotificationsRead";
     advance_clock(AdvanceClockRequest) -> Json = "Organisation/AdvanceClock";
+    erase_person(ErasePersonRequest) -> Json = "Organisation/ErasePerson";
 });
 
 forwarded!(workers_server::Workers {

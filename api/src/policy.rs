@@ -99,6 +99,7 @@ pub const TABLE: &[Row] = &[
     row("advanceClock", Rule::ManualClockAdmin),
     // Deleting histories for good: administrators of the definition's namespace only.
     row("purgeInstances", Rule::Platform(&[])),
+    row("erasePerson", Rule::Unscoped(&[])),
     // Live updates: each change is filtered by what the caller may see.
     row("streamChanges", Rule::Person),
     // Remote workers: a lease belongs to the worker that polled it.

@@ -46,6 +46,8 @@ pub enum Kind {
     LeaseGone,
     /// The instance cannot move to the version asked; `detail` says why (409).
     MigrationRefused,
+    /// A person's data cannot be erased while instances not ended hold it (409).
+    ErasureRefused,
     /// The engine cannot take the request now (shutting down, store unreachable) (503).
     Unavailable,
     /// An unexpected failure; the details are in the server's log (500).
@@ -70,6 +72,7 @@ impl Kind {
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::LeaseGone => "lease-gone",
             Self::MigrationRefused => "migration-refused",
+            Self::ErasureRefused => "erasure-refused",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -82,7 +85,7 @@ impl Kind {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::InvalidDefinition | Self::InvalidTaskData => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Conflict | Self::TaskRefused | Self::MigrationRefused => StatusCode::CONFLICT,
+            Self::Conflict | Self::TaskRefused | Self::MigrationRefused | Self::ErasureRefused => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -111,6 +114,7 @@ impl Kind {
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::LeaseGone => "The lease is over",
             Self::MigrationRefused => "The instance cannot move to that version",
+            Self::ErasureRefused => "Instances still running hold the person's data",
             Self::Unavailable => "Unavailable",
             Self::Internal => "Internal error",
         }
@@ -278,6 +282,7 @@ impl From<EngineError> for Problem {
             | EngineError::ClockNotManual => Problem::new(Kind::Conflict, error.to_string()),
             EngineError::InvalidArgument(_) => Problem::new(Kind::BadRequest, error.to_string()),
             EngineError::MigrationRefused { .. } => Problem::new(Kind::MigrationRefused, error.to_string()),
+            EngineError::ErasureRefused { .. } => Problem::new(Kind::ErasureRefused, error.to_string()),
             EngineError::TaskRefused { refusal, .. } => match refusal {
                 TaskRefusal::NotFound | TaskRefusal::Forbidden { .. } => {
                     Problem::new(Kind::NotFound, "the task does not exist, or you may not see it")

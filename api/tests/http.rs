@@ -745,3 +745,47 @@ async fn an_administrator_purges_the_instances_that_ended_long_enough_ago() {
     let (status, _) = s.call("GET", &format!("/api/v1/instances/{running}"), Some("otto"), None).await;
     assert_eq!(status, StatusCode::OK, "a running instance stays");
 }
+
+#[tokio::test]
+async fn an_administrator_erases_a_person_s_data_once_their_instances_have_ended() {
+    let s = Server::start(true).await;
+    s.deploy(APPROVAL, "dora").await;
+    let start = json!({"definition": "training/approval", "input": {"title": "x", "department": "paint"}});
+    let (_, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    let id = started["id"].as_str().expect("an id").to_owned();
+    let task = s.wait_for_task(&id, "tina").await;
+    let seq = task["seq"].as_u64().expect("a seq");
+    let comment = json!({"text": "ring me on 0470-555-123"});
+    let (status, _) = s.call("POST", &format!("/api/v1/tasks/{id}/{seq}/comment"), Some("tina"), Some(comment)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let erase = |dry_run: bool| json!({"reason": "GDPR request 7", "dryRun": dry_run});
+    let (status, _) = s.call("POST", "/api/v1/people/tina/erase", Some("otto"), Some(erase(true))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "operators do not erase people");
+    let (status, problem) =
+        s.call("POST", "/api/v1/people/tina/erase", Some("root"), Some(json!({"reason": " "}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let (status, dry) = s.call("POST", "/api/v1/people/tina/erase", Some("root"), Some(erase(true))).await;
+    assert_eq!((status, dry["blocking"].clone(), dry["applied"].clone()), (StatusCode::OK, json!([id]), json!(false)));
+    let (status, problem) = s.call("POST", "/api/v1/people/tina/erase", Some("root"), Some(erase(false))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(problem_type(&problem), "urn:baton:problem:erasure-refused");
+    assert_eq!(problem["code"], "BATON-E017");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains(&id)), "{problem}");
+
+    let (status, _) = s.call("POST", &format!("/api/v1/instances/{id}/terminate"), Some("otto"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, done) = s.call("POST", "/api/v1/people/tina/erase", Some("root"), Some(erase(false))).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(
+        (done["instances"].clone(), done["events"].clone(), done["applied"].clone()),
+        (json!([id]), json!(1), json!(true))
+    );
+    let (_, task) = s.call("GET", &format!("/api/v1/tasks/{id}/{seq}"), Some("root"), None).await;
+    let task = task.to_string();
+    assert!(task.contains("(erased)") && !task.contains("0470-555-123"), "{task}");
+    let (_, history) = s.call("GET", &format!("/api/v1/instances/{id}/history"), Some("root"), None).await;
+    assert!(!history.to_string().contains("0470-555-123"), "{history}");
+    let (_, tina) = s.call("GET", "/api/v1/people/tina", Some("root"), None).await;
+    assert_eq!(tina["name"], "", "{tina}");
+}

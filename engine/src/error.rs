@@ -38,6 +38,9 @@ pub enum EngineError {
     /// A migration that would not be safe, with the reason.
     #[error("instance {id} cannot move: {reason}")]
     MigrationRefused { id: InstanceId, reason: String },
+    /// Instances not ended still hold the person's data (their state needs it to go on).
+    #[error("{person}'s data cannot be erased yet: {} instance(s) still running hold it ({})", instances.len(), list(instances))]
+    ErasureRefused { person: String, instances: Vec<InstanceId> },
     #[error(transparent)]
     Step(#[from] StepError),
     #[error(transparent)]
@@ -64,8 +67,18 @@ impl EngineError {
             Self::InstanceSuspended(_) => "BATON-E014",
             Self::DefinitionConflict(_) => "BATON-E015",
             Self::MigrationRefused { .. } => "BATON-E016",
+            Self::ErasureRefused { .. } => "BATON-E017",
         }
     }
+}
+
+/// The first few ids, for a message.
+fn list(ids: &[InstanceId]) -> String {
+    let mut shown: Vec<&str> = ids.iter().take(5).map(InstanceId::as_str).collect();
+    if ids.len() > shown.len() {
+        shown.push("...");
+    }
+    shown.join(", ")
 }
 
 #[cfg(test)]
@@ -92,6 +105,7 @@ mod tests {
             EngineError::InstanceSuspended(InstanceId::new("i")),
             EngineError::DefinitionConflict("d@1".into()),
             EngineError::MigrationRefused { id: InstanceId::new("i"), reason: "r".into() },
+            EngineError::ErasureRefused { person: "p".into(), instances: vec![InstanceId::new("i")] },
         ];
         let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/errors");
         let mut codes = std::collections::HashSet::new();

@@ -5,6 +5,11 @@
 //! JSON of the kind's body, written with [`SCHEMA_VERSION`]. Each event carries its actor and the
 //! hash of its predecessor, so a history is a tamper-evident chain: the hash of event `n` covers
 //! event `n`'s fields and the hash of event `n - 1`.
+//!
+//! From schema 2 an event's hash covers a commitment to its payload, `sha256(salt || payload)`
+//! with a random salt kept beside the payload, instead of the payload itself. Erasing personal
+//! data deletes the payload and the salt and keeps the commitment: the chain still verifies, and
+//! without the salt the commitment tells nothing about what was erased.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,8 +26,12 @@ use crate::human::{Assignment, HumanTaskSpec};
 /// the activity scheduled at seq 7 is "activity 7" for its whole life.
 pub type Seq = u64;
 
-/// The version of the payload encoding written by this build.
-pub const SCHEMA_VERSION: u16 = 1;
+/// The version of the payload encoding written by this build. Schema 1 hashed the payload
+/// itself; schema 2 hashes a salted commitment to it, so that it can be erased.
+pub const SCHEMA_VERSION: u16 = 2;
+
+/// The first schema whose payloads are committed to with a salt (and can be erased).
+const SALTED_SCHEMA: u16 = 2;
 
 /// The hash that precedes the first event of a history.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -482,6 +491,8 @@ pub enum DecodeError {
     Actor(String),
     #[error("hash chain broken at seq {seq}: {detail}")]
     Chain { seq: Seq, detail: String },
+    #[error("history event {seq} was erased (personal data); the instance no longer replays")]
+    Erased { seq: Seq },
 }
 
 /// A history event in memory.
@@ -504,8 +515,14 @@ pub struct StoredEvent {
     pub at_ms: i64,
     /// JSON of [`Actor`].
     pub actor: String,
-    /// JSON of the kind's body.
+    /// JSON of the kind's body; empty once erased.
     pub payload: String,
+    /// From schema 2: the random salt (hex) of the payload's commitment; `None` once erased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// The commitment `sha256(salt || payload)` of an erased payload, kept for the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -519,7 +536,9 @@ pub fn time_from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-fn chain_hash(prev_hash: &str, seq: Seq, tag: u16, schema: u16, at_ms: i64, actor: &str, payload: &str) -> String {
+/// Hashes an event's fields and its predecessor's hash. `content` is the payload (schema 1) or
+/// the payload's commitment (schema 2 on).
+fn chain_hash(prev_hash: &str, seq: Seq, tag: u16, schema: u16, at_ms: i64, actor: &str, content: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     for part in [seq.to_string(), tag.to_string(), schema.to_string(), at_ms.to_string()] {
@@ -529,8 +548,21 @@ fn chain_hash(prev_hash: &str, seq: Seq, tag: u16, schema: u16, at_ms: i64, acto
     h.update(b"|");
     h.update(actor.as_bytes());
     h.update(b"|");
+    h.update(content.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// `sha256(salt || payload)`, the salt taken as its hex text.
+fn commitment(salt: &str, payload: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
     h.update(payload.as_bytes());
     hex::encode(h.finalize())
+}
+
+/// A fresh salt: a v4 UUID's 122 random bits from the operating system's source, as hex.
+fn new_salt() -> String {
+    hex::encode(uuid::Uuid::new_v4().into_bytes())
 }
 
 impl HistoryEvent {
@@ -540,7 +572,8 @@ impl HistoryEvent {
         let payload = self.kind.encode_payload();
         let at_ms = self.at.timestamp_millis();
         let tag = self.kind.tag();
-        let hash = chain_hash(prev_hash, self.seq, tag, SCHEMA_VERSION, at_ms, &actor, &payload);
+        let salt = new_salt();
+        let hash = chain_hash(prev_hash, self.seq, tag, SCHEMA_VERSION, at_ms, &actor, &commitment(&salt, &payload));
         StoredEvent {
             instance: instance.clone(),
             seq: self.seq,
@@ -549,6 +582,8 @@ impl HistoryEvent {
             at_ms,
             actor,
             payload,
+            salt: Some(salt),
+            erased: None,
             prev_hash: prev_hash.to_owned(),
             hash,
         }
@@ -566,9 +601,49 @@ impl StoredEvent {
         })
     }
 
-    /// Decodes the event, checking that it chains to `expected_prev` and that its own hash
-    /// matches its content.
-    pub fn decode(&self, expected_prev: Option<&str>) -> Result<HistoryEvent, DecodeError> {
+    /// What the chain hash covers for the payload: the payload itself (schema 1) or its
+    /// commitment (schema 2 on, kept when the payload was erased).
+    fn content(&self) -> Result<std::borrow::Cow<'_, str>, DecodeError> {
+        if self.schema < SALTED_SCHEMA {
+            return Ok(std::borrow::Cow::Borrowed(&self.payload));
+        }
+        match (&self.salt, &self.erased) {
+            (Some(salt), _) => Ok(std::borrow::Cow::Owned(commitment(salt, &self.payload))),
+            (None, Some(kept)) => Ok(std::borrow::Cow::Borrowed(kept)),
+            (None, None) => Err(DecodeError::Chain { seq: self.seq, detail: "the payload's salt is missing".into() }),
+        }
+    }
+
+    /// Whether the payload was erased.
+    pub fn is_erased(&self) -> bool {
+        self.salt.is_none() && self.erased.is_some()
+    }
+
+    /// Whether the payload can be erased: written with a salted commitment, not yet erased.
+    pub fn can_erase(&self) -> bool {
+        self.schema >= SALTED_SCHEMA && self.salt.is_some()
+    }
+
+    /// Erases the payload, keeping its commitment so the chain still verifies. Events of
+    /// schema 1 hash their payload itself and cannot be erased: answers false for them.
+    pub fn erase(&mut self) -> bool {
+        if self.is_erased() {
+            return true;
+        }
+        if !self.can_erase() {
+            return false;
+        }
+        let Some(salt) = self.salt.take() else {
+            return false;
+        };
+        self.erased = Some(commitment(&salt, &self.payload));
+        self.payload.clear();
+        true
+    }
+
+    /// Checks that the event chains to `expected_prev` and that its hash matches its content.
+    /// An erased event passes: its commitment stands for the payload.
+    pub fn check(&self, expected_prev: Option<&str>) -> Result<(), DecodeError> {
         if let Some(prev) = expected_prev
             && prev != self.prev_hash
         {
@@ -578,9 +653,19 @@ impl StoredEvent {
             });
         }
         let recomputed =
-            chain_hash(&self.prev_hash, self.seq, self.tag, self.schema, self.at_ms, &self.actor, &self.payload);
+            chain_hash(&self.prev_hash, self.seq, self.tag, self.schema, self.at_ms, &self.actor, &self.content()?);
         if recomputed != self.hash {
             return Err(DecodeError::Chain { seq: self.seq, detail: "content does not match its hash".into() });
+        }
+        Ok(())
+    }
+
+    /// Decodes the event, checking it first (see [`StoredEvent::check`]); an erased event does
+    /// not decode.
+    pub fn decode(&self, expected_prev: Option<&str>) -> Result<HistoryEvent, DecodeError> {
+        self.check(expected_prev)?;
+        if self.is_erased() {
+            return Err(DecodeError::Erased { seq: self.seq });
         }
         let kind = EventKind::decode(self.tag, self.schema, &self.payload)?;
         let actor = serde_json::from_str(&self.actor).map_err(|err| DecodeError::Actor(err.to_string()))?;
@@ -591,13 +676,17 @@ impl StoredEvent {
     /// histories by hand (tests of corrupt histories, future migrations); the engine never
     /// rewrites a stored event.
     pub fn reseal(&mut self) {
-        self.hash =
-            chain_hash(&self.prev_hash, self.seq, self.tag, self.schema, self.at_ms, &self.actor, &self.payload);
+        let content = self.content().map(|content| content.into_owned()).unwrap_or_default();
+        self.hash = chain_hash(&self.prev_hash, self.seq, self.tag, self.schema, self.at_ms, &self.actor, &content);
     }
 
     /// A JSON view for histories shown to people and tools.
     pub fn to_view(&self) -> Value {
-        let payload: Value = serde_json::from_str(&self.payload).unwrap_or(Value::String(self.payload.clone()));
+        let payload: Value = if self.is_erased() {
+            Value::Null
+        } else {
+            serde_json::from_str(&self.payload).unwrap_or(Value::String(self.payload.clone()))
+        };
         let actor: Value = serde_json::from_str(&self.actor).unwrap_or(Value::Null);
         let name = EventKind::known_tags()
             .iter()
@@ -611,6 +700,7 @@ impl StoredEvent {
             "actor": actor,
             "data": payload,
             "hash": self.hash,
+            "erased": self.is_erased(),
         })
     }
 }
@@ -696,6 +786,46 @@ mod tests {
         assert!(matches!(stored.decode(None), Err(DecodeError::Chain { .. })));
         let stored = sample(1).encode(&id, "abc");
         assert!(matches!(stored.decode(Some(GENESIS_HASH)), Err(DecodeError::Chain { .. })));
+    }
+
+    #[test]
+    fn an_erased_event_keeps_the_chain_but_not_its_payload() {
+        let id = InstanceId::new("i-1");
+        let first = sample(0).encode(&id, GENESIS_HASH);
+        let mut second = sample(1).encode(&id, &first.hash);
+        let hash = second.hash.clone();
+        assert!(second.erase(), "a schema 2 event can be erased");
+        assert_eq!((second.payload.as_str(), second.salt.as_deref(), second.hash == hash), ("", None, true));
+        assert_eq!(second.check(Some(&first.hash)), Ok(()));
+        assert_eq!(second.decode(Some(&first.hash)), Err(DecodeError::Erased { seq: 1 }));
+        assert_eq!(second.to_view()["data"], Value::Null);
+        assert_eq!(second.to_view()["erased"], true);
+        // The kept commitment is checked like the payload was: editing it breaks the chain.
+        second.erased = Some(GENESIS_HASH.into());
+        assert!(matches!(second.check(Some(&first.hash)), Err(DecodeError::Chain { seq: 1, .. })));
+    }
+
+    #[test]
+    fn the_same_payload_commits_differently_each_time() {
+        let id = InstanceId::new("i-1");
+        let (a, b) = (sample(0).encode(&id, GENESIS_HASH), sample(0).encode(&id, GENESIS_HASH));
+        assert_eq!(a.payload, b.payload);
+        assert_ne!(a.hash, b.hash, "a salt per event: a short erased value cannot be guessed back");
+    }
+
+    /// Events written by schema 1 hashed their payload itself: they still verify and decode,
+    /// and cannot be erased.
+    #[test]
+    fn schema_1_events_verify_and_refuse_erasure() {
+        let id = InstanceId::new("i-1");
+        let mut old = sample(0).encode(&id, GENESIS_HASH);
+        (old.schema, old.salt) = (1, None);
+        old.reseal();
+        assert_eq!(old.decode(Some(GENESIS_HASH)).expect("decodes"), sample(0));
+        assert!(!old.erase());
+        assert_eq!(old.decode(Some(GENESIS_HASH)).expect("still decodes"), sample(0));
+        old.payload = old.payload.replace("true", "false");
+        assert!(matches!(old.decode(None), Err(DecodeError::Chain { .. })));
     }
 
     /// Histories recorded before namespaces, business keys and tags decode, and encode again

@@ -210,6 +210,9 @@ pub struct Comment {
     #[serde(with = "chrono::serde::ts_milliseconds")]
     pub at: DateTime<Utc>,
     pub text: String,
+    /// The text was erased with its author's personal data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub erased: bool,
 }
 
 /// A human task as it stands: the spec it was created with and what people did since. It
@@ -249,6 +252,10 @@ pub struct Completion {
     pub completed_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// The form data was erased with the personal data of the person who completed the task
+    /// or of the person it was completed for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub erased: bool,
 }
 
 impl Completion {

@@ -690,7 +690,7 @@ impl Instance {
             }
             EventKind::HumanTaskCommented(commented) => {
                 let by = person(&event.actor, commented.task, "HumanTaskCommented")?;
-                let comment = Comment { by, at: event.at, text: commented.text.clone() };
+                let comment = Comment { by, at: event.at, text: commented.text.clone(), erased: false };
                 self.change_task(commented.task, event, effects, Some(triggers), |t| t.comments.push(comment))?;
             }
             EventKind::HumanTaskCompleted(done) => {
@@ -701,6 +701,7 @@ impl Instance {
                     completed_by,
                     completed_at: event.at,
                     on_behalf_of: done.on_behalf_of.clone(),
+                    erased: false,
                 };
                 let finished = completion.clone();
                 self.finish_task(done.task, event, HumanTaskStatus::Completed, effects, |t| {

@@ -28,6 +28,7 @@
 pub mod activity;
 pub mod clock;
 pub mod directory;
+pub mod erasure;
 mod error;
 mod failpoint;
 pub mod history;

@@ -148,6 +148,10 @@ pub struct Rebuilt {
     pub applied: bool,
     /// Why the instance could not be rebuilt (no definition known, a broken history).
     pub error: Option<String>,
+    /// Its history holds erased payloads (personal data): its rows were scrubbed with them and
+    /// cannot be derived again, so it is left as it is.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub erased: bool,
 }
 
 impl Replayer {
@@ -164,12 +168,17 @@ impl Replayer {
     ) -> Result<Rebuilt, EngineError> {
         let row = store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
         let key = format!("{}@{}", row.orchestration, row.version);
-        let mut rebuilt = Rebuilt { instance: id.clone(), differences: Vec::new(), applied: false, error: None };
+        let mut rebuilt =
+            Rebuilt { instance: id.clone(), differences: Vec::new(), applied: false, error: None, erased: false };
         if !self.orchestrations.contains_key(&key) {
             rebuilt.error = Some(format!("no orchestration is known as {key}"));
             return Ok(rebuilt);
         }
         let events = read_all(store, id, row.run_start).await?;
+        if events.iter().any(StoredEvent::is_erased) {
+            rebuilt.erased = true;
+            return Ok(rebuilt);
+        }
         let mut effects = Vec::new();
         let replayed = match Instance::replay_collecting(&self.versions(), &row, None, &events, Some(&mut effects)) {
             Ok(instance) => instance,
@@ -261,6 +270,8 @@ pub struct Broken {
 pub struct Verified {
     pub instance: InstanceId,
     pub events: u64,
+    /// Events whose payload was erased (personal data); their commitments still chain.
+    pub erased: u64,
     pub broken: Option<Broken>,
 }
 
@@ -273,6 +284,7 @@ pub async fn verify(store: &dyn Store, id: &InstanceId) -> Result<Verified, Engi
     Ok(Verified {
         instance: id.clone(),
         events: history.len() as u64,
+        erased: history.iter().filter(|event| event.is_erased()).count() as u64,
         broken: check_chain(&history, &row.last_hash).err(),
     })
 }
@@ -283,7 +295,7 @@ fn check_chain(history: &[StoredEvent], head: &str) -> Result<(), Broken> {
         if event.seq != expected as Seq {
             return Err(Broken { seq: expected as Seq, detail: format!("event {expected} is missing") });
         }
-        event.decode(Some(&prev)).map_err(|err| Broken { seq: event.seq, detail: err.to_string() })?;
+        event.check(Some(&prev)).map_err(|err| Broken { seq: event.seq, detail: err.to_string() })?;
         prev = event.hash.clone();
     }
     if prev != head {

@@ -303,3 +303,49 @@ fn admin_backup_and_restore_round_trip() {
     assert_ne!(code, Some(0));
     assert!(stderr.contains("exists"), "{stderr}");
 }
+
+#[test]
+fn admin_erase_removes_a_person_s_form_data_and_the_chain_still_verifies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("calendars.yaml"), CALENDARS).expect("write");
+    std::fs::write(dir.path().join("people.yaml"), PEOPLE).expect("write");
+    let db = dir.path().join("kept.db");
+    let (calendars, people) = (dir.path().join("calendars.yaml"), dir.path().join("people.yaml"));
+    let args = [
+        "--calendars",
+        calendars.to_str().expect("utf-8"),
+        "--directory",
+        people.to_str().expect("utf-8"),
+        "--db",
+        db.to_str().expect("utf-8"),
+        "--input",
+        r#"{"title":"Forklift safety"}"#,
+        "--complete",
+        r#"review=approve:{"note":"call 0470-555-123"}"#,
+    ];
+    let (code, _, stderr) = run(dir.path(), REVIEW, &args);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let store = format!("sqlite://{}", db.display());
+    let admin = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_baton")).arg("admin").args(args).output().expect("baton runs");
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("utf-8 output");
+        (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+    };
+    let (code, _, stderr) = admin(&["erase", "designer", "--store", &store, "--reason", ""]);
+    assert_ne!(code, 0, "a reason is required");
+    assert!(stderr.contains("--reason"), "{stderr}");
+    let (code, stdout, stderr) = admin(&["erase", "designer", "--reason", "req-1", "--dry-run", "--store", &store]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("1 event(s) in 1 ended instance(s)") && stdout.contains("would be erased"), "{stdout}");
+    let (code, stdout, stderr) = admin(&["erase", "designer", "--reason", "req-1", "--json", "--store", &store]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("a JSON report");
+    assert_eq!((report["events"].clone(), report["applied"].clone()), (json!(1), json!(true)));
+    let (code, stdout, _) = admin(&["verify", "--store", &store]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("(1 with erased personal data): 0 broken"), "{stdout}");
+    let (_, stdout, _) = admin(&["erasures", "designer", "--store", &store]);
+    let record: Value = serde_json::from_str(stdout.lines().next().expect("one record")).expect("JSON");
+    assert_eq!((record["person"].clone(), record["reason"].clone()), (json!("designer"), json!("req-1")));
+    assert_eq!(record["report"]["events"], 1);
+}

@@ -57,17 +57,19 @@ fn stored_event(row: &SqliteRow) -> anyhow::Result<StoredEvent> {
         at_ms: row.try_get("at_ms")?,
         actor: row.try_get("actor")?,
         payload: row.try_get("payload")?,
+        salt: row.try_get("salt")?,
+        erased: row.try_get("erased")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
     })
 }
 
 const ALL_HISTORIES: &str = "
-    SELECT instance_id, seq, tag, schema, at_ms, actor, payload, prev_hash, hash
+    SELECT instance_id, seq, tag, schema, at_ms, actor, payload, salt, erased, prev_hash, hash
     FROM history ORDER BY instance_id, seq";
 
 const HISTORY_OF: &str = "
-    SELECT instance_id, seq, tag, schema, at_ms, actor, payload, prev_hash, hash
+    SELECT instance_id, seq, tag, schema, at_ms, actor, payload, salt, erased, prev_hash, hash
     FROM history WHERE instance_id = ?1 ORDER BY seq";
 
 /// Every stored event, by instance, in seq order.

@@ -765,3 +765,129 @@ async fn a_notification_is_sent_once_though_its_activity_is_retried_and_the_inst
     assert_eq!(report.error, None);
     assert_eq!(store.in_app("olga", false, None, 10).await.expect("in-app").len(), 1);
 }
+
+/// Erasing a person (GDPR): refused while a running instance holds their words; once it has
+/// ended, the form data of the task completed on their behalf and their comments are gone from
+/// history, the task read model, the database file and its log, with their directory entry and
+/// notifications, and every hash chain still verifies.
+#[tokio::test]
+async fn erasing_a_person_keeps_the_chain_and_waits_for_running_instances() {
+    use baton_engine::erasure::{ERASED_TEXT, Erasure};
+    use baton_engine::store::{HumanTaskStore, InAppNotification, NotificationStore, RetentionStore};
+
+    let source = definition(
+        "confirm",
+        "",
+        r#"do:
+  - confirm:
+      call: humanTask
+      with:
+        title: Confirm the test date
+        assignee: ${ .operator }
+        assign: { department: assembly }
+        onBehalf: { roles: [team_leader] }
+        allowSelfApproval: true
+        form: { type: object, properties: { phone: { type: string } } }
+  - done:
+      set: { confirmed: true }
+"#,
+    );
+    let h = Harness::new(std::slice::from_ref(&source)).await;
+    let comment = |text: &str| TaskAction::Comment { text: text.into() };
+    let ended = h.start("confirm", json!({"operator": "olga"}), "tom").await;
+    let seq = h.tasks_of(&ended, "olga", 1).await[0].seq;
+    h.act(&ended, seq, "olga", comment("call me on 0470-555-123")).await.expect("olga comments");
+    h.act(&ended, seq, "tom", comment("will do")).await.expect("tom comments");
+    let for_olga = TaskAction::Complete {
+        outcome: "done".into(),
+        data: json!({"phone": "0470-555-123"}),
+        on_behalf_of: Some("olga".into()),
+    };
+    h.act(&ended, seq, "tom", for_olga).await.expect("tom completes for olga");
+    h.finished(&ended).await;
+    let running = h.start("confirm", json!({"operator": "olga"}), "tom").await;
+    let running_seq = h.tasks_of(&running, "olga", 1).await[0].seq;
+    h.act(&running, running_seq, "olga", comment("away until 0470-555-123 works")).await.expect("comment");
+    let note = InAppNotification {
+        id: 0,
+        user: "olga".into(),
+        delivery: 9_999,
+        subject: "Test date".into(),
+        body: "Olga, please confirm".into(),
+        link: None,
+        created_at: h.clock.now(),
+        read_at: None,
+    };
+    h.store.put_in_app(&note).await.expect("a notification");
+
+    let erasure = Erasure {
+        person: "olga".into(),
+        by: Actor::User { id: "adam".into() },
+        reason: Some("request 2026-114".into()),
+        at: h.clock.now(),
+        dry_run: true,
+    };
+    let dry = h.engine.erase_person(&erasure).await.expect("a dry run reports");
+    assert_eq!((dry.blocking.clone(), dry.instances.clone()), (vec![running.clone()], vec![ended.clone()]));
+    assert_eq!((dry.events, dry.kept_events, dry.notifications, dry.directory, dry.applied), (2, 0, 1, true, false));
+    let refused = h.engine.erase_person(&Erasure { dry_run: false, ..erasure.clone() }).await;
+    match refused {
+        Err(EngineError::ErasureRefused { person, instances }) => {
+            assert_eq!((person.as_str(), instances), ("olga", vec![running.clone()]));
+        }
+        other => panic!("a running instance holds olga's comment: {other:?}"),
+    }
+    assert_eq!(h.store.in_app("olga", false, None, 10).await.expect("in-app").len(), 1, "nothing erased yet");
+
+    h.engine.terminate(&running, "GDPR erasure request", Actor::User { id: "adam".into() }).await.expect("terminate");
+    let report = h.engine.erase_person(&Erasure { dry_run: false, ..erasure.clone() }).await.expect("erases");
+    let mut both = vec![ended.clone(), running.clone()];
+    both.sort();
+    assert_eq!((report.instances.clone(), report.blocking.len(), report.applied), (both.clone(), 0, true));
+    assert_eq!((report.events, report.tasks, report.notifications, report.directory), (3, 2, 1, true));
+
+    // History: the events stay, with their actor, but without the payload; chains verify.
+    let history = h.history(&ended).await;
+    let completed = history.iter().find(|e| e["type"] == "HumanTaskCompleted").expect("the completion stays");
+    assert_eq!(
+        (completed["actor"]["id"].clone(), completed["data"].clone(), completed["erased"].clone()),
+        (json!("tom"), Value::Null, json!(true))
+    );
+    let words: Vec<&Value> = history.iter().filter(|e| e["type"] == "HumanTaskCommented").collect();
+    assert_eq!(
+        words.iter().map(|e| e["erased"].clone()).collect::<Vec<_>>(),
+        [json!(true), json!(false)],
+        "tom's words stay"
+    );
+    assert_eq!(words[1]["data"]["text"], "will do");
+    for id in &both {
+        let verified = baton_engine::replay::verify(h.store.as_ref(), id).await.expect("verify");
+        assert_eq!(verified.broken, None, "{id} still verifies");
+        assert!(verified.erased >= 1);
+        let text = serde_json::to_string(&h.history(id).await).expect("json");
+        assert!(!text.contains("0470-555-123"), "nothing of olga's number in {id}'s history");
+    }
+    // The read model, the directory, the notifications, the audit trail.
+    let task = h.store.human_task(&ended, seq).await.expect("task").expect("row").task;
+    let done = task.completion.expect("completion");
+    assert_eq!((done.data, done.erased, done.completed_by.as_str()), (Value::Null, true, "tom"));
+    assert_eq!(task.comments.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(), [ERASED_TEXT, "will do"]);
+    let olga = h.store.person("olga").await.expect("directory").expect("the id stays");
+    assert_eq!((olga.name.as_str(), olga.email.clone(), olga.active, olga.roles.len()), ("", None, false, 0));
+    assert!(h.store.in_app("olga", false, None, 10).await.expect("in-app").is_empty());
+    let audit = h.store.erasures(Some("olga")).await.expect("audit");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].by.clone(), audit[0].reason.as_deref(), audit[0].report.events),
+        (Actor::User { id: "adam".into() }, Some("request 2026-114"), 3)
+    );
+    // Nothing left on disk: not in the database's free space, not in its write-ahead log.
+    for file in [h.db.clone(), h.db.with_extension("db-wal")] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let found = bytes.windows(12).any(|w| w == b"0470-555-123");
+        assert!(!found, "{} still holds olga's number", file.display());
+    }
+    // Erasing again finds nothing more.
+    let again = h.engine.erase_person(&Erasure { dry_run: false, ..erasure }).await.expect("again");
+    assert_eq!((again.events, again.tasks, again.instances.len()), (0, 0, 0));
+}

@@ -57,6 +57,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/slas", get(others::slas))
         .route("/people", get(others::people))
         .route("/people/{id}", get(others::person))
+        .route("/people/{id}/erase", post(others::erase_person))
         .route("/notifications", get(others::notifications))
         .route("/notifications/read", post(others::mark_read))
         .route("/admin/clock/advance", post(others::advance_clock))
@@ -91,7 +92,7 @@ pub fn router(app: Arc<App>) -> Router {
         bulk::start, bulk::get,
         tasks::list, tasks::get, tasks::claim, tasks::unclaim, tasks::delegate, tasks::reassign, tasks::comment,
         tasks::complete,
-        others::slas, others::people, others::person, others::notifications, others::mark_read, others::advance_clock, others::purge,
+        others::slas, others::people, others::person, others::notifications, others::mark_read, others::advance_clock, others::purge, others::erase_person,
         stream::stream,
         workers::poll, workers::heartbeat, workers::complete, workers::fail, workers::queues,
     ),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use baton_engine::InstanceId;
 use baton_engine::directory::{PeopleQuery, Person};
+use baton_engine::erasure::Erasure;
 use baton_engine::history::Seq;
 use baton_engine::store::{PurgeQuery, SlaQuery, SlaStateName};
 use chrono::{DateTime, Utc};
@@ -349,4 +350,80 @@ pub async fn purge(
     };
     let purged = app.engine.store().purge(&query).await?;
     Ok(axum::Json(PurgeAnswer { instances: purged.iter().map(ToString::to_string).collect(), dry_run: query.dry_run }))
+}
+
+/// A request to erase a person's personal data.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EraseRequest {
+    /// Why (the request's reference), kept in the audit trail.
+    pub reason: String,
+    /// Report what would be erased, and what blocks it; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What an erasure found and did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasureAnswer {
+    pub person: String,
+    /// Instances not ended that hold the person's data (only on a dry run: otherwise they are
+    /// an `erasure-refused` problem).
+    pub blocking: Vec<String>,
+    /// Ended instances whose histories held the person's data.
+    pub instances: Vec<String>,
+    /// History events whose payload was erased (the events stay, their chain verifies).
+    pub events: u64,
+    /// Events written before history schema 2, which cannot be erased.
+    pub kept_events: u64,
+    /// Human tasks whose completion data or comments were scrubbed.
+    pub tasks: u64,
+    pub deliveries: u64,
+    pub notifications: u64,
+    /// Whether the person had a directory entry (now only their id and department, inactive).
+    pub directory: bool,
+    pub applied: bool,
+}
+
+/// Erases a person's personal data (GDPR): the form data of the tasks they completed or that
+/// were completed on their behalf and their comments, in ended instances' histories (the events
+/// stay, with a salted commitment in place of the payload, so `baton admin verify` still
+/// passes) and in the task read model; their notifications; their directory entry but for the
+/// id. Refused with `erasure-refused` while instances not ended hold some of it. Recorded in
+/// the audit trail with the caller and the reason. For administrators of every namespace.
+#[utoipa::path(post, path = "/api/v1/people/{id}/erase", operation_id = "erasePerson", tag = "directory",
+    params(("id" = String, Path)), request_body = EraseRequest,
+    responses((status = 200, body = ErasureAnswer), (status = 409, body = crate::problem::ProblemBody)))]
+pub async fn erase_person(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(request): Body<EraseRequest>,
+) -> ApiResult<axum::Json<ErasureAnswer>> {
+    authorize(&app, &auth, "erasePerson", None)?;
+    if request.reason.trim().is_empty() || request.reason.chars().count() > 2000 {
+        return Err(Problem::bad_request("`reason` names the request (1 to 2000 characters)"));
+    }
+    let erasure = Erasure {
+        person: id,
+        by: auth.actor(),
+        reason: Some(request.reason),
+        at: app.engine.clock().now(),
+        dry_run: request.dry_run,
+    };
+    let report = app.engine.erase_person(&erasure).await?;
+    let ids = |ids: Vec<InstanceId>| ids.iter().map(ToString::to_string).collect();
+    Ok(axum::Json(ErasureAnswer {
+        person: report.person,
+        blocking: ids(report.blocking),
+        instances: ids(report.instances),
+        events: report.events,
+        kept_events: report.kept_events,
+        tasks: report.tasks,
+        deliveries: report.deliveries,
+        notifications: report.notifications,
+        directory: report.directory,
+        applied: report.applied,
+    }))
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::{ActivityContext, ActivityError, ActivityRegistry};
 use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::erasure::{Erasure, ErasureReport};
 use crate::error::EngineError;
 use crate::history::{Actor, DefinitionInfo, InstanceId, Seq, StoredEvent};
 use crate::human::{HumanTaskRow, InboxQuery, Principal, TaskAction};
@@ -690,6 +691,15 @@ impl Engine {
     /// human tasks in flight carry on; open human tasks keep the form they were created with.
     pub async fn migrate(&self, id: &InstanceId, request: Migrate, actor: Actor) -> Result<Migration, EngineError> {
         self.ask(|reply| Input::Migrate { id: id.clone(), request, actor, reply }).await
+    }
+
+    /// Erases a person's personal data ([`crate::erasure`]): in the histories of ended
+    /// instances, the read models, their notifications and their directory entry, in one
+    /// transaction recorded in the audit trail. Refused ([`EngineError::ErasureRefused`]) while
+    /// instances not ended hold some of it; a dry run reports what would happen, refusal
+    /// included, and changes nothing.
+    pub async fn erase_person(&self, erasure: &Erasure) -> Result<ErasureReport, EngineError> {
+        crate::erasure::erase(self.shared.store.as_ref(), erasure).await
     }
 
     /// Waits until the instance has ended, and tells how.

@@ -15,8 +15,10 @@ use super::{
     TaskRow, TimerRow,
 };
 use crate::directory::{Department, Group, Organisation, PeopleQuery, Person};
+use crate::erasure::Erasure;
 use crate::history::{
-    Actor, Emitted, EventKind, GENESIS_HASH, HistoryEvent, InstanceId, Seq, StoredEvent, history_time, time_from_ms,
+    Actor, Emitted, EventKind, GENESIS_HASH, HistoryEvent, HumanTaskCommented, InstanceId, Seq, StoredEvent,
+    history_time, time_from_ms,
 };
 use crate::human::{
     Comment, Completion, HumanTask, HumanTaskRow, HumanTaskSpec, HumanTaskStatus, InboxQuery, Principal, RoleGrant,
@@ -57,6 +59,88 @@ pub async fn run_all(store: &dyn Store) {
     ended_instances_are_purged_with_their_rows(store).await;
     a_namespace_administrator_lists_the_tasks_of_their_namespaces(store).await;
     instances_are_found_by_their_initiator(store).await;
+    a_person_s_data_is_erased_from_ended_instances_only(store).await;
+}
+
+/// An instance whose history holds `person`'s comment (seq 1, after one system event), with
+/// its human task row carrying the same comment.
+async fn commented_instance(store: &dyn Store, instance: &str, status: InstanceStatus, person: &str) {
+    let row = instance_row(instance, "contract/erase", status);
+    let first = chained_events(&row.id, 0, 1, GENESIS_HASH);
+    let comment = HistoryEvent {
+        seq: 1,
+        at: at(1),
+        actor: Actor::User { id: person.to_owned() },
+        kind: EventKind::HumanTaskCommented(HumanTaskCommented { task: 0, text: format!("{person}: call 0470") }),
+    }
+    .encode(&row.id, &first[0].hash);
+    let mut task = human_task(instance, 0, "contract/erase", for_role("erase_role", None));
+    let words = format!("{person}: call 0470");
+    task.task.comments = vec![Comment { by: person.to_owned(), at: at(1), text: words, erased: false }];
+    let mut write = step(&row, vec![first[0].clone(), comment]);
+    write.human_tasks = vec![task];
+    commit_ok(store, &[write], "an instance with a comment").await;
+}
+
+/// Erasing a person: refused (nothing changed) while an instance not ended holds their words;
+/// then their comment's payload is erased in history with the chain intact, the task's
+/// comment scrubbed, their notifications deleted, their directory entry reduced to the id, and
+/// the erasure recorded. Another person's data is untouched.
+pub async fn a_person_s_data_is_erased_from_ended_instances_only(store: &dyn Store) {
+    let kind = store.kind();
+    commented_instance(store, "erase-ended", InstanceStatus::Completed, "erase-ana").await;
+    commented_instance(store, "erase-running", InstanceStatus::Waiting, "erase-ana").await;
+    commented_instance(store, "erase-other", InstanceStatus::Completed, "erase-bob").await;
+    let mut ana = person("erase-ana", "erase-dept");
+    ana.email = Some("ana@example.com".into());
+    ana.roles = vec![RoleGrant::new("operator", Some("erase-dept"))];
+    ok(store, store.put_person(&ana).await, "a person");
+    let sent =
+        ok(store, store.enqueue_deliveries(&[delivery("erase-ended", 5, "erase-ana", "email", at(0))]).await, "d");
+    ok(store, store.put_in_app(&notification("erase-ana", sent[0].id, "hello")).await, "in-app");
+    let erasure = Erasure {
+        person: "erase-ana".into(),
+        by: Actor::User { id: "erase-admin".into() },
+        reason: Some("request 1".into()),
+        at: at(100),
+        dry_run: false,
+    };
+    let refused = ok(store, store.erase_person(&erasure).await, "a refused erasure");
+    assert_eq!(refused.blocking, vec![id("erase-running")], "[{kind}] the running instance blocks");
+    assert_eq!((refused.instances.clone(), refused.events, refused.applied), (vec![id("erase-ended")], 1, false));
+    let history = ok(store, store.history(&id("erase-ended"), 0, 10).await, "history");
+    assert!(!history[1].is_erased(), "[{kind}] a refusal changes nothing");
+    assert!(ok(store, store.erasures(Some("erase-ana")).await, "audit").is_empty(), "[{kind}] nor records");
+
+    let mut ended = instance_row("erase-running", "contract/erase", InstanceStatus::Cancelled);
+    let head = ok(store, store.history(&ended.id, 0, 10).await, "history");
+    (ended.next_seq, ended.last_hash) = (2, head[1].hash.clone());
+    commit_ok(store, &[touch(&ended)], "the running instance ends").await;
+    let report = ok(store, store.erase_person(&erasure).await, "the erasure");
+    assert_eq!(report.instances, vec![id("erase-ended"), id("erase-running")], "[{kind}] both, sorted");
+    assert_eq!((report.events, report.tasks, report.deliveries, report.notifications), (2, 2, 1, 1), "[{kind}]");
+    assert!(report.directory && report.applied && report.blocking.is_empty(), "[{kind}] {report:?}");
+    for instance in ["erase-ended", "erase-running"] {
+        let history = ok(store, store.history(&id(instance), 0, 10).await, "history");
+        assert!(history[1].is_erased() && history[1].payload.is_empty(), "[{kind}] {instance}: the payload is gone");
+        assert_eq!(history[1].check(Some(&history[0].hash)), Ok(()), "[{kind}] {instance}: the chain holds");
+        let task = ok(store, store.human_task(&id(instance), 0).await, "task").expect("the task stays");
+        assert_eq!(task.task.comments[0].text, crate::erasure::ERASED_TEXT, "[{kind}] {instance}: scrubbed");
+    }
+    let other = ok(store, store.history(&id("erase-other"), 0, 10).await, "history");
+    assert!(!other[1].is_erased(), "[{kind}] bob's words stay");
+    let left = ok(store, store.person("erase-ana").await, "person").expect("the id stays");
+    assert_eq!(left, Person { department: Some("erase-dept".into()), active: false, ..Person::new("erase-ana", "") });
+    let principal = ok(store, store.principal("erase-ana").await, "principal");
+    assert!(principal.is_none_or(|p| p.roles.is_empty()), "[{kind}] no role grant stays");
+    assert!(ok(store, store.in_app("erase-ana", false, None, 10).await, "in-app").is_empty(), "[{kind}]");
+    let query = DeliveryQuery { recipient: Some("erase-ana".into()), ..DeliveryQuery::default() };
+    assert!(ok(store, store.deliveries(&query).await, "deliveries").is_empty(), "[{kind}] deliveries deleted");
+    let audit = ok(store, store.erasures(Some("erase-ana")).await, "audit");
+    assert_eq!(audit.len(), 1, "[{kind}] one record");
+    assert_eq!((audit[0].reason.as_deref(), audit[0].at, audit[0].report.events), (Some("request 1"), at(100), 2));
+    let again = ok(store, store.erase_person(&erasure).await, "again");
+    assert_eq!((again.events, again.tasks, again.instances.len()), (0, 0, 0), "[{kind}] nothing left to erase");
 }
 
 /// The initiator is kept from the row that created the instance, and lists filter by it.
@@ -1318,7 +1402,8 @@ pub async fn human_tasks_round_trip(store: &dyn Store) {
     spec.supervisors.users = vec!["ht-rt-boss".into()];
     spec.data = json!({ "big": 9_007_199_254_740_993_u64, "text": "é \"q\" \\" });
     let mut review = human_task("ht-rt", 2, "contract.human", spec);
-    review.task.comments = vec![Comment { by: "ht-rt-ana".into(), at: at(3), text: "looks fine".into() }];
+    review.task.comments =
+        vec![Comment { by: "ht-rt-ana".into(), at: at(3), text: "looks fine".into(), erased: false }];
     let intake = human_task("ht-rt", 1, "contract.human", HumanTaskSpec::new("intake", "Intake"));
     commit_human_tasks(store, "ht-rt", vec![review.clone(), intake.clone()], "human tasks").await;
 
@@ -1387,6 +1472,7 @@ pub async fn human_task_access_follows_upserts(store: &dyn Store) {
         completed_by: "ht-claim-eve".into(),
         completed_at: at(20),
         on_behalf_of: None,
+        erased: false,
     });
     commit_human_tasks(store, "ht-claim", vec![completed], "complete").await;
     for principal in [&ana, &dan, &eve] {

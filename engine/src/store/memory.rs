@@ -6,7 +6,7 @@
 //! validates the whole batch before touching anything, which is what makes a failed commit
 //! leave no trace without copying the state.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -15,12 +15,14 @@ use chrono::{DateTime, Utc};
 
 use super::{
     DefinitionQuery, DefinitionRow, DefinitionStore, DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate,
-    HistoryStore, HumanTaskStore, InAppNotification, Incident, IncidentStore, InstanceFilter, InstanceRow,
-    InstanceStatus, InstanceWrite, LoadedInstance, NewDefinition, NewDelivery, NewIncident, NotificationStore,
-    OutboxRow, OutboxStore, PurgeQuery, RetentionStore, SettingsStore, SlaQuery, SlaRow, SlaStore, SnapshotRow,
-    StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore, definition_conflict,
+    ErasureRecord, HistoryStore, HumanTaskStore, InAppNotification, Incident, IncidentStore, InstanceFilter,
+    InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance, NewDefinition, NewDelivery, NewIncident,
+    NotificationStore, OutboxRow, OutboxStore, PurgeQuery, RetentionStore, SettingsStore, SlaQuery, SlaRow, SlaStore,
+    SnapshotRow, StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore,
+    definition_conflict,
 };
 use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
+use crate::erasure::{Erasure, ErasureReport, event_holds, scrub_person, scrub_task, task_holds};
 use crate::history::{InstanceId, Seq, StoredEvent, history_time};
 use crate::human::{HumanTaskRow, InboxQuery, Principal, may_see};
 
@@ -78,6 +80,8 @@ struct State {
     definitions: BTreeMap<i64, DefinitionRow>,
     definition_versions: HashMap<(String, String), i64>,
     last_definition_seq: i64,
+    erasures: Vec<ErasureRecord>,
+    last_erasure_id: i64,
 }
 
 type DeliveryKey = (InstanceId, Seq, String, String);
@@ -846,6 +850,79 @@ impl RetentionStore for MemoryStore {
         state.deliveries.retain(|_, row| !gone.contains(&row.instance));
         state.delivery_keys.retain(|key, _| !gone.contains(&key.0));
         Ok(ids)
+    }
+
+    async fn erase_person(&self, erasure: &Erasure) -> StoreResult<ErasureReport> {
+        let person = erasure.person.as_str();
+        let mut state = self.state();
+        let state = &mut *state;
+        let mut report = ErasureReport::new(person);
+        let holding: BTreeSet<Key> = state
+            .human_tasks
+            .iter()
+            .filter(|(_, row)| task_holds(&row.task, person))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let instances: BTreeSet<InstanceId> = holding.iter().map(|(id, _)| id.clone()).collect();
+        let ended = |id: &InstanceId| state.instances.get(id).is_some_and(|row| row.status.is_final());
+        (report.instances, report.blocking) = instances.into_iter().partition(|id| ended(id));
+        let erasable: HashSet<&InstanceId> = report.instances.iter().collect();
+        let events: Vec<Key> = state
+            .history
+            .iter()
+            .filter(|((id, _), event)| erasable.contains(id) && event_holds(event, person))
+            .map(|(key, _)| key.clone())
+            .collect();
+        report.events = events.iter().filter(|key| state.history[*key].can_erase()).count() as u64;
+        report.kept_events = events.len() as u64 - report.events;
+        report.tasks = holding.len() as u64;
+        report.deliveries = state.deliveries.values().filter(|row| row.recipient == person).count() as u64;
+        report.notifications = state.in_app.values().filter(|n| n.user == person).count() as u64;
+        report.directory = state.people.contains_key(person);
+        if !report.blocking.is_empty() || erasure.dry_run {
+            return Ok(report);
+        }
+        for key in &events {
+            if let Some(event) = state.history.get_mut(key) {
+                event.erase();
+            }
+        }
+        for key in &holding {
+            if let Some(row) = state.human_tasks.get_mut(key) {
+                scrub_task(&mut row.task, person);
+            }
+        }
+        state.snapshots.retain(|id, _| !erasable.contains(id));
+        state.deliveries.retain(|_, row| row.recipient != person);
+        state.delivery_keys.retain(|key, _| key.2 != person);
+        let in_app_deliveries = &mut state.in_app_deliveries;
+        state.in_app.retain(|_, n| {
+            let keep = n.user != person;
+            if !keep {
+                in_app_deliveries.remove(&n.delivery);
+            }
+            keep
+        });
+        if let Some(entry) = state.people.get(person) {
+            let scrubbed = scrub_person(entry);
+            state.put_directory(&[], &[], &[scrubbed]);
+        }
+        report.applied = true;
+        state.last_erasure_id += 1;
+        state.erasures.push(ErasureRecord {
+            id: state.last_erasure_id,
+            person: person.to_owned(),
+            by: erasure.by.clone(),
+            at: history_time(erasure.at),
+            reason: erasure.reason.clone(),
+            report: report.clone(),
+        });
+        Ok(report)
+    }
+
+    async fn erasures(&self, person: Option<&str>) -> StoreResult<Vec<ErasureRecord>> {
+        let state = self.state();
+        Ok(state.erasures.iter().rev().filter(|r| person.is_none_or(|p| r.person == p)).cloned().collect())
     }
 }
 

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::erasure::{Erasure, ErasureReport};
 use crate::history::{Actor, InstanceId, Seq, StoredEvent};
 use crate::human::{HumanTaskRow, InboxQuery, Principal};
 
@@ -826,6 +827,27 @@ pub trait RetentionStore: Send + Sync {
     /// deliveries, tags, received event ids), in one transaction; the people's in-app
     /// notifications stay. Returns the ids (those it would delete, on a dry run).
     async fn purge(&self, query: &PurgeQuery) -> StoreResult<Vec<InstanceId>>;
+
+    /// Erases a person's personal data ([`crate::erasure`]) in one transaction, with a row in
+    /// the audit trail, unless an instance not ended holds some of it: then nothing changes and
+    /// the report names those instances in `blocking`. A dry run changes nothing either.
+    async fn erase_person(&self, erasure: &Erasure) -> StoreResult<ErasureReport>;
+
+    /// The erasures recorded for a person (all when None), newest first.
+    async fn erasures(&self, person: Option<&str>) -> StoreResult<Vec<ErasureRecord>>;
+}
+
+/// An erasure as the audit trail keeps it: who asked, when, why, and what it did (counts and
+/// instance ids, never the erased values).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasureRecord {
+    pub id: i64,
+    pub person: String,
+    pub by: Actor,
+    pub at: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub report: ErasureReport,
 }
 
 pub trait Store:

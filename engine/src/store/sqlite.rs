@@ -28,13 +28,14 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlitePool, SqliteTransaction};
 
 use super::{
     DefinitionQuery, DefinitionRow, DefinitionStore, DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate,
-    HistoryStore, HumanTaskStore, InAppNotification, Incident, IncidentKind, IncidentStore, InstanceFilter,
-    InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance, NewDefinition, NewDelivery, NewIncident,
-    NotificationStore, OutboxRow, OutboxStore, ParentRef, PurgeQuery, RetentionStore, SettingsStore, SlaQuery, SlaRow,
-    SlaStore, SnapshotRow, StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore,
-    definition_conflict,
+    ErasureRecord, HistoryStore, HumanTaskStore, InAppNotification, Incident, IncidentKind, IncidentStore,
+    InstanceFilter, InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance, NewDefinition, NewDelivery,
+    NewIncident, NotificationStore, OutboxRow, OutboxStore, ParentRef, PurgeQuery, RetentionStore, SettingsStore,
+    SlaQuery, SlaRow, SlaStore, SnapshotRow, StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow,
+    TimerStore, definition_conflict,
 };
 use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
+use crate::erasure::{Erasure, ErasureReport, event_holds, scrub_person, scrub_task, task_holds};
 use crate::history::{InstanceId, Seq, StoredEvent, time_from_ms};
 use crate::human::{HumanTaskRow, InboxQuery, Principal};
 
@@ -90,6 +91,7 @@ fn migrator() -> Migrator {
         migration(2, "people_and_deadlines", include_str!("../../migrations/sqlite/0002_people_and_deadlines.sql")),
         migration(3, "definitions_and_search", include_str!("../../migrations/sqlite/0003_definitions_and_search.sql")),
         migration(4, "initiators", include_str!("../../migrations/sqlite/0004_initiators.sql")),
+        migration(5, "erasure", include_str!("../../migrations/sqlite/0005_erasure.sql")),
     ])
 }
 
@@ -326,6 +328,8 @@ fn decode_event(row: &SqliteRow) -> StoreResult<StoredEvent> {
         at_ms: get(row, "at_ms")?,
         actor: get(row, "actor")?,
         payload: get(row, "payload")?,
+        salt: get(row, "salt")?,
+        erased: get(row, "erased")?,
         prev_hash: get(row, "prev_hash")?,
         hash: get(row, "hash")?,
     })
@@ -513,10 +517,11 @@ const INSERT_INSTANCE_TAGS: &str = "
     ON CONFLICT DO NOTHING";
 
 const INSERT_HISTORY: &str = "
-    INSERT INTO history (instance_id, seq, tag, schema, at_ms, actor, payload, prev_hash, hash)
+    INSERT INTO history (instance_id, seq, tag, schema, at_ms, actor, payload, salt, prev_hash, hash)
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
            json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-           json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]')
+           json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+           json_extract(value, '$[9]')
     FROM json_each(?1)";
 
 /// A snapshot never replaces a newer one.
@@ -646,7 +651,7 @@ type InstanceJson<'a> = (
     Option<&'a str>,
     Option<&'a str>,
 );
-type EventJson<'a> = (&'a str, i64, u16, u16, i64, &'a str, &'a str, &'a str, &'a str);
+type EventJson<'a> = (&'a str, i64, u16, u16, i64, &'a str, &'a str, &'a Option<String>, &'a str, &'a str);
 type TaskJson<'a> = (&'a str, i64, &'a str, String, String, u32, i64, bool, Option<&'a str>);
 type KeyJson<'a> = (&'a str, i64);
 type TimerJson<'a> = (&'a str, i64, i64);
@@ -859,6 +864,7 @@ fn encode_batch(writes: &[InstanceWrite]) -> StoreResult<Vec<Statement>> {
                 event.at_ms,
                 &event.actor,
                 &event.payload,
+                &event.salt,
                 &event.prev_hash,
                 &event.hash,
             ));
@@ -1016,7 +1022,7 @@ const LOAD_SNAPSHOTS: &str = "
     WHERE s.instance_id IN (SELECT value FROM json_each(?1)) AND s.seq >= i.run_start";
 
 const LOAD_EVENTS: &str = "
-    SELECT h.instance_id, h.seq, h.tag, h.schema, h.at_ms, h.actor, h.payload, h.prev_hash, h.hash
+    SELECT h.instance_id, h.seq, h.tag, h.schema, h.at_ms, h.actor, h.payload, h.salt, h.erased, h.prev_hash, h.hash
     FROM instances AS i
     LEFT JOIN snapshots AS s ON s.instance_id = i.id AND s.seq >= i.run_start
     JOIN history AS h ON h.instance_id = i.id AND h.seq >= COALESCE(s.seq + 1, i.run_start)
@@ -1024,7 +1030,7 @@ const LOAD_EVENTS: &str = "
     ORDER BY h.instance_id, h.seq";
 
 const SELECT_HISTORY: &str = "
-    SELECT instance_id, seq, tag, schema, at_ms, actor, payload, prev_hash, hash
+    SELECT instance_id, seq, tag, schema, at_ms, actor, payload, salt, erased, prev_hash, hash
     FROM history WHERE instance_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3";
 
 const FIND_BY_IDEMPOTENCY_KEY: &str = "SELECT id FROM instances WHERE idempotency_key = ?1";
@@ -2091,7 +2097,149 @@ impl RetentionStore for SqliteStore {
         tx.commit().await.map_err(|err| db_error("commit", err))?;
         Ok(ids.into_iter().map(InstanceId::new).collect())
     }
+
+    async fn erase_person(&self, erasure: &Erasure) -> StoreResult<ErasureReport> {
+        let person = erasure.person.as_str();
+        let failed = |err| db_error("erasure", err);
+        let mut tx = self.begin_write().await?;
+        // Erased values must not linger in free space: SQLite zeroes what it frees while this
+        // is on (set back after the commit, with the write-ahead log emptied).
+        sqlx::query("PRAGMA secure_delete = ON").execute(&mut *tx).await.map_err(failed)?;
+        let mut report = ErasureReport::new(person);
+        // The tasks whose JSON mentions the person's id, then exactly those holding their data.
+        let mut holding = Vec::new();
+        let mut ended = HashMap::new();
+        for row in sqlx::query(TASKS_MENTIONING).bind(person).fetch_all(&mut *tx).await.map_err(failed)? {
+            let mut task = decode_human_task(&row)?;
+            if task_holds(&task.task, person) {
+                let status: String = get(&row, "status")?;
+                let done = InstanceStatus::parse(&status).is_some_and(InstanceStatus::is_final);
+                ended.insert(task.instance.clone(), done);
+                scrub_task(&mut task.task, person);
+                holding.push(task);
+            }
+        }
+        let (done, blocking): (Vec<_>, Vec<_>) = ended.into_iter().partition(|(_, done)| *done);
+        report.instances = done.into_iter().map(|(id, _)| id).collect();
+        report.blocking = blocking.into_iter().map(|(id, _)| id).collect();
+        report.instances.sort();
+        report.blocking.sort();
+        let mut events = Vec::new();
+        for id in &report.instances {
+            let rows = sqlx::query(PERSONAL_EVENTS).bind(id.as_str()).fetch_all(&mut *tx).await.map_err(failed)?;
+            for row in rows {
+                let event = decode_event(&row)?;
+                if event_holds(&event, person) {
+                    events.push(event);
+                }
+            }
+        }
+        report.events = events.iter().filter(|event| event.can_erase()).count() as u64;
+        report.kept_events = events.len() as u64 - report.events;
+        report.tasks = holding.len() as u64;
+        let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(person);
+        report.deliveries = count(COUNT_DELIVERIES_TO).fetch_one(&mut *tx).await.map_err(failed)? as u64;
+        report.notifications = count(COUNT_IN_APP_OF).fetch_one(&mut *tx).await.map_err(failed)? as u64;
+        let entry: Option<String> =
+            sqlx::query_scalar(SELECT_PERSON).bind(person).fetch_optional(&mut *tx).await.map_err(failed)?;
+        report.directory = entry.is_some();
+        if !report.blocking.is_empty() || erasure.dry_run {
+            tx.rollback().await.map_err(failed)?;
+            sqlx::query("PRAGMA secure_delete = OFF").execute(&self.write).await.map_err(failed)?;
+            return Ok(report);
+        }
+        for mut event in events.into_iter().filter(StoredEvent::can_erase) {
+            event.erase();
+            sqlx::query(ERASE_EVENT)
+                .bind(event.instance.as_str())
+                .bind(to_sql(event.seq, "history seq")?)
+                .bind(&event.erased)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+        }
+        for task in &holding {
+            sqlx::query(UPDATE_TASK_BODY)
+                .bind(task.instance.as_str())
+                .bind(to_sql(task.seq, "human task seq")?)
+                .bind(to_json(&task.task)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+        }
+        let ids = to_json(&report.instances)?;
+        sqlx::query(DELETE_SNAPSHOTS).bind(&ids).execute(&mut *tx).await.map_err(failed)?;
+        for delete in [DELETE_IN_APP_OF, DELETE_DELIVERIES_TO] {
+            sqlx::query(delete).bind(person).execute(&mut *tx).await.map_err(failed)?;
+        }
+        if let Some(body) = entry {
+            let scrubbed =
+                scrub_person(&serde_json::from_str(&body).map_err(|err| StoreError::Other(err.to_string()))?);
+            for statement in encode_directory(&[], &[], &[scrubbed])? {
+                sqlx::query(statement.sql).bind(statement.rows).execute(&mut *tx).await.map_err(failed)?;
+            }
+        }
+        report.applied = true;
+        sqlx::query(INSERT_ERASURE)
+            .bind(person)
+            .bind(to_json(&erasure.by)?)
+            .bind(erasure.at.timestamp_millis())
+            .bind(erasure.reason.as_deref())
+            .bind(to_json(&report)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(|err| db_error("commit", err))?;
+        // The log still holds the pages as they were before; a truncating checkpoint copies the
+        // new ones into the database and empties it (best effort: a long read can hold it).
+        sqlx::query("PRAGMA secure_delete = OFF").execute(&self.write).await.map_err(failed)?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.write).await.map_err(failed)?;
+        Ok(report)
+    }
+
+    async fn erasures(&self, person: Option<&str>) -> StoreResult<Vec<ErasureRecord>> {
+        let rows = sqlx::query(SELECT_ERASURES)
+            .bind(person)
+            .fetch_all(&self.read)
+            .await
+            .map_err(|err| db_error("erasures", err))?;
+        rows.iter()
+            .map(|row| {
+                Ok(ErasureRecord {
+                    id: get(row, "id")?,
+                    person: get(row, "person")?,
+                    by: get_decoded(row, "actor")?,
+                    at: get_time(row, "at_ms")?,
+                    reason: get(row, "reason")?,
+                    report: get_decoded(row, "summary")?,
+                })
+            })
+            .collect()
+    }
 }
+
+/// Human tasks whose JSON mentions a person's id (as a JSON string), with their instance's
+/// status; the caller keeps those that hold the person's data.
+const TASKS_MENTIONING: &str = "
+    SELECT t.instance_id, t.seq, t.definition, t.body, t.updated_ms, i.status
+    FROM human_tasks AS t JOIN instances AS i ON i.id = t.instance_id
+    WHERE instr(t.body, json_quote(?1)) > 0";
+
+const PERSONAL_EVENTS: &str = "
+    SELECT instance_id, seq, tag, schema, at_ms, actor, payload, salt, erased, prev_hash, hash
+    FROM history WHERE instance_id = ?1 AND tag IN (26, 27) ORDER BY seq";
+
+const ERASE_EVENT: &str =
+    "UPDATE history SET payload = '', salt = NULL, erased = ?3 WHERE instance_id = ?1 AND seq = ?2";
+const UPDATE_TASK_BODY: &str = "UPDATE human_tasks SET body = ?3 WHERE instance_id = ?1 AND seq = ?2";
+const DELETE_SNAPSHOTS: &str = "DELETE FROM snapshots WHERE instance_id IN (SELECT value FROM json_each(?1))";
+const COUNT_DELIVERIES_TO: &str = "SELECT COUNT(*) FROM notification_deliveries WHERE recipient = ?1";
+const COUNT_IN_APP_OF: &str = "SELECT COUNT(*) FROM in_app_notifications WHERE user_id = ?1";
+const DELETE_DELIVERIES_TO: &str = "DELETE FROM notification_deliveries WHERE recipient = ?1";
+const DELETE_IN_APP_OF: &str = "DELETE FROM in_app_notifications WHERE user_id = ?1";
+const INSERT_ERASURE: &str = "INSERT INTO erasures (person, actor, at_ms, reason, summary) VALUES (?1, ?2, ?3, ?4, ?5)";
+const SELECT_ERASURES: &str =
+    "SELECT id, person, actor, at_ms, reason, summary FROM erasures WHERE ?1 IS NULL OR person = ?1 ORDER BY id DESC";
 
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
