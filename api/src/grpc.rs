@@ -88,6 +88,7 @@ pub const ROUTES: &[Route] = &[
     route("Instances/GetInstance", "getInstance", "GET", "/api/v1/instances/{id}", Query),
     route("Instances/GetInstanceHistory", "getInstanceHistory", "GET", "/api/v1/instances/{id}/history", Query),
     route("Instances/RaiseEvent", "raiseEvent", "POST", "/api/v1/instances/{id}/events", CloudEvent),
+    route("Instances/PublishEvents", "publishEvents", "POST", "/api/v1/events", CloudEvent),
     route("Instances/SuspendInstance", "suspendInstance", "POST", "/api/v1/instances/{id}/suspend", Json),
     route("Instances/ResumeInstance", "resumeInstance", "POST", "/api/v1/instances/{id}/resume", Json),
     route("Instances/TerminateInstance", "terminateInstance", "POST", "/api/v1/instances/{id}/terminate", Json),
@@ -398,6 +399,7 @@ forwarded!(instances_server::Instances {
     complete_incident(CompleteIncidentRequest) -> Json = "Instances/CompleteIncident";
     migrate_instance(MigrateInstanceRequest) -> Json = "Instances/MigrateInstance";
     purge_instances(PurgeInstancesRequest) -> Json = "Instances/PurgeInstances";
+    publish_events(PublishEventsRequest) -> Json = "Instances/PublishEvents";
     start_bulk(StartBulkRequest) -> Json = "Instances/StartBulk";
     get_bulk(GetBulkRequest) -> Json = "Instances/GetBulk";
 });

@@ -36,6 +36,9 @@ pub enum Rule {
     /// A platform permission in the object's namespace, or a `worker` there whose token lists
     /// the event's type (`baton_event_types`).
     PlatformOrTypedWorker(&'static [Permission]),
+    /// A platform permission granted in every namespace (admin counts), or a `worker` granted
+    /// in every namespace for the event types its token lists.
+    UnscopedOrTypedWorker(&'static [Permission]),
 }
 
 /// One row of the policy table.
@@ -71,6 +74,9 @@ pub const TABLE: &[Row] = &[
     row("getInstance", Rule::PlatformOrInvolved(OPERATE)),
     row("getInstanceHistory", Rule::PlatformOrInvolved(OPERATE)),
     row("raiseEvent", Rule::PlatformOrTypedWorker(&[Ops])),
+    // Events that start instances (`schedule.on`) may start them in any namespace; a worker
+    // account publishes the event types its token lists.
+    row("publishEvents", Rule::UnscopedOrTypedWorker(&[Ops])),
     row("suspendInstance", Rule::Platform(OPERATE)),
     row("resumeInstance", Rule::Platform(OPERATE)),
     row("terminateInstance", Rule::Platform(OPERATE)),
@@ -164,6 +170,12 @@ pub fn authorize(
             names(permissions),
             namespace.map(|n| format!("in namespace {n}")).unwrap_or_else(|| "in the namespace".to_owned())
         ))),
+        Rule::UnscopedOrTypedWorker(permissions) if caller.scope(permissions) == Scope::All => Ok(Access::Granted),
+        Rule::UnscopedOrTypedWorker(_) if caller.scope(&[Worker]) == Scope::All => Ok(Access::IfInvolved),
+        Rule::UnscopedOrTypedWorker(permissions) => Err(Problem::forbidden(format!(
+            "{operation} needs one of the platform permissions {}, or worker, in every namespace",
+            names(permissions)
+        ))),
         Rule::Unscoped(permissions) if caller.scope(permissions) == Scope::All => Ok(Access::Granted),
         Rule::Unscoped(permissions) => Err(Problem::forbidden(format!(
             "{operation} needs one of the platform permissions {} in every namespace",
@@ -188,6 +200,7 @@ pub fn scope(operation: &str, caller: &Caller) -> Scope {
             Rule::Platform(permissions)
             | Rule::PlatformOrInvolved(permissions)
             | Rule::Unscoped(permissions)
+            | Rule::UnscopedOrTypedWorker(permissions)
             | Rule::PlatformOrStarter(permissions)
             | Rule::PlatformOrTypedWorker(permissions),
         ) => {

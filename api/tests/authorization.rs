@@ -143,7 +143,8 @@ fn expected(operation: &str, p: &Persona) -> Outcome {
         // The fixture's definition lets no directory role start it.
         Rule::PlatformOrStarter(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
         Rule::PlatformOrStarter(_) => Outcome::Forbidden,
-        Rule::Unscoped(permissions) => {
+        // As above, a worker publishes no event type.
+        Rule::Unscoped(permissions) | Rule::UnscopedOrTypedWorker(permissions) => {
             let everywhere = grants(p).iter().any(|g| {
                 (g.permission == Permission::Admin || permissions.contains(&g.permission)) && g.namespace.is_none()
             });
@@ -243,7 +244,7 @@ fn body(operation: &str) -> Option<(&'static str, String)> {
         "startInstance" => {
             json(json!({"definition": "training/approval", "input": {"title": "x", "department": "assembly"}}))
         }
-        "raiseEvent" => Some((
+        "raiseEvent" | "publishEvents" => Some((
             "application/cloudevents+json",
             json!({"specversion": "1.0", "id": "m-1", "type": "com.example.nothing", "source": "/matrix"}).to_string(),
         )),
@@ -499,6 +500,7 @@ dispatch! {
     "Instances/CompleteIncident" => CompleteIncidentRequest -> Json,
     "Instances/MigrateInstance" => MigrateInstanceRequest -> Json,
     "Instances/PurgeInstances" => PurgeInstancesRequest -> Json,
+    "Instances/PublishEvents" => PublishEventsRequest -> Json,
     "Organisation/ErasePerson" => ErasePersonRequest -> Json,
     "Instances/StartBulk" => StartBulkRequest -> Json,
     "Instances/GetBulk" => GetBulkRequest -> Json,

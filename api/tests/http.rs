@@ -789,3 +789,56 @@ async fn an_administrator_erases_a_person_s_data_once_their_instances_have_ended
     let (_, tina) = s.call("GET", "/api/v1/people/tina", Some("root"), None).await;
     assert_eq!(tina["name"], "", "{tina}");
 }
+
+#[tokio::test]
+async fn a_published_event_starts_the_definitions_whose_schedule_on_it_matches_once() {
+    let s = Server::start(true).await;
+    let welcome = "document:\n  dsl: '1.0.3'\n  namespace: training\n  name: welcome\n  version: '1.0.0'\nschedule:\n  on:\n    one:\n      with: { type: user.created }\ndo:\n  - greet:\n      set:\n        user: ${ .[0].data.id }\n";
+    let (status, _) = s.deploy(welcome, "dora").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let publish = async |token: String, event: &Value| {
+        let response = s
+            .client
+            .post(format!("{}/api/v1/events", s.base))
+            .bearer_auth(token)
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let event = json!({"specversion": "1.0", "id": "hr-1", "type": "user.created", "source": "https://hr.example", "data": {"id": "olga"}});
+    for (who, token) in [
+        ("a person", s.token_for("tina")),
+        ("ops of one namespace", s.token_for("otto")),
+        ("a worker for other types", s.worker_token("feed", &["order.*"])),
+    ] {
+        let (status, _) = publish(token, &event).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who} publishes nothing");
+    }
+    let (status, answer) = publish(s.worker_token("feed", &["user.*"]), &event).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(
+        (answer["events"].clone(), answer["started"][0]["definition"].clone()),
+        (json!(1), json!("training/welcome"))
+    );
+    let instance = answer["started"][0]["instance"].as_str().expect("an instance").to_owned();
+    let (_, again) = publish(s.token_for("root"), &event).await;
+    assert_eq!(again["started"][0]["instance"], instance.as_str(), "the same event starts nothing new");
+    let other = json!({"specversion": "1.0", "id": "hr-2", "type": "user.deleted", "source": "https://hr.example"});
+    let (_, none) = publish(s.token_for("root"), &other).await;
+    assert_eq!(none["started"], json!([]));
+    for _ in 0..200 {
+        let (_, row) = s.call("GET", &format!("/api/v1/instances/{instance}"), Some("root"), None).await;
+        if row["instance"]["status"] == "completed" {
+            assert_eq!(row["instance"]["result"], json!({"user": "olga"}), "the input was [event]");
+            assert_eq!(row["instance"]["tags"], json!(["event"]));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, row) = s.call("GET", &format!("/api/v1/instances/{instance}"), Some("root"), None).await;
+    panic!("the started instance never completed: {row}");
+}

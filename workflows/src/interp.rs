@@ -1521,13 +1521,7 @@ impl Machine<'_, '_> {
         for (attribute, matcher) in &filter.attributes {
             let actual = event.get(attribute).cloned().unwrap_or(Value::Null);
             let ok = match matcher {
-                AttributeMatch::Exact(Value::String(wanted)) if crate::model::looks_like_regex(wanted) => {
-                    match (regex::Regex::new(&format!("^(?:{wanted})$")), actual.as_str()) {
-                        (Ok(re), Some(text)) => re.is_match(text),
-                        _ => actual == Value::String(wanted.clone()),
-                    }
-                }
-                AttributeMatch::Exact(wanted) => &actual == wanted,
+                AttributeMatch::Exact(wanted) => crate::model::attribute_matches(wanted, &actual),
                 AttributeMatch::Expr(expr) => {
                     self.eval_bool(expr, &Scope { frame: Some(id), input: &actual, output: None, extra: &[] })?
                 }

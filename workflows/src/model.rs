@@ -389,6 +389,8 @@ pub struct Program {
     pub templates: Value,
     /// What an error no task catches does (`document.metadata.baton.onError`).
     pub on_error: OnError,
+    /// `schedule.on`: the events that start an instance.
+    pub starts_on: Option<Arc<Strategy>>,
 }
 
 /// What an error no task catches does to an instance.
@@ -593,6 +595,10 @@ impl Compiler {
         let tasks = get(&definition, "do").ok_or_else(|| CompileError::new("", "missing `do`"))?;
         let root = self.list(tasks, "/do")?;
         let sla = self.sla(get(&definition, "sla"), "/sla")?;
+        let starts_on = match definition.pointer("/schedule/on") {
+            Some(on) => Some(Arc::new(self.strategy(on, "/schedule/on")?)),
+            None => None,
+        };
         let calendars = match get(&self.use_, "calendars") {
             Some(value) => baton_sla::Calendars::from_value(value).map_err(|e| {
                 CompileError::new(&format!("/use/calendars/{}", e.calendar().unwrap_or_default()), e.to_string())
@@ -649,6 +655,7 @@ impl Compiler {
             calendars,
             templates: get(&self.use_, "templates").cloned().unwrap_or(Value::Null),
             on_error,
+            starts_on,
         })
     }
 
@@ -1179,6 +1186,18 @@ fn take(value: &mut Value, path: &[&str]) -> Option<Value> {
         at = at.as_object_mut()?.get_mut(*key)?;
     }
     at.as_object_mut()?.remove(*last)
+}
+
+/// Whether an event attribute matches a constant of a filter: equal, or, for a text that looks
+/// like a regular expression, matched by it as a whole.
+pub fn attribute_matches(wanted: &Value, actual: &Value) -> bool {
+    if let Value::String(pattern) = wanted
+        && looks_like_regex(pattern)
+        && let (Ok(re), Some(text)) = (regex::Regex::new(&format!("^(?:{pattern})$")), actual.as_str())
+    {
+        return re.is_match(text);
+    }
+    actual == wanted
 }
 
 /// Whether a filter's attribute value is meant as a regular expression rather than a literal.

@@ -21,6 +21,12 @@
 //! the state is written after the start: a crash between the two starts nothing twice.
 //! `overlap: skip` (the default) does not start an instance while the previous one of the
 //! schedule is still running; `allow` does.
+//!
+//! `schedule.on` starts an instance for each event that matches it (`one`, or any filter of
+//! `any`), with the specification's input: an array holding the event. Events come in through
+//! [`Scheduler::on_event`] (the API's `POST /api/v1/events`); each start carries the
+//! idempotency key `event:<definition>:<source>:<id>`, so an event delivered twice starts one
+//! instance. `all` (an instance from a set of correlated events) is refused at deploy.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,7 +40,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::model::Program;
+use crate::expr::{Limits, Vars};
+use crate::model::{AttributeMatch, Filter, Program, Strategy, attribute_matches};
 
 /// Whether a schedule starts an instance while its previous one still runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,6 +111,35 @@ pub fn schedule_of(program: &Program) -> Result<Option<(Recurrence, Misfire, Ove
 pub struct Scheduler {
     engine: Arc<Engine>,
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// The `schedule.on` of each definition's latest version.
+    starts_on: Mutex<BTreeMap<String, Arc<Strategy>>>,
+}
+
+/// An instance an event started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventStart {
+    pub definition: String,
+    pub instance: InstanceId,
+}
+
+/// Whether an event matches a filter's attributes (`correlate` has nothing to compare with
+/// before an instance exists, and is not looked at).
+fn filter_matches(filter: &Filter, event: &Value) -> bool {
+    filter.attributes.iter().all(|(attribute, matcher)| {
+        let actual = event.get(attribute).cloned().unwrap_or(Value::Null);
+        match matcher {
+            AttributeMatch::Exact(wanted) => attribute_matches(wanted, &actual),
+            AttributeMatch::Expr(expr) => expr.eval_bool(&actual, &Vars::new(), &Limits::default()).unwrap_or(false),
+        }
+    })
+}
+
+fn starts(strategy: &Strategy, event: &Value) -> bool {
+    match strategy {
+        Strategy::One(filter) => filter_matches(filter, event),
+        Strategy::Any { filters, .. } => filters.is_empty() || filters.iter().any(|f| filter_matches(f, event)),
+        Strategy::All(_) => false,
+    }
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -114,7 +150,7 @@ impl std::fmt::Debug for Scheduler {
 
 impl Scheduler {
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine, entries: Mutex::default() }
+        Self { engine, entries: Mutex::default(), starts_on: Mutex::default() }
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -126,6 +162,19 @@ impl Scheduler {
     /// that changed starts again from now; an unchanged one keeps its stored state.
     pub async fn register(&self, program: &Program) -> Result<(), EngineError> {
         let definition = program.document.qualified_name();
+        match &program.starts_on {
+            Some(strategy) if matches!(strategy.as_ref(), Strategy::All(_)) => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "{definition}: `schedule.on` with `all` (an instance from a set of correlated events) is not supported; use `one` or `any`"
+                )));
+            }
+            Some(strategy) => {
+                self.on_entries().insert(definition.clone(), Arc::clone(strategy));
+            }
+            None => {
+                self.on_entries().remove(&definition);
+            }
+        }
         let found = schedule_of(program).map_err(|err| EngineError::InvalidArgument(format!("{definition}: {err}")))?;
         let Some((recurrence, misfire, overlap, spec)) = found else {
             self.entries().remove(&definition);
@@ -150,6 +199,31 @@ impl Scheduler {
         };
         self.entries().insert(definition, Entry { recurrence, misfire, overlap, spec, next_at: state.next_at });
         Ok(())
+    }
+
+    fn on_entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Strategy>>> {
+        self.starts_on.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts, for an event (a CloudEvent as JSON), an instance of the latest version of each
+    /// definition whose `schedule.on` it matches, with `[event]` as input; a second delivery of
+    /// the same event (same `source` and `id`) starts nothing new and answers the same instances.
+    pub async fn on_event(&self, event: &Value, actor: Actor) -> Result<Vec<EventStart>, EngineError> {
+        let matching: Vec<String> =
+            self.on_entries().iter().filter(|(_, strategy)| starts(strategy, event)).map(|(d, _)| d.clone()).collect();
+        let text = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let mut started = Vec::with_capacity(matching.len());
+        for definition in matching {
+            let options = StartOptions {
+                idempotency_key: Some(format!("event:{definition}:{}:{}", text("source"), text("id"))),
+                actor: Some(actor.clone()),
+                tags: vec!["event".into()],
+                ..StartOptions::default()
+            };
+            let instance = self.engine.start(&definition, Value::Array(vec![event.clone()]), options).await?.id;
+            started.push(EventStart { definition, instance });
+        }
+        Ok(started)
     }
 
     /// A schedule's stored state.

@@ -155,3 +155,51 @@ async fn a_run_still_going_is_not_overlapped_and_a_missed_time_is_skipped_by_def
     let state = scheduler.state("test/slow").await.expect("state").expect("stored");
     assert_eq!((state.fired, state.skipped), (2, 5));
 }
+
+/// `schedule.on`: an event that matches starts one instance of the definition with `[event]`
+/// as input; the same event again starts nothing new; other events start nothing; `any`
+/// matches by any of its filters (a regular expression among them); `all` is refused.
+#[tokio::test]
+async fn an_event_that_matches_schedule_on_starts_one_instance() {
+    let welcome = "document:\n  dsl: '1.0.3'\n  namespace: test\n  name: welcome\n  version: '1.0.0'\nschedule:\n  on:\n    one:\n      with:\n        type: user.created\n        source: https://hr.example\ndo:\n  - greet:\n      set:\n        user: ${ .[0].data.id }\n";
+    let changed = "document:\n  dsl: '1.0.3'\n  namespace: test\n  name: changed\n  version: '1.0.0'\nschedule:\n  on:\n    any:\n      - with: { type: user.created, data: '${ .role == \"operator\" }' }\n      - with: { type: 'user\\.role\\..*' }\ndo:\n  - note:\n      set:\n        kind: ${ .[0].type }\n";
+    let sources = [welcome.to_owned(), changed.to_owned()];
+    let h = Harness::new(&sources, utc(2026, 11, 2, 8, 0)).await;
+    let scheduler = h.scheduler().await;
+    let actor = baton_engine::Actor::Worker { id: "hr-feed".into() };
+    let event = |id: &str, kind: &str, source: &str, role: &str| serde_json::json!({"specversion": "1.0", "id": id, "type": kind, "source": source, "data": {"id": "olga", "role": role}});
+
+    let created = event("e-1", "user.created", "https://hr.example", "operator");
+    let started = scheduler.on_event(&created, actor.clone()).await.expect("started");
+    let definitions: Vec<&str> = started.iter().map(|s| s.definition.as_str()).collect();
+    assert_eq!(definitions, ["test/changed", "test/welcome"], "both match: one by its type and source, one by data");
+    let welcome_id = &started[1].instance;
+    let outcome = h.engine.wait(welcome_id).await.expect("ends");
+    assert_eq!(outcome.result, Some(serde_json::json!({"user": "olga"})), "the input is [event]");
+    let again = scheduler.on_event(&created, actor.clone()).await.expect("again");
+    assert_eq!(again, started, "the same event starts nothing new");
+    assert_eq!(h.instances().await, 2);
+
+    let manager = event("e-2", "user.created", "https://hr.example", "manager");
+    let started = scheduler.on_event(&manager, actor.clone()).await.expect("started");
+    assert_eq!(started.iter().map(|s| s.definition.as_str()).collect::<Vec<_>>(), ["test/welcome"], "data false");
+    let elsewhere = event("e-3", "user.created", "https://crm.example", "manager");
+    assert!(scheduler.on_event(&elsewhere, actor.clone()).await.expect("none").is_empty(), "another source");
+    let promoted = event("e-4", "user.role.changed", "https://hr.example", "team_leader");
+    let started = scheduler.on_event(&promoted, actor.clone()).await.expect("started");
+    assert_eq!(started.len(), 1, "by the regular expression");
+    let outcome = h.engine.wait(&started[0].instance).await.expect("ends");
+    assert_eq!(outcome.result, Some(serde_json::json!({"kind": "user.role.changed"})));
+    assert!(
+        scheduler
+            .on_event(&event("e-5", "order.placed", "https://hr.example", "x"), actor)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+
+    let all = "document:\n  dsl: '1.0.3'\n  namespace: test\n  name: both\n  version: '1.0.0'\nschedule:\n  on:\n    all:\n      - with: { type: a }\n      - with: { type: b }\ndo:\n  - note:\n      set: { ok: true }\n";
+    let program = load(all, "all.yaml").expect("loads");
+    let refused = scheduler.register(&program).await.expect_err("`all` is refused");
+    assert!(refused.to_string().contains("`all`"), "{refused}");
+}

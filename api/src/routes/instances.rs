@@ -480,6 +480,70 @@ pub async fn raise_event(
     Ok((axum::http::StatusCode::ACCEPTED, axum::Json(answer)))
 }
 
+/// An instance an event started.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventStarted {
+    /// The event's `id`.
+    pub event: String,
+    /// `namespace/name` of the definition whose `schedule.on` the event matched.
+    pub definition: String,
+    pub instance: String,
+}
+
+/// What publishing events did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PublishAnswer {
+    /// Events taken.
+    pub events: usize,
+    /// The instances they started (an event delivered again answers the instances it started
+    /// the first time).
+    pub started: Vec<EventStarted>,
+}
+
+/// Publishes CloudEvents to the engine: each event starts an instance of every definition
+/// whose `schedule.on` it matches (the latest version, with `[event]` as input). Same modes as
+/// `raiseEvent`: structured, binary, batch. An event's `source` and `id` make it idempotent.
+/// A worker account publishes the event types its token lists.
+#[utoipa::path(post, path = "/api/v1/events", operation_id = "publishEvents", tag = "instances",
+    request_body(content = Object, content_type = "application/cloudevents+json", description = "A CloudEvent; binary mode and batches are taken too"),
+    responses((status = 202, body = PublishAnswer), (status = 400, body = crate::problem::ProblemBody)))]
+pub async fn publish_events(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<(axum::http::StatusCode, axum::Json<PublishAnswer>)> {
+    let access = authorize(&app, &auth, "publishEvents", None)?;
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(Problem::bad_request(format!("the event is larger than {MAX_EVENT_BYTES} bytes")));
+    }
+    let events = crate::cloudevents::from_http(&headers, &body)?;
+    let caller = auth.caller()?;
+    if access == Access::IfInvolved
+        && let Some(event) = events.iter().find(|event| !caller.may_raise(&event.kind))
+    {
+        return Err(Problem::forbidden(format!(
+            "{} may not publish events of type {:?}: its token lists {}",
+            caller.subject,
+            event.kind,
+            if caller.event_types.is_empty() { "none".to_owned() } else { caller.event_types.join(", ") }
+        )));
+    }
+    let mut answer = PublishAnswer { events: events.len(), started: Vec::new() };
+    for event in events {
+        let id = event.id.clone();
+        let Some(scheduler) = &app.options.scheduler else { continue };
+        for start in scheduler.on_event(&event.into_json(), auth.actor()).await? {
+            answer.started.push(EventStarted {
+                event: id.clone(),
+                definition: start.definition,
+                instance: start.instance.to_string(),
+            });
+        }
+    }
+    Ok((axum::http::StatusCode::ACCEPTED, axum::Json(answer)))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]

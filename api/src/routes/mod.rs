@@ -37,6 +37,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/instances/{id}", get(instances::get))
         .route("/instances/{id}/history", get(instances::history))
         .route("/instances/{id}/events", post(instances::raise_event))
+        .route("/events", post(instances::publish_events))
         .route("/instances/{id}/suspend", post(instances::suspend))
         .route("/instances/{id}/resume", post(instances::resume))
         .route("/instances/{id}/terminate", post(instances::terminate))
@@ -87,7 +88,7 @@ pub fn router(app: Arc<App>) -> Router {
         health, ready, metrics, openapi,
         definitions::list, definitions::deploy, definitions::validate, definitions::get,
         definitions::diagram,
-        instances::start, instances::list, instances::get, instances::history, instances::raise_event,
+        instances::start, instances::list, instances::get, instances::history, instances::raise_event, instances::publish_events,
         instances::suspend, instances::resume, instances::terminate, instances::incidents, instances::retry_incident, instances::complete_incident, instances::migrate,
         bulk::start, bulk::get,
         tasks::list, tasks::get, tasks::claim, tasks::unclaim, tasks::delegate, tasks::reassign, tasks::comment,

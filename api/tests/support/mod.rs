@@ -100,6 +100,7 @@ impl Server {
             rate_per_second: 1e6,
             rate_burst: 1e6,
             remote_workers: Some(remote),
+            scheduler: Some(Arc::new(baton_workflows::schedule::Scheduler::new(Arc::clone(&engine)))),
             ..ApiOptions::default()
         };
         let app = App::new(Arc::clone(&engine), auth.clone(), options).await.unwrap();
