@@ -430,6 +430,19 @@ do:
 }
 
 #[test]
+fn an_sla_may_take_its_duration_from_an_expression() {
+    let d = flow(
+        r#"do:
+  - review:
+      call: humanTask
+      with: { title: Review, assign: { role: reviewer } }
+      sla: { within: '${ .deadline }' }
+"#,
+    );
+    assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
 fn people_and_deadlines_are_extensions_under_strict_spec() {
     let options = ValidateOptions { strict_spec: true, ..ValidateOptions::default() };
     let body = "do:
