@@ -430,6 +430,15 @@ do:
 }
 
 #[test]
+fn the_server_s_own_activities_are_known_except_to_a_portable_definition() {
+    let source = format!("{HEAD}do:\n  - boss: {{ call: baton.directory.managerOf, with: {{ user: olga }} }}\n");
+    let strict = ValidateOptions { strict: true, ..ValidateOptions::default() };
+    assert!(diagnose_with(&source, &strict).is_empty());
+    let portable = ValidateOptions { strict_spec: true, ..ValidateOptions::default() };
+    assert_eq!(only(&diagnose_with(&source, &portable)).code, codes::EXTENSION);
+}
+
+#[test]
 fn an_sla_may_take_its_duration_from_an_expression() {
     let d = flow(
         r#"do:

@@ -39,6 +39,11 @@ pub const PROTOCOLS: &[&str] = &["http", "grpc", "openapi", "asyncapi", "a2a", "
 /// `function` entry in `schema/baton-extensions.yaml` giving the schema of its `with`.
 pub const BUILTIN_FUNCTIONS: &[&str] = &["humanTask", "notify", "reassignTask"];
 
+/// Activities `baton server` and `baton dev` always register (`baton.amqp.publish` once
+/// `[amqp]` is configured): a call to one of them is known without a manifest.
+pub const SERVER_ACTIVITIES: &[&str] =
+    &["baton.notify", "baton.directory.managerOf", "baton.directory.people", "baton.amqp.publish"];
+
 /// How strictly to check.
 #[derive(Clone, Debug, Default)]
 pub struct ValidateOptions {

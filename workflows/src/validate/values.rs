@@ -8,7 +8,7 @@ use croner::parser::{CronParser, Seconds};
 use serde_json::Value;
 
 use super::tasks::{Kind, Task, Tasks};
-use super::{BUILTIN_FUNCTIONS, Context, PROTOCOLS};
+use super::{BUILTIN_FUNCTIONS, Context, PROTOCOLS, SERVER_ACTIVITIES};
 use crate::diagnostic::{Diagnostic, codes};
 use crate::expr::ExprErrorKind;
 use crate::parse::escape;
@@ -530,6 +530,8 @@ pub(super) fn functions(cx: &mut Context<'_>, document: &Value, tasks: &Tasks<'_
                 }
             }
             Callee::Activity => activity_input(cx, task, name),
+            // The server's own activities are known, except to a portable definition.
+            Callee::Unknown if SERVER_ACTIVITIES.contains(&name) && !cx.options.strict_spec => {}
             Callee::Unknown => unknown_function(cx, &pointer, name),
             Callee::Protocol | Callee::Function | Callee::Uri | Callee::Builtin => {}
         }
