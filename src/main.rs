@@ -48,6 +48,11 @@ enum Command {
     /// Reload a stored instance, replay its history, and report its state or the first
     /// nondeterminism.
     Replay(ReplayArgs),
+    /// Documents signed by the engine (`baton.document.sign`).
+    Document {
+        #[command(subcommand)]
+        command: DocumentCommand,
+    },
     /// Run a benchmark workload and report its figures.
     Bench(bench::BenchArgs),
     /// The organisation's directory: import it from YAML, show a person, list people.
@@ -184,6 +189,25 @@ enum AdminCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum DocumentCommand {
+    /// Check that a document file is the one the engine signed: its SHA-256 and the signature
+    /// (exit code 1 when either does not match).
+    Verify {
+        /// The document (as stored or printed from the store).
+        file: std::path::PathBuf,
+        /// The signature `baton.document.sign` returned (base64).
+        #[arg(long)]
+        signature: String,
+        /// The engine's public key (base64); without it, the one of --key.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// The engine's signing key file (`[documents] key`).
+        #[arg(long, default_value = ".baton/document-key.der")]
+        key: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ClockCommand {
     /// Move simulated time forward by an ISO 8601 duration (PT1H, P2D) or a friendly one (1h 30m).
     Advance {
@@ -232,6 +256,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Diagram(args) => diagram_cmd::run(&args),
         Command::Run(args) => run_cmd::run(args).await,
         Command::Replay(args) => replay(args).await,
+        Command::Document { command: DocumentCommand::Verify { file, signature, public_key, key } } => {
+            verify_document(&file, &signature, public_key, &key)
+        }
         Command::Bench(args) => bench::run(args).await,
         Command::Directory(args) => directory_cmd::run(args).await,
         Command::Server(args) => server_cmd::server(args).await.map(|()| ExitCode::SUCCESS),
@@ -543,6 +570,34 @@ async fn erase(store: &str, person: String, reason: String, dry_run: bool, json:
     }
     write_out(&text)?;
     Ok(if report.blocking.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn verify_document(
+    file: &std::path::Path,
+    signature: &str,
+    public_key: Option<String>,
+    key: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    use baton_activities::document::{sha256_hex, verify};
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let public_key = match public_key {
+        Some(key) => key,
+        None => {
+            anyhow::ensure!(key.exists(), "no --public-key, and no signing key at {}", key.display());
+            baton_activities::SigningKey::load_or_create(key).map_err(anyhow::Error::msg)?.public_key()
+        }
+    };
+    let sha256 = sha256_hex(&bytes);
+    if verify(&public_key, &sha256, signature) {
+        write_out(&format!("valid: {} (SHA-256 {sha256}) is the document the engine signed", file.display()))?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        write_out(&format!(
+            "INVALID: the signature does not match {} (SHA-256 {sha256}) under this key",
+            file.display()
+        ))?;
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 async fn erasures(store: &str, person: Option<String>) -> anyhow::Result<ExitCode> {

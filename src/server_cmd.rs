@@ -55,6 +55,29 @@ pub struct ServerConfig {
     /// The RabbitMQ broker `call: baton.amqp.publish` publishes to; without one, the activity
     /// is not offered.
     pub amqp: Option<AmqpSection>,
+    /// Where `baton.document.*` keeps documents, finds templates and its signing key; without
+    /// it, the document activities are not offered (`baton dev` has one under .baton/).
+    pub documents: Option<DocumentsSection>,
+}
+
+/// Documents that are printed, signed and tracked (docs/activities.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentsSection {
+    /// The folder documents are kept in (drafts, documents, archive), by content hash.
+    pub folder: PathBuf,
+    /// The folder of the templates, `<templateId>.hbs`.
+    pub templates: PathBuf,
+    /// The engine's Ed25519 signing key (PKCS#8, DER); made on first start when missing.
+    pub key: PathBuf,
+}
+
+impl DocumentsSection {
+    pub fn config(&self) -> anyhow::Result<baton_activities::DocumentConfig> {
+        let key = baton_activities::SigningKey::load_or_create(&self.key).map_err(anyhow::Error::msg)?;
+        baton_activities::DocumentConfig::local(&self.folder, self.templates.clone(), Arc::new(key))
+            .map_err(anyhow::Error::msg)
+    }
 }
 
 /// The AMQP broker (docs/activities.md).
@@ -136,6 +159,7 @@ impl Default for ServerConfig {
             webhook: None,
             sms: None,
             amqp: None,
+            documents: None,
         }
     }
 }
@@ -399,6 +423,11 @@ pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
     let base = ServerConfig {
         store: "sqlite://.baton/dev.db".into(),
         definitions: vec![PathBuf::from("definitions")],
+        documents: Some(DocumentsSection {
+            folder: PathBuf::from(".baton/documents"),
+            templates: PathBuf::from("definitions/templates"),
+            key: PathBuf::from(".baton/document-key.der"),
+        }),
         ..ServerConfig::default()
     };
     let mut config = ServerConfig::load(&args, base, |name| std::env::var(name).ok())?;
@@ -479,6 +508,9 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     register_notify(&mut registry, Arc::clone(&notify));
     if let Some(amqp) = &config.amqp {
         baton_activities::register_amqp(&mut registry, baton_activities::AmqpConfig { uri: amqp.url.clone() });
+    }
+    if let Some(documents) = &config.documents {
+        baton_activities::register_documents(&mut registry, documents.config()?);
     }
     // Every other activity name goes to remote workers (`baton worker`, the HTTP protocol).
     let remote = RemoteQueue::new();

@@ -21,6 +21,7 @@
 pub mod amqp;
 mod auth;
 pub mod directory;
+pub mod document;
 pub mod http;
 pub mod notify;
 mod oauth2;
@@ -31,6 +32,7 @@ mod uri;
 
 pub use amqp::{AMQP_PUBLISH_ACTIVITY, AmqpConfig, AmqpPublisher, register_amqp};
 pub use directory::{MANAGER_OF_ACTIVITY, PEOPLE_ACTIVITY, register_directory};
+pub use document::{DocumentConfig, SigningKey, register_documents};
 pub use http::{HttpActivities, HttpConfig, NoSecrets, register};
 pub use notify::{
     NOTIFY_ACTIVITY, Notifier, NotifyConfig, RunReport, SmtpConfig, TemplateError, Templates, WebhookConfig,

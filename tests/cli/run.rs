@@ -349,3 +349,31 @@ fn admin_erase_removes_a_person_s_form_data_and_the_chain_still_verifies() {
     assert_eq!((record["person"].clone(), record["reason"].clone()), (json!("designer"), json!("req-1")));
     assert_eq!(record["report"]["events"], 1);
 }
+
+#[test]
+fn document_verify_accepts_the_signed_file_and_refuses_a_changed_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("document-key.der");
+    let key = baton_activities::SigningKey::load_or_create(&key_file).expect("a key");
+    let file = dir.path().join("certificate.html");
+    std::fs::write(&file, "<p>Olga completed Forklift safety</p>").expect("write");
+    let sha256 = baton_activities::document::sha256_hex(&std::fs::read(&file).expect("read"));
+    let signature = key.sign(&sha256);
+    let verify = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["document", "verify", file.to_str().expect("utf-8"), "--signature", &signature])
+            .args(extra)
+            .output()
+            .expect("baton runs");
+        (output.status.code().unwrap_or(-1), String::from_utf8(output.stdout).expect("utf-8"))
+    };
+    let (code, stdout) = verify(&["--key", key_file.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with("valid") && stdout.contains(&sha256), "{stdout}");
+    let (code, _) = verify(&["--public-key", &key.public_key()]);
+    assert_eq!(code, 0, "with the public key alone");
+    std::fs::write(&file, "<p>Olga completed Crane safety</p>").expect("forge");
+    let (code, stdout) = verify(&["--key", key_file.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.starts_with("INVALID"), "{stdout}");
+}

@@ -1,0 +1,280 @@
+//! Documents that are printed, signed and tracked: rendered from a template, kept with their
+//! content hash in an object store, signed with the engine's key, archived.
+//!
+//! ```yaml
+//! - render:
+//!     call: baton.document.render
+//!     with: { templateId: training-certificate, trackingCode: '${ .code }', data: '${ .data }' }
+//! - keep:
+//!     call: baton.document.store
+//!     with: { draftId: '${ .draftId }', sha256: '${ .sha256 }', trackingCode: '${ .code }' }
+//! ```
+//!
+//! - `baton.document.render` renders `<templates>/<templateId>.hbs` (handlebars, strict: a
+//!   field the template names and the data lacks fails the call) to HTML with the input's
+//!   `data`, `trackingCode` and `documentType`, and keeps the bytes as a draft named by their
+//!   SHA-256 (`drafts/<sha256>.html`): rendering the same data again is the same draft. Only
+//!   the hash enters history, never the document.
+//! - `baton.document.store` checks the draft against the hash it was given (refused, not
+//!   retried, when they differ) and keeps it as `documents/<trackingCode>/<sha256>.html`.
+//! - `baton.document.sign` signs `baton-document-v1:<sha256>` with the engine's Ed25519 key:
+//!   the digital path, where a signature of the content hash is legally acceptable.
+//!   `baton document verify FILE --signature S` checks one with the engine's public key.
+//! - `baton.document.archive` copies the document to `archive/<trackingCode>/<sha256>.html`
+//!   beside a JSON record of how it came back (channel, signature, scan).
+//!
+//! The object store is a local folder by default ([`object_store::local::LocalFileSystem`]);
+//! any [`ObjectStore`] fits (an S3-compatible one is a feature of the same crate away).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use baton_engine::{ActivityError, ActivityRegistry};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const RENDER_ACTIVITY: &str = "baton.document.render";
+pub const STORE_ACTIVITY: &str = "baton.document.store";
+pub const SIGN_ACTIVITY: &str = "baton.document.sign";
+pub const ARCHIVE_ACTIVITY: &str = "baton.document.archive";
+
+/// What a signature signs: a fixed prefix and the document's SHA-256 (hex), so a signature made
+/// for a document is never valid for anything else the key signs.
+pub fn signed_message(sha256: &str) -> Vec<u8> {
+    format!("baton-document-v1:{sha256}").into_bytes()
+}
+
+/// The engine's document-signing key (Ed25519).
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("key_id", &self.key_id()).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Reads the key (PKCS#8, DER) from `path`, creating one there first when the file does
+    /// not exist (readable by its owner only).
+    pub fn load_or_create(path: &std::path::Path) -> Result<Self, String> {
+        if !path.exists() {
+            let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .map_err(|_| "the system's random source failed".to_owned())?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            write_private(path, document.as_ref()).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let pair = Ed25519KeyPair::from_pkcs8(&bytes)
+            .map_err(|_| format!("{} is not an Ed25519 key (PKCS#8, DER)", path.display()))?;
+        Ok(Self { pair })
+    }
+
+    /// The public key, base64.
+    pub fn public_key(&self) -> String {
+        BASE64.encode(self.pair.public_key().as_ref())
+    }
+
+    /// A short name for the key: the first 16 hex digits of the SHA-256 of its public key.
+    pub fn key_id(&self) -> String {
+        hex::encode(&Sha256::digest(self.pair.public_key().as_ref())[..8])
+    }
+
+    /// The signature (base64) of a document's hash.
+    pub fn sign(&self, sha256: &str) -> String {
+        BASE64.encode(self.pair.sign(&signed_message(sha256)).as_ref())
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+/// Whether `signature` (base64) signs the document hash `sha256` under `public_key` (base64).
+pub fn verify(public_key: &str, sha256: &str, signature: &str) -> bool {
+    let (Ok(key), Ok(signature)) = (BASE64.decode(public_key.trim()), BASE64.decode(signature.trim())) else {
+        return false;
+    };
+    UnparsedPublicKey::new(&signature::ED25519, key).verify(&signed_message(sha256), &signature).is_ok()
+}
+
+/// The SHA-256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Where documents go and what renders and signs them.
+#[derive(Clone, Debug)]
+pub struct DocumentConfig {
+    pub store: Arc<dyn ObjectStore>,
+    /// The folder of the templates (`<templateId>.hbs`).
+    pub templates: PathBuf,
+    pub key: Arc<SigningKey>,
+}
+
+impl DocumentConfig {
+    /// Documents in a local folder (created if needed).
+    pub fn local(folder: &std::path::Path, templates: PathBuf, key: Arc<SigningKey>) -> Result<Self, String> {
+        std::fs::create_dir_all(folder).map_err(|e| format!("creating {}: {e}", folder.display()))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(folder)
+            .map_err(|e| format!("the document folder {}: {e}", folder.display()))?;
+        Ok(Self { store: Arc::new(store), templates, key })
+    }
+}
+
+/// Registers the four document activities.
+pub fn register_documents(registry: &mut ActivityRegistry, config: DocumentConfig) {
+    let config = Arc::new(config);
+    let c = Arc::clone(&config);
+    registry.register(RENDER_ACTIVITY, move |_ctx, input| {
+        let c = Arc::clone(&c);
+        async move { render(&c, &input).await }
+    });
+    let c = Arc::clone(&config);
+    registry.register(STORE_ACTIVITY, move |_ctx, input| {
+        let c = Arc::clone(&c);
+        async move { store(&c, &input).await }
+    });
+    let c = Arc::clone(&config);
+    registry.register(SIGN_ACTIVITY, move |_ctx, input| {
+        let c = Arc::clone(&c);
+        async move { sign(&c, &input) }
+    });
+    registry.register(ARCHIVE_ACTIVITY, move |_ctx, input| {
+        let c = Arc::clone(&config);
+        async move { archive(&c, &input).await }
+    });
+}
+
+fn invalid(message: impl Into<String>) -> ActivityError {
+    ActivityError::non_retryable(message)
+}
+
+/// A required text field that is safe as one segment of a path: letters, digits, `-`, `_`, `.`
+/// (not leading).
+fn segment<'a>(input: &'a Value, field: &str) -> Result<&'a str, ActivityError> {
+    let text = input.get(field).and_then(Value::as_str).ok_or_else(|| invalid(format!("`{field}` is required")))?;
+    let safe = !text.is_empty()
+        && text.len() <= 200
+        && !text.starts_with('.')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if safe {
+        Ok(text)
+    } else {
+        Err(invalid(format!("`{field}` may hold letters, digits, `-`, `_` and `.`: {text:?}")))
+    }
+}
+
+fn hash_field<'a>(input: &'a Value, field: &str) -> Result<&'a str, ActivityError> {
+    let text = input.get(field).and_then(Value::as_str).ok_or_else(|| invalid(format!("`{field}` is required")))?;
+    if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        Ok(text)
+    } else {
+        Err(invalid(format!("`{field}` is a SHA-256 in lowercase hex: {text:?}")))
+    }
+}
+
+fn storage(err: object_store::Error) -> ActivityError {
+    match err {
+        object_store::Error::NotFound { path, .. } => invalid(format!("no document at {path}")),
+        other => ActivityError::retryable(format!("the document store: {other}")),
+    }
+}
+
+async fn read(config: &DocumentConfig, path: &ObjectPath) -> Result<Vec<u8>, ActivityError> {
+    let found = config.store.get(path).await.map_err(storage)?;
+    Ok(found.bytes().await.map_err(storage)?.to_vec())
+}
+
+/// `baton.document.render`.
+pub async fn render(config: &DocumentConfig, input: &Value) -> Result<Value, ActivityError> {
+    let template_id = segment(input, "templateId")?;
+    let file = config.templates.join(format!("{template_id}.hbs"));
+    let template = tokio::fs::read_to_string(&file)
+        .await
+        .map_err(|e| invalid(format!("template {template_id}: {e} ({})", file.display())))?;
+    let mut handlebars = handlebars::Handlebars::new();
+    handlebars.set_strict_mode(true);
+    let mut data = input.get("data").cloned().unwrap_or_else(|| json!({}));
+    if let Value::Object(map) = &mut data {
+        for field in ["trackingCode", "documentType", "locale"] {
+            if let Some(value) = input.get(field) {
+                map.entry(field).or_insert_with(|| value.clone());
+            }
+        }
+    }
+    let html =
+        handlebars.render_template(&template, &data).map_err(|e| invalid(format!("template {template_id}: {e}")))?;
+    let sha256 = sha256_hex(html.as_bytes());
+    let path = ObjectPath::from(format!("drafts/{sha256}.html"));
+    let bytes = html.len();
+    config.store.put(&path, PutPayload::from(html.into_bytes())).await.map_err(storage)?;
+    Ok(json!({ "draftId": sha256, "sha256": sha256, "mediaType": "text/html", "bytes": bytes }))
+}
+
+/// `baton.document.store`.
+pub async fn store(config: &DocumentConfig, input: &Value) -> Result<Value, ActivityError> {
+    let draft = hash_field(input, "draftId")?;
+    let expected = hash_field(input, "sha256")?;
+    let code = segment(input, "trackingCode")?;
+    let bytes = read(config, &ObjectPath::from(format!("drafts/{draft}.html"))).await?;
+    let actual = sha256_hex(&bytes);
+    if actual != expected {
+        return Err(invalid(format!("the draft's content has SHA-256 {actual}, not {expected}: refused")));
+    }
+    let document_id = format!("{code}/{actual}");
+    let path = ObjectPath::from(format!("documents/{document_id}.html"));
+    config.store.put(&path, PutPayload::from(bytes)).await.map_err(storage)?;
+    Ok(json!({ "documentId": document_id, "uri": format!("documents/{document_id}.html"), "sha256": actual }))
+}
+
+/// `baton.document.sign`.
+pub fn sign(config: &DocumentConfig, input: &Value) -> Result<Value, ActivityError> {
+    let sha256 = hash_field(input, "sha256")?;
+    let signature = config.key.sign(sha256);
+    Ok(json!({
+        "signatureId": sha256_hex(signature.as_bytes())[..16],
+        "algorithm": "Ed25519",
+        "signature": signature,
+        "keyId": config.key.key_id(),
+        "publicKey": config.key.public_key(),
+        "signer": input.get("signer").cloned().unwrap_or(Value::Null),
+    }))
+}
+
+/// `baton.document.archive`.
+pub async fn archive(config: &DocumentConfig, input: &Value) -> Result<Value, ActivityError> {
+    let sha256 = hash_field(input, "sha256")?;
+    let code = segment(input, "trackingCode")?;
+    let bytes = read(config, &ObjectPath::from(format!("documents/{code}/{sha256}.html"))).await?;
+    if sha256_hex(&bytes) != sha256 {
+        return Err(invalid(format!("the stored document {code}/{sha256} no longer has its hash")));
+    }
+    let base = format!("archive/{code}/{sha256}");
+    config.store.put(&ObjectPath::from(format!("{base}.html")), PutPayload::from(bytes)).await.map_err(storage)?;
+    let record = json!({
+        "trackingCode": code,
+        "sha256": sha256,
+        "channel": input.get("channel").cloned().unwrap_or(Value::Null),
+        "signature": input.get("signature").cloned().unwrap_or(Value::Null),
+        "scanUri": input.get("scanUri").cloned().unwrap_or(Value::Null),
+        "archivedBy": input.get("archivedBy").cloned().unwrap_or(Value::Null),
+    });
+    let record = serde_json::to_vec_pretty(&record).unwrap_or_default();
+    config.store.put(&ObjectPath::from(format!("{base}.json")), PutPayload::from(record)).await.map_err(storage)?;
+    Ok(json!({ "archiveRef": base, "sha256": sha256 }))
+}
