@@ -28,7 +28,7 @@ use baton_engine::human::{InboxQuery, Principal, RoleGrant};
 use baton_engine::program::{Op, Program};
 use baton_engine::replay::Replayer;
 use baton_engine::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
-use baton_engine::store::{HistoryStore, SlaQuery};
+use baton_engine::store::{HistoryStore, NotificationStore, SlaQuery};
 use baton_engine::{
     ActivityOptions, Actor, Clock, Engine, EngineOptions, InstanceId, InstanceStatus, ManualClock, Outcome, RaiseEvent,
     StartOptions, StatsSnapshot, Store,
@@ -63,6 +63,9 @@ const LOGGED_ERRORS: u64 = 5;
 /// Definition keys of the people-and-deadlines workloads (the `document` of each YAML below).
 const TASKS: &str = "bench/tasks@1.0.0";
 const RUNGS: &str = "bench/rungs@1.0.0";
+const BULK: &str = "training/bulk-assignment";
+/// The shipped definition itself, so the figure is the one a deployment gets.
+const BULK_YAML: &str = include_str!("../definitions/bulk-assignment.yaml");
 /// The tasks workload: open tasks per department (the team leader's inbox), and most departments.
 const TASKS_PER_DEPARTMENT: usize = 200;
 const DEPARTMENTS: usize = 500;
@@ -165,6 +168,11 @@ pub enum Workload {
     /// last rung fired and recorded.
     #[value(name = "rungs")]
     Rungs,
+    /// The shipped bulk assignment: one training assigned to 1,000 people (the instance
+    /// count). Reports the time to the start's answer, when every assignment is durable (the
+    /// target: under 1 s), and the time until all of them are notified (in-app, durable).
+    #[value(name = "bulk")]
+    Bulk,
     /// 500 simulated users on the HTTP API (inbox, open, claim, complete) plus 50 starts/s,
     /// the load generator in its own process; then an open-loop ramp to the saturation point.
     #[value(name = "w4")]
@@ -185,6 +193,7 @@ impl Workload {
             Self::Loop => "loop",
             Self::Tasks => "tasks",
             Self::Rungs => "rungs",
+            Self::Bulk => "bulk",
             Self::W4 => "w4",
             Self::W4Load => "w4-load",
         }
@@ -197,6 +206,7 @@ impl Workload {
             Self::W2 => 10_000,
             Self::W3 | Self::Tasks => 100_000,
             Self::Rungs => 10_000,
+            Self::Bulk => 1_000,
             Self::Reload | Self::Loop => 1,
             Self::W4 | Self::W4Load => 500,
         }
@@ -454,6 +464,7 @@ async fn build_engine(
     clock: Option<Arc<ManualClock>>,
 ) -> anyhow::Result<Engine> {
     let store: Arc<dyn Store> = store;
+    let store_for_notify = Arc::clone(&store);
     let mut builder = Engine::builder()
         .store(store)
         .options(options)
@@ -463,8 +474,21 @@ async fn build_engine(
         .orchestration(reload_program())
         .orchestration(loop_program())
         .orchestration(people_workflow(TASKS_YAML).context("the tasks bench definition")?)
-        .orchestration(people_workflow(RUNGS_YAML).context("the rungs bench definition")?)
-        .activity("noop", |_ctx, _input| async { Ok(Value::Null) });
+        .orchestration(people_workflow(RUNGS_YAML).context("the rungs bench definition")?);
+    let bulk = people_workflow(BULK_YAML).context("the shipped bulk assignment")?;
+    let notify_clock: Arc<dyn Clock> = match &clock {
+        Some(clock) => clock.clone(),
+        None => Arc::new(baton_engine::SystemClock),
+    };
+    let mut activities = baton_engine::ActivityRegistry::new();
+    activities.register("noop", |_ctx, _input| async { Ok(Value::Null) });
+    let notify = baton_activities::notify::NotifyConfig::new(store_for_notify, notify_clock);
+    let key = baton_engine::Orchestration::definition(&bulk).key();
+    notify
+        .add_definition_templates(&key, &bulk.program().templates)
+        .map_err(|error| anyhow::anyhow!("{key}: use.templates: {error}"))?;
+    baton_activities::notify::register_notify(&mut activities, Arc::new(notify));
+    builder = builder.orchestration(bulk).activities(activities);
     if let Some(clock) = clock {
         let clock: Arc<dyn Clock> = clock;
         builder = builder.clock(clock);
@@ -528,6 +552,7 @@ impl Bench {
             Workload::Loop => self.long_loop(report).await?,
             Workload::Tasks => self.tasks(instances, report).await?,
             Workload::Rungs => self.rungs(instances, report).await?,
+            Workload::Bulk => self.bulk(instances, report).await?,
             Workload::W4 | Workload::W4Load => anyhow::bail!("w4 runs on its own path"),
         }
         let incidents = self.engine.stats().incidents;
@@ -947,6 +972,59 @@ impl Bench {
             }
         }
         Ok(timing)
+    }
+
+    /// Bulk: one training assigned to `n` people of the directory with one start of the
+    /// shipped `training/bulk-assignment`. The answer comes once `InstanceStarted`, holding
+    /// every person, is committed: the figure is that wait, then the time until the instance
+    /// has ended with every in-app notification written.
+    async fn bulk(&mut self, n: usize, report: &mut Report) -> anyhow::Result<()> {
+        let people: Vec<Person> = (0..n)
+            .map(|i| {
+                let mut person = Person::new(format!("bulk-{i}"), format!("Employee {i}"));
+                person.department = Some("bulk".into());
+                person
+            })
+            .collect();
+        let department = Department { id: "bulk".into(), name: "Bulk".into(), parent: None, head: None };
+        let organisation = Organisation { departments: vec![department], groups: vec![], people };
+        self.store.import(&organisation).await.context("importing the people")?;
+        let ids: Vec<String> = organisation.people.iter().map(|p| p.id.clone()).collect();
+        let input = json!({"trainingId": "safety-1", "title": "Safety basics", "dueDate": "2026-12-31",
+            "assignedBy": "hr", "people": ids});
+        let began = Instant::now();
+        let started = self.engine.start(BULK, input, StartOptions::default()).await.context("the bulk start")?;
+        let answer = began.elapsed();
+        // Durable at the answer: the first history event holds every person.
+        let first = self.store.history(&started.id, 0, 1).await?;
+        let durable = first
+            .first()
+            .and_then(|e| serde_json::from_str::<Value>(&e.payload).ok())
+            .and_then(|p| p["input"]["people"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if durable != n {
+            self.errors.add(format_args!("{durable} of {n} assignments in history at the answer"));
+        }
+        let outcome = self.engine.wait(&started.id).await.context("waiting for the notifications")?;
+        let notified = began.elapsed();
+        if outcome.status != InstanceStatus::Completed {
+            self.errors.add(format_args!("the bulk assignment ended {:?}: {:?}", outcome.status, outcome.result));
+        }
+        let mut in_app = 0;
+        for id in &ids {
+            in_app += self.store.in_app(id, false, None, 10).await?.len();
+        }
+        if in_app != n {
+            self.errors.add(format_args!("{in_app} of {n} people have their in-app notification"));
+        }
+        report.instances = Some(1);
+        report.extra("people", json!(n));
+        report.extra("answer_ms", json!(round3(ms(answer))));
+        report.extra("answer_target_ms", json!(1_000));
+        report.extra("assignments_durable_at_answer", json!(durable));
+        report.extra("notified_ms", json!(round3(ms(notified))));
+        report.extra("notified", json!(in_app));
+        Ok(())
     }
 
     /// Rungs: `n` instances each open a human task whose one-hour SLA has one rung at 100%, all

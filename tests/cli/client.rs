@@ -70,9 +70,15 @@ impl ApiServer {
 
     /// A server with these environment variables set.
     fn start_with(env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_at(tempfile::tempdir().expect("tempdir"), env)
+    }
+
+    /// A server on the store (and `org.yaml` directory, written when missing) of `dir`.
+    fn start_at(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let directory = dir.path().join("org.yaml");
-        std::fs::write(&directory, ORGANISATION).expect("writes the directory");
+        if !directory.exists() {
+            std::fs::write(&directory, ORGANISATION).expect("writes the directory");
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["server", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--store"])
             .arg(format!("sqlite://{}", dir.path().join("baton.db").display()))
@@ -208,6 +214,15 @@ impl ApiServer {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).expect("writes");
         path.to_str().expect("a UTF-8 path").to_owned()
+    }
+}
+
+impl ApiServer {
+    /// SIGKILLs the server and hands back its files (the store among them).
+    fn kill_keeping_files(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 }
 
@@ -775,4 +790,47 @@ do:
     };
     assert_eq!(items.len(), 1, "one start for the hour: {items:?}");
     assert_eq!(items[0]["definition"], "training/hourly");
+}
+
+/// The shipped bulk assignment: a training assigned to 1,000 people over HTTP; the server is
+/// killed (SIGKILL) as soon as the start has answered; a new server on the same store finishes
+/// the instance, and every one of the 1,000 people has exactly one in-app notification.
+#[test]
+fn a_bulk_assignment_survives_a_kill_right_after_its_answer_and_notifies_everyone_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut org = String::from("departments:\n  - { id: assembly, name: Assembly }\npeople:\n");
+    for i in 0..1_000 {
+        org.push_str(&format!("  - {{ id: employee-{i}, name: Employee {i}, department: assembly }}\n"));
+    }
+    std::fs::write(dir.path().join("org.yaml"), org).expect("the directory");
+    let definitions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("definitions");
+    let env = [("BATON_DEFINITIONS", definitions.to_str().expect("utf-8"))];
+    let server = ApiServer::start_at(dir, &env);
+    let admin = server.token("hr-admin", &["admin"]);
+    let people: Vec<String> = (0..1_000).map(|i| format!("employee-{i}")).collect();
+    let start = serde_json::json!({"definition": "training/bulk-assignment", "input": {
+        "trainingId": "safety-1", "title": "Safety basics", "dueDate": "2026-12-31", "assignedBy": "hr-admin",
+        "people": people}});
+    let started = server.http(reqwest::Method::POST, "/api/v1/instances", &admin, Some(start));
+    let id = started["id"].as_str().unwrap_or_else(|| panic!("started: {started}")).to_owned();
+    let dir = server.kill_keeping_files();
+
+    let server = ApiServer::start_at(dir, &env);
+    let admin = server.token("hr-admin", &["admin"]);
+    let done = server.wait_for_status(&admin, &id, "completed");
+    assert_eq!(done["instance"]["result"]["notified"], 1_000, "{done}");
+    for person in ["employee-0", "employee-500", "employee-999"] {
+        let token = server.token(person, &[]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let items = loop {
+            let inbox = server.http(reqwest::Method::GET, "/api/v1/notifications", &token, None);
+            let items = inbox["items"].as_array().cloned().unwrap_or_else(|| panic!("{inbox}"));
+            if !items.is_empty() || Instant::now() > deadline {
+                break items;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(items.len(), 1, "{person}: exactly one: {items:?}");
+        assert_eq!(items[0]["subject"], "Training assigned: Safety basics");
+    }
 }
