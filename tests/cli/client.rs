@@ -834,3 +834,57 @@ fn a_bulk_assignment_survives_a_kill_right_after_its_answer_and_notifies_everyon
         assert_eq!(items[0]["subject"], "Training assigned: Safety basics");
     }
 }
+
+/// The example worker standing in for the training platform's services lets a server run the
+/// shipped definitions: a `user.created` event published to the server starts the mandatory
+/// trainings, the worker answers `training.mandatoryFor`, and the operator gets two trainings.
+#[test]
+fn the_training_example_worker_serves_the_shipped_definitions_host_activities() {
+    let python = Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !python {
+        let required = std::env::var("BATON_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+        assert!(!required, "BATON_REQUIRE_SERVICES=1 but python3 does not run");
+        eprintln!("skipped: python3 runs the example worker");
+        return;
+    }
+    let definitions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("definitions");
+    let server = ApiServer::start_with(&[("BATON_DEFINITIONS", definitions.to_str().expect("utf-8"))]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workers/training_worker.py");
+    let mut worker = Command::new("python3")
+        .arg(script)
+        .env("BATON_ADDRESS", &server.address)
+        .env("BATON_TOKEN", server.token("training-services", &["worker"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs the worker");
+    let event = serde_json::json!({"specversion": "1.0", "id": "hr-1", "type": "com.baton.user.created",
+        "source": "https://hr.example", "data": {"id": "tom", "role": "operator", "department": "assembly"}});
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let answer: Value = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/events", server.address))
+            .bearer_auth(server.token("hr-feed", &["admin"]))
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("JSON")
+    });
+    let id = answer["started"][0]["instance"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
+    let admin = server.token("admin", &["admin"]);
+    let done = server.wait_for_status(&admin, &id, "completed");
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let assigned = &done["instance"]["result"]["assigned"];
+    let trainings: Vec<&str> = assigned
+        .as_array()
+        .unwrap_or_else(|| panic!("{done}"))
+        .iter()
+        .filter_map(|a| a["trainingId"].as_str())
+        .collect();
+    assert_eq!(trainings, ["safety-1", "forklift"], "an operator's mandatory trainings: {done}");
+}
