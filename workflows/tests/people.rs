@@ -13,7 +13,7 @@ use baton_engine::replay::Replayer;
 use baton_engine::store::sqlite::{SqliteOptions, SqliteStore};
 use baton_engine::store::{HistoryStore, OutboxStore, SlaQuery, SlaStateName, TaskStore, TimerStore};
 use baton_engine::{
-    ActivityError, Actor, Clock, Engine, EngineError, InstanceId, InstanceStatus, ManualClock, StartOptions,
+    ActivityError, Actor, Clock, Engine, EngineError, InstanceId, InstanceStatus, ManualClock, RaiseEvent, StartOptions,
 };
 use baton_workflows::interp::Workflow;
 use baton_workflows::run::{content_hash, load};
@@ -792,7 +792,7 @@ async fn erasing_a_person_keeps_the_chain_and_waits_for_running_instances() {
       set: { confirmed: true }
 "#,
     );
-    let h = Harness::new(std::slice::from_ref(&source)).await;
+    let mut h = Harness::new(std::slice::from_ref(&source)).await;
     let comment = |text: &str| TaskAction::Comment { text: text.into() };
     let ended = h.start("confirm", json!({"operator": "olga"}), "tom").await;
     let seq = h.tasks_of(&ended, "olga", 1).await[0].seq;
@@ -887,6 +887,17 @@ async fn erasing_a_person_keeps_the_chain_and_waits_for_running_instances() {
         let found = bytes.windows(12).any(|w| w == b"0470-555-123");
         assert!(!found, "{} still holds olga's number", file.display());
     }
+    // An erased instance no longer replays, and needs not: input to it is refused as to any
+    // ended instance, with no incident (after a restart, when nothing of it is in memory).
+    h.restart().await;
+    let late = h.engine.terminate(&ended, "late", Actor::User { id: "adam".into() }).await;
+    assert!(matches!(late, Err(EngineError::InstanceEnded { .. })), "{late:?}");
+    let raise = RaiseEvent { name: "ping".into(), payload: json!({}), event_id: None, actor: Actor::System };
+    assert!(matches!(h.engine.raise_event(&ended, raise).await, Err(EngineError::InstanceEnded { .. })));
+    assert!(
+        h.engine.incidents(Some(&ended), false).await.expect("incidents").is_empty(),
+        "no corrupt-history incident"
+    );
     // Erasing again finds nothing more.
     let again = h.engine.erase_person(&Erasure { dry_run: false, ..erasure }).await.expect("again");
     assert_eq!((again.events, again.tasks, again.instances.len()), (0, 0, 0));

@@ -18,7 +18,7 @@ use crate::error::EngineError;
 use crate::history::{
     ActivityCompleted, ActivityFailed, Actor, ChildCompleted, ChildFailed, EventKind, EventReceived,
     HumanTaskCommented, HumanTaskCompleted, HumanTaskDelegated, HumanTaskReassigned, HumanTaskRef, IncidentRaised,
-    IncidentResolved, InstanceId, InstanceStarted, InstanceTerminated, Reason, Seq, TimerRef,
+    IncidentResolved, InstanceId, InstanceStarted, InstanceTerminated, Reason, Seq, StoredEvent, TimerRef,
 };
 use crate::human::{HumanTaskRow, Principal, TaskAction, TaskRefusal, check_action, may_see};
 use crate::instance::{Effect, INTERPRETER_VERSION, Instance, SLA_BREACHED, Step, StepError};
@@ -527,6 +527,11 @@ impl Core {
     /// incident and stays out.
     async fn admit(&mut self, loaded: LoadedInstance) -> bool {
         let LoadedInstance { row, snapshot, events } = loaded;
+        // Erased personal data: the instance has ended and stays out, without an incident
+        // ([`Self::ensure_loaded`] answers that it has ended).
+        if row.status.is_final() && events.iter().any(StoredEvent::is_erased) {
+            return false;
+        }
         let key = format!("{}@{}", row.orchestration, row.version);
         let result = match self.shared.registered(&key) {
             None => Err((IncidentKind::DefinitionMissing, format!("no orchestration is registered as {key}"))),
@@ -599,6 +604,11 @@ impl Core {
         }
         match self.shared.store.load(id).await? {
             None => Ok(false),
+            // An ended instance whose personal data was erased no longer replays, and needs
+            // not: it takes no more input.
+            Some(loaded) if loaded.row.status.is_final() && loaded.events.iter().any(StoredEvent::is_erased) => {
+                Err(EngineError::InstanceEnded { id: id.clone(), status: loaded.row.status })
+            }
             Some(loaded) => {
                 if self.admit(loaded).await {
                     Ok(true)
