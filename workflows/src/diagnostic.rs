@@ -167,6 +167,7 @@ pub const CODES: &[(&str, &str)] = &[
     (codes::DEFAULT_CASE, "Several default cases"),
     (codes::MANIFEST, "Invalid activity manifest"),
     (codes::CALENDAR, "Business calendar problem"),
+    (codes::SCHEDULE, "Unsupported schedule"),
 ];
 
 /// The codes by name, so code reads `codes::DUPLICATE_TASK` rather than a bare string.
@@ -224,6 +225,9 @@ pub mod codes {
     /// A calendar under `use.calendars` is invalid, or an `sla` names a calendar the
     /// definition does not declare (a warning: it may be one the engine shares).
     pub const CALENDAR: &str = "BATON-L025";
+    /// A schedule Baton cannot run: an unknown time zone, a period of zero, or `schedule.on`
+    /// with `all`.
+    pub const SCHEDULE: &str = "BATON-L026";
 }
 
 /// The title of a code, if it is one of [`CODES`].

@@ -599,6 +599,23 @@ impl Compiler {
             Some(on) => Some(Arc::new(self.strategy(on, "/schedule/on")?)),
             None => None,
         };
+        if let Some(Strategy::All(_)) = starts_on.as_deref() {
+            return Err(CompileError::new(
+                "/schedule/on/all",
+                "`schedule.on` with `all` (an instance from a set of correlated events) is not supported; use `one` or `any`",
+            ));
+        }
+        if let Err(error) = crate::schedule::schedule_in(&definition) {
+            let pointer = match definition.get("schedule") {
+                _ if matches!(error, baton_sla::schedule::ScheduleError::Zone(_)) => {
+                    "/document/metadata/baton/schedule/timezone"
+                }
+                Some(schedule) if schedule.get("cron").is_some() => "/schedule/cron",
+                Some(schedule) if schedule.get("every").is_some() => "/schedule/every",
+                _ => "/schedule",
+            };
+            return Err(CompileError::new(pointer, error.to_string()));
+        }
         let calendars = match get(&self.use_, "calendars") {
             Some(value) => baton_sla::Calendars::from_value(value).map_err(|e| {
                 CompileError::new(&format!("/use/calendars/{}", e.calendar().unwrap_or_default()), e.to_string())

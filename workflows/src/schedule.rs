@@ -84,7 +84,12 @@ fn state_key(definition: &str) -> String {
 /// The schedule a definition declares, or `None` (an event-driven `schedule.on` is not run by
 /// the scheduler).
 pub fn schedule_of(program: &Program) -> Result<Option<(Recurrence, Misfire, Overlap, Value)>, ScheduleError> {
-    let definition = program.definition.as_ref();
+    schedule_in(program.definition.as_ref())
+}
+
+/// [`schedule_of`] from a definition's document, which compiling a definition checks, so that
+/// a definition whose schedule does not parse is refused before it is stored.
+pub(crate) fn schedule_in(definition: &Value) -> Result<Option<(Recurrence, Misfire, Overlap, Value)>, ScheduleError> {
     let Some(schedule) = definition.get("schedule") else { return Ok(None) };
     let options = definition.pointer("/document/metadata/baton/schedule");
     let text = |key: &str| options.and_then(|o| o.get(key)).and_then(Value::as_str);
@@ -163,11 +168,6 @@ impl Scheduler {
     pub async fn register(&self, program: &Program) -> Result<(), EngineError> {
         let definition = program.document.qualified_name();
         match &program.starts_on {
-            Some(strategy) if matches!(strategy.as_ref(), Strategy::All(_)) => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "{definition}: `schedule.on` with `all` (an instance from a set of correlated events) is not supported; use `one` or `any`"
-                )));
-            }
             Some(strategy) => {
                 self.on_entries().insert(definition.clone(), Arc::clone(strategy));
             }
@@ -215,7 +215,8 @@ impl Scheduler {
         let mut started = Vec::with_capacity(matching.len());
         for definition in matching {
             let options = StartOptions {
-                idempotency_key: Some(format!("event:{definition}:{}:{}", text("source"), text("id"))),
+                // JSON keeps the parts apart whatever they hold (a source is a URI, with colons).
+                idempotency_key: Some(format!("event:{}", json!([definition, text("source"), text("id")]))),
                 actor: Some(actor.clone()),
                 tags: vec!["event".into()],
                 ..StartOptions::default()

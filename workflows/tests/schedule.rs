@@ -199,7 +199,24 @@ async fn an_event_that_matches_schedule_on_starts_one_instance() {
     );
 
     let all = "document:\n  dsl: '1.0.3'\n  namespace: test\n  name: both\n  version: '1.0.0'\nschedule:\n  on:\n    all:\n      - with: { type: a }\n      - with: { type: b }\ndo:\n  - note:\n      set: { ok: true }\n";
-    let program = load(all, "all.yaml").expect("loads");
-    let refused = scheduler.register(&program).await.expect_err("`all` is refused");
-    assert!(refused.to_string().contains("`all`"), "{refused}");
+    let refused = load(all, "all.yaml").expect_err("`all` is refused when the definition compiles");
+    let refused = refused.to_string();
+    assert!(refused.contains("`all`") && refused.contains("all.yaml"), "{refused}");
+}
+
+/// A schedule that does not parse is refused when the definition compiles, at the field that is
+/// wrong, so that a deploy stores nothing a restart could not take back.
+#[test]
+fn a_schedule_that_does_not_parse_is_refused_at_its_field() {
+    let cases = [
+        // The schedule's line (10), or the options' line (8) for the time zone.
+        ("cron: '0 9 * * NOPE'", "{}", "broken.yaml:10:", "not a cron expression"),
+        ("cron: '0 9 * * MON'", "{ timezone: Europe/Atlantis }", "broken.yaml:8:", "time zone"),
+        ("every: PT0S", "{}", "broken.yaml:10:", "longer than zero"),
+    ];
+    for (schedule, options, position, expected) in cases {
+        let source = definition("broken", schedule, options, QUICK);
+        let refused = load(&source, "broken.yaml").expect_err("refused").to_string();
+        assert!(refused.contains(expected) && refused.contains(position), "{schedule}: {refused}");
+    }
 }

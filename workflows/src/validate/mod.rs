@@ -103,7 +103,7 @@ pub fn validate(parsed: &Parsed, file: &str, options: &ValidateOptions) -> Vec<D
     let from_schema = cx.out.len();
     values::dsl_version(&mut cx, document);
     flow::check(&mut cx, &tasks);
-    values::cron(&mut cx, document);
+    values::schedule(&mut cx, document);
     values::expressions(&mut cx, document, &tasks);
     values::data_schemas(&mut cx, document, &tasks);
     values::references(&mut cx, document, &tasks);

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use baton_sla::schedule::ScheduleError;
 use croner::parser::{CronParser, Seconds};
 use serde_json::Value;
 
@@ -121,7 +122,39 @@ fn units(mut text: &str, order: &[char], parts: &mut Vec<(char, bool)>) -> Resul
     Ok(())
 }
 
-pub(super) fn cron(cx: &mut Context<'_>, document: &Value) {
+/// `schedule`: a cron pattern that parses, a time zone the time zone database knows, a period
+/// longer than zero, and no `on.all` (an instance from a set of correlated events), which Baton
+/// does not start from.
+pub(super) fn schedule(cx: &mut Context<'_>, document: &Value) {
+    cron(cx, document);
+    let unsupported = |cx: &mut Context<'_>, pointer: &str, message: String, expected: &str| {
+        let span = cx.span(pointer);
+        cx.push(Diagnostic::error(codes::SCHEDULE, cx.file, span, pointer, message).with_expected(expected));
+    };
+    match crate::schedule::schedule_in(document) {
+        Err(error @ ScheduleError::Zone(_)) => unsupported(
+            cx,
+            "/document/metadata/baton/schedule/timezone",
+            error.to_string(),
+            "an IANA time zone name, e.g. Europe/Brussels or UTC",
+        ),
+        Err(error @ ScheduleError::ZeroPeriod) => {
+            unsupported(cx, "/schedule/every", error.to_string(), "a duration longer than zero, e.g. PT1H")
+        }
+        // A cron pattern that does not parse is reported above.
+        Err(ScheduleError::Cron { .. }) | Ok(_) => {}
+    }
+    if document.pointer("/schedule/on/all").is_some() {
+        unsupported(
+            cx,
+            "/schedule/on/all",
+            "`schedule.on` with `all` (an instance from a set of correlated events) is not supported".to_owned(),
+            "`one` (one kind of event) or `any` (any of several)",
+        );
+    }
+}
+
+fn cron(cx: &mut Context<'_>, document: &Value) {
     let Some(pattern) = document.pointer("/schedule/cron").and_then(Value::as_str) else { return };
     let parser = CronParser::builder().seconds(Seconds::Optional).build();
     if let Err(err) = parser.parse(pattern) {
