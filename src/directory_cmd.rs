@@ -134,8 +134,16 @@ async fn import(file: &Path, url: &str, check: bool) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     let store = store_url::open(url).await?;
-    store.import(&organisation).await.with_context(|| format!("cannot import into {url}"))?;
+    let left_out = baton_engine::erasure::import_directory(store.as_ref(), &organisation)
+        .await
+        .with_context(|| format!("cannot import into {url}"))?;
     write_out(&format!("imported {counts} from {name} into {url}"))?;
+    if !left_out.is_empty() {
+        write_out(&format!(
+            "left as erased (their data was erased on request; add them again one by one if they return): {}",
+            left_out.join(", ")
+        ))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

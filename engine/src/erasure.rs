@@ -17,7 +17,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::directory::Person;
+use std::collections::HashSet;
+
+use crate::directory::{Organisation, Person};
 use crate::error::EngineError;
 use crate::history::{Actor, EventKind, InstanceId, StoredEvent};
 use crate::human::HumanTask;
@@ -84,6 +86,18 @@ pub async fn erase(store: &dyn Store, erasure: &Erasure) -> Result<ErasureReport
         return Err(EngineError::ErasureRefused { person: erasure.person.clone(), instances: report.blocking });
     }
     Ok(report)
+}
+
+/// Imports a directory (the server's `directory` file at every start, `baton directory import`)
+/// without bringing back the data of people who were erased: their scrubbed row stays. Returns
+/// the ids left out, for the caller to say so; adding such a person again is a deliberate
+/// `putPerson`.
+pub async fn import_directory(store: &dyn Store, organisation: &Organisation) -> Result<Vec<String>, EngineError> {
+    let erased: HashSet<String> = store.erasures(None).await?.into_iter().map(|record| record.person).collect();
+    let (kept, left_out): (Vec<Person>, Vec<Person>) =
+        organisation.people.iter().cloned().partition(|person| !erased.contains(&person.id));
+    store.import(&Organisation { people: kept, ..organisation.clone() }).await?;
+    Ok(left_out.into_iter().map(|person| person.id).collect())
 }
 
 /// Whether this event's payload holds the person's data (see the module documentation).

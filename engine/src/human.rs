@@ -273,6 +273,11 @@ impl Completion {
 }
 
 impl HumanTask {
+    /// Whether a person's data was erased from this task (a comment or its completion).
+    pub fn holds_erased(&self) -> bool {
+        self.comments.iter().any(|comment| comment.erased) || self.completion.as_ref().is_some_and(|c| c.erased)
+    }
+
     pub fn new(spec: HumanTaskSpec, created_at: DateTime<Utc>) -> Self {
         Self {
             assignee: spec.assignee.clone(),

@@ -175,7 +175,12 @@ impl Replayer {
             return Ok(rebuilt);
         }
         let events = read_all(store, id, row.run_start).await?;
-        if events.iter().any(StoredEvent::is_erased) {
+        let stored_tasks: std::collections::BTreeMap<Seq, HumanTaskRow> =
+            store.human_tasks_of(id).await?.into_iter().map(|t| (t.seq, t)).collect();
+        // Events of the first history schema keep their payloads when the person is erased
+        // (their hash covers them), but the task rows were scrubbed: deriving them again would
+        // bring the data back.
+        if events.iter().any(StoredEvent::is_erased) || stored_tasks.values().any(|row| row.task.holds_erased()) {
             rebuilt.erased = true;
             return Ok(rebuilt);
         }
@@ -212,8 +217,6 @@ impl Replayer {
                 }
             }
         }
-        let stored_tasks: std::collections::BTreeMap<Seq, HumanTaskRow> =
-            store.human_tasks_of(id).await?.into_iter().map(|t| (t.seq, t)).collect();
         for seq in stored_tasks.keys().chain(human_tasks.keys()).collect::<std::collections::BTreeSet<_>>() {
             match (stored_tasks.get(seq), human_tasks.get(seq)) {
                 (Some(stored), Some(derived))

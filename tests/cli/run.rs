@@ -348,6 +348,23 @@ fn admin_erase_removes_a_person_s_form_data_and_the_chain_still_verifies() {
     let record: Value = serde_json::from_str(stdout.lines().next().expect("one record")).expect("JSON");
     assert_eq!((record["person"].clone(), record["reason"].clone()), (json!("designer"), json!("req-1")));
     assert_eq!(record["report"]["events"], 1);
+
+    // Importing the directory file again (as a server does at every start) does not bring an
+    // erased person's data back.
+    let (code, _, stderr) = admin(&["erase", "maria", "--reason", "req-2", "--store", &store]);
+    assert_eq!(code, 0, "{stderr}");
+    let directory = |args: &[&str]| {
+        let output =
+            Command::new(env!("CARGO_BIN_EXE_baton")).arg("directory").args(args).output().expect("baton runs");
+        (output.status.code().unwrap_or(-1), String::from_utf8(output.stdout).expect("utf-8"))
+    };
+    let (code, stdout) = directory(&["import", people.to_str().expect("utf-8"), "--db", &store]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("left as erased") && stdout.contains("maria"), "{stdout}");
+    let (code, stdout) = directory(&["show", "maria", "--db", &store, "-o", "json"]);
+    assert_eq!(code, 0, "{stdout}");
+    let maria: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!((maria["name"].clone(), maria["active"].clone()), (json!(""), json!(false)), "{maria}");
 }
 
 #[test]

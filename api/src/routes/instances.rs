@@ -18,7 +18,7 @@ use super::{Body, Page, authorize, created_or_ok, decode_cursor, parse_choice};
 use crate::app::{App, Auth};
 use crate::auth::Scope;
 use crate::policy::{self, Access};
-use crate::problem::{ApiResult, Problem};
+use crate::problem::{ApiResult, Kind, Problem};
 
 /// An instance's summary.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -529,10 +529,12 @@ pub async fn publish_events(
             if caller.event_types.is_empty() { "none".to_owned() } else { caller.event_types.join(", ") }
         )));
     }
+    let scheduler = app.options.scheduler.as_ref().ok_or_else(|| {
+        Problem::new(Kind::Unavailable, "this server runs no scheduler: no definition starts on events here")
+    })?;
     let mut answer = PublishAnswer { events: events.len(), started: Vec::new() };
     for event in events {
         let id = event.id.clone();
-        let Some(scheduler) = &app.options.scheduler else { continue };
         for start in scheduler.on_event(&event.into_json(), auth.actor()).await? {
             answer.started.push(EventStarted {
                 event: id.clone(),
