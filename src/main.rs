@@ -1,6 +1,7 @@
 //! `baton`: the command line. A thin layer that wires the library crates together.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -418,20 +419,10 @@ async fn named_or_all(
     store: &dyn baton_engine::Store,
     instances: Vec<String>,
 ) -> anyhow::Result<Vec<baton_engine::InstanceId>> {
-    use baton_engine::store::{InstanceFilter, InstanceRow};
-    let mut ids: Vec<baton_engine::InstanceId> = instances.into_iter().map(baton_engine::InstanceId::new).collect();
-    if ids.is_empty() {
-        let mut after = None;
-        loop {
-            let filter =
-                InstanceFilter { after: after.clone(), limit: InstanceFilter::MAX_LIMIT, ..InstanceFilter::default() };
-            let page: Vec<InstanceRow> = store.list_instances(&filter).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            ids.extend(page.into_iter().map(|row| row.id));
-        }
+    if instances.is_empty() {
+        return all_instances(store).await;
     }
-    Ok(ids)
+    Ok(instances.into_iter().map(baton_engine::InstanceId::new).collect())
 }
 
 /// Rebuilds the read models of instances from their histories with the definitions deployed
@@ -472,7 +463,43 @@ async fn rebuild_projections(instances: Vec<String>, store: &str, apply: bool, j
             ids.len() - differing - failed
         ))?;
     }
-    Ok(if differing == 0 && failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    // The read models of domain events, from every instance's history: first everything the
+    // outbox holds is applied, so that the live rows are complete.
+    let projector = baton_engine::projection::Projector::new(
+        Arc::clone(&store),
+        Arc::new(baton_engine::SystemClock),
+        baton_activities::read_models::training_projections(),
+    );
+    projector.catch_up().await?;
+    let everyone = all_instances(store.as_ref()).await?;
+    let models = baton_engine::projection::rebuild(
+        store.as_ref(),
+        &baton_engine::SystemClock,
+        projector.projections(),
+        &everyone,
+        apply,
+    )
+    .await?;
+    for model in &models {
+        if json {
+            write_out(&serde_json::to_string(model)?)?;
+            continue;
+        }
+        let kept = if model.kept.is_empty() {
+            String::new()
+        } else {
+            format!("; {} kept that history no longer derives (purged instances)", model.kept.len())
+        };
+        let state = if model.is_equal() {
+            "equal to the store".to_owned()
+        } else {
+            let fixed = if model.applied { ", rewritten from history" } else { "" };
+            format!("{} differing, {} missing{fixed}", model.differing.len(), model.missing.len())
+        };
+        write_out(&format!("read model {}: {} rows from history, {state}{kept}", model.projection, model.rows))?;
+    }
+    let models_differ = models.iter().any(|model| !model.is_equal());
+    Ok(if differing == 0 && failed == 0 && !models_differ { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn verify(instances: Vec<String>, store: &str, json: bool) -> anyhow::Result<ExitCode> {

@@ -482,7 +482,12 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
         let organisation = crate::directory_cmd::load_organisation(path)?.ok_or_else(|| {
             anyhow::anyhow!("{}: the directory has problems (above); nothing imported", path.display())
         })?;
-        store.import(&organisation).await.context("cannot import the directory")?;
+        let left_out = baton_engine::erasure::import_directory(store.as_ref(), &organisation)
+            .await
+            .context("cannot import the directory")?;
+        if !left_out.is_empty() {
+            tracing::warn!(people = ?left_out, "the directory file names people whose data was erased; their rows stay erased");
+        }
     }
     let calendars = match &config.calendars {
         Some(path) => crate::run_cmd::load_calendars(path)?,
@@ -557,6 +562,13 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
 
     let cancel = CancellationToken::new();
     let notifier = tokio::spawn(Notifier::new(notify).run(cancel.clone()));
+    // The read models follow the domain events the definitions emit.
+    let projector = Arc::new(baton_engine::projection::Projector::new(
+        Arc::clone(&store),
+        Arc::clone(&clock),
+        baton_activities::read_models::training_projections(),
+    ));
+    let projected = tokio::spawn(projector.run(engine.subscribe(), cancel.clone()));
     let scheduled = tokio::spawn(Arc::clone(&scheduler).run(cancel.clone()));
     let retention = crate::retention::policies(&config.retention)?;
     let retention =
@@ -604,6 +616,7 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     let _ = notifier.await;
     let _ = retention.await;
     let _ = scheduled.await;
+    let _ = projected.await;
     engine.shutdown().await;
     eprintln!("Baton stopped.");
     Ok(())

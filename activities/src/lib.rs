@@ -6,7 +6,8 @@
 //! enables them ([`process`]). The `baton.notify` activity and its [`Notifier`] send templated
 //! notifications in-app, by email, webhook and SMS ([`notify`]; docs/notifications.md), and
 //! `baton.directory.*` activities look people up in the directory ([`directory`]).
-//! `baton.amqp.publish` publishes to RabbitMQ with publisher confirms ([`amqp`]).
+//! `baton.amqp.publish` publishes to RabbitMQ with publisher confirms ([`amqp`]). The training
+//! platform's read models are projections of the events its definitions emit ([`read_models`]).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -28,6 +29,7 @@ mod oauth2;
 pub mod openapi;
 mod problem;
 pub mod process;
+pub mod read_models;
 mod uri;
 
 pub use amqp::{AMQP_PUBLISH_ACTIVITY, AmqpConfig, AmqpPublisher, register_amqp};

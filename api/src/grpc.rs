@@ -108,6 +108,10 @@ pub const ROUTES: &[Route] = &[
     route("Tasks/CommentTask", "commentTask", "POST", "/api/v1/tasks/{instance}/{seq}/comment", Json),
     route("Tasks/CompleteTask", "completeTask", "POST", "/api/v1/tasks/{instance}/{seq}/complete", Json),
     route("Organisation/ListSlas", "listSlas", "GET", "/api/v1/slas", Query),
+    route("Organisation/GetSlaCompliance", "getSlaCompliance", "GET", "/api/v1/slas/compliance", Query),
+    route("Organisation/ListDocuments", "listDocuments", "GET", "/api/v1/documents", Query),
+    route("Organisation/ListTrainingProgress", "listTrainingProgress", "GET", "/api/v1/training/progress", Query),
+    route("Organisation/ListCertifications", "listCertifications", "GET", "/api/v1/training/certifications", Query),
     route("Organisation/ListPeople", "listPeople", "GET", "/api/v1/people", Query),
     route("Organisation/GetPerson", "getPerson", "GET", "/api/v1/people/{id}", Query),
     route("Organisation/ListNotifications", "listNotifications", "GET", "/api/v1/notifications", Query),
@@ -423,6 +427,10 @@ forwarded!(organisation_server::Organisation {
     mark_notifications_read(MarkNotificationsReadRequest) -> Json = "Organisation/MarkNotificationsRead";
     advance_clock(AdvanceClockRequest) -> Json = "Organisation/AdvanceClock";
     erase_person(ErasePersonRequest) -> Json = "Organisation/ErasePerson";
+    get_sla_compliance(SlaComplianceRequest) -> Json = "Organisation/GetSlaCompliance";
+    list_documents(ListDocumentsRequest) -> Json = "Organisation/ListDocuments";
+    list_training_progress(ListTrainingProgressRequest) -> Json = "Organisation/ListTrainingProgress";
+    list_certifications(ListCertificationsRequest) -> Json = "Organisation/ListCertifications";
 });
 
 forwarded!(workers_server::Workers {

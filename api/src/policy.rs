@@ -39,6 +39,10 @@ pub enum Rule {
     /// A platform permission granted in every namespace (admin counts), or a `worker` granted
     /// in every namespace for the event types its token lists.
     UnscopedOrTypedWorker(&'static [Permission]),
+    /// A platform permission granted in every namespace (admin counts): every row of a read
+    /// model; any other person: the rows of the departments they manage, or their own rows of
+    /// a read model about people (training progress, certifications), else 403.
+    UnscopedOrPerson(&'static [Permission]),
 }
 
 /// One row of the policy table.
@@ -98,6 +102,11 @@ pub const TABLE: &[Row] = &[
     row("completeTask", Rule::Person),
     // Other resources
     row("listSlas", Rule::PlatformOrInvolved(OPERATE)),
+    // Read models (docs/architecture.md, "Read models from domain events")
+    row("getSlaCompliance", Rule::UnscopedOrPerson(OPERATE)),
+    row("listDocuments", Rule::UnscopedOrPerson(OPERATE)),
+    row("listTrainingProgress", Rule::UnscopedOrPerson(OPERATE)),
+    row("listCertifications", Rule::UnscopedOrPerson(OPERATE)),
     row("listPeople", Rule::Person),
     row("getPerson", Rule::Person),
     row("listNotifications", Rule::Person),
@@ -176,6 +185,8 @@ pub fn authorize(
             "{operation} needs one of the platform permissions {}, or worker, in every namespace",
             names(permissions)
         ))),
+        Rule::UnscopedOrPerson(permissions) if caller.scope(permissions) == Scope::All => Ok(Access::Granted),
+        Rule::UnscopedOrPerson(_) => Ok(Access::IfInvolved),
         Rule::Unscoped(permissions) if caller.scope(permissions) == Scope::All => Ok(Access::Granted),
         Rule::Unscoped(permissions) => Err(Problem::forbidden(format!(
             "{operation} needs one of the platform permissions {} in every namespace",
@@ -201,6 +212,7 @@ pub fn scope(operation: &str, caller: &Caller) -> Scope {
             | Rule::PlatformOrInvolved(permissions)
             | Rule::Unscoped(permissions)
             | Rule::UnscopedOrTypedWorker(permissions)
+            | Rule::UnscopedOrPerson(permissions)
             | Rule::PlatformOrStarter(permissions)
             | Rule::PlatformOrTypedWorker(permissions),
         ) => {

@@ -108,6 +108,13 @@ fn holds(p: &Persona, permissions: &[Permission], namespace: Option<&str>) -> bo
     })
 }
 
+/// A grant of one of `permissions` (or admin) in every namespace.
+fn holds_everywhere(p: &Persona, permissions: &[Permission]) -> bool {
+    grants(p)
+        .iter()
+        .any(|g| (g.permission == Permission::Admin || permissions.contains(&g.permission)) && g.namespace.is_none())
+}
+
 /// Task operations and the instance operations decided on the task's instance.
 fn sees_task(p: &Persona) -> bool {
     matches!(p.relation, Relation::Assignee | Relation::Delegate) || holds(p, &[], None)
@@ -145,10 +152,11 @@ fn expected(operation: &str, p: &Persona) -> Outcome {
         Rule::PlatformOrStarter(_) => Outcome::Forbidden,
         // As above, a worker publishes no event type.
         Rule::Unscoped(permissions) | Rule::UnscopedOrTypedWorker(permissions) => {
-            let everywhere = grants(p).iter().any(|g| {
-                (g.permission == Permission::Admin || permissions.contains(&g.permission)) && g.namespace.is_none()
-            });
-            if everywhere { Outcome::Allowed } else { Outcome::Forbidden }
+            if holds_everywhere(p, permissions) {
+                Outcome::Allowed
+            } else {
+                Outcome::Forbidden
+            }
         }
         Rule::PlatformOrInvolved(permissions) if holds(p, permissions, namespace) => Outcome::Allowed,
         // A person lists the instances they started (none, here): an answer, never a refusal.
@@ -175,6 +183,17 @@ fn expected(operation: &str, p: &Persona) -> Outcome {
             }
         }
         Rule::Person => Outcome::Allowed,
+        // Read models span namespaces: a platform permission counts only when granted in every
+        // namespace; a manager sees their department's rows; anyone sees their own rows of a
+        // read model about people.
+        Rule::UnscopedOrPerson(permissions) => {
+            let about_people = matches!(operation, "listTrainingProgress" | "listCertifications");
+            if holds_everywhere(p, permissions) || p.relation == Relation::DepartmentManager || about_people {
+                Outcome::Allowed
+            } else {
+                Outcome::Forbidden
+            }
+        }
         Rule::ManualClockAdmin => {
             if holds(p, &[], None) {
                 Outcome::Allowed
@@ -513,6 +532,10 @@ dispatch! {
     "Tasks/CommentTask" => CommentTaskRequest -> Json,
     "Tasks/CompleteTask" => CompleteTaskRequest -> Json,
     "Organisation/ListSlas" => ListSlasRequest -> Json,
+    "Organisation/GetSlaCompliance" => SlaComplianceRequest -> Json,
+    "Organisation/ListDocuments" => ListDocumentsRequest -> Json,
+    "Organisation/ListTrainingProgress" => ListTrainingProgressRequest -> Json,
+    "Organisation/ListCertifications" => ListCertificationsRequest -> Json,
     "Organisation/ListPeople" => ListPeopleRequest -> Json,
     "Organisation/GetPerson" => PersonRef -> Json,
     "Organisation/ListNotifications" => ListNotificationsRequest -> Json,

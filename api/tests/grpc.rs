@@ -172,6 +172,23 @@ async fn the_organisation_service_answers_people_notifications_slas_and_the_cloc
     client.mark_notifications_read(s.grpc_request("tom", read)).await.unwrap();
     let slas = json(client.list_slas(s.grpc_request("otto", v1::ListSlasRequest::default())).await.unwrap());
     assert_eq!(slas["items"].as_array().unwrap().len(), 1, "{slas}");
+    let compliance = v1::SlaComplianceRequest::default();
+    let report = json(client.get_sla_compliance(s.grpc_request("root", compliance)).await.unwrap());
+    let group = &report["items"][0];
+    assert_eq!(
+        (group["definition"].clone(), group["onTrack"].clone()),
+        (json!("training/approval"), json!(1)),
+        "{report}"
+    );
+    let refused = client.get_sla_compliance(s.grpc_request("olga", v1::SlaComplianceRequest::default())).await;
+    assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+    let own = v1::ListCertificationsRequest::default();
+    let own = json(client.list_certifications(s.grpc_request("olga", own)).await.unwrap());
+    assert_eq!(own["items"], json!([]), "nothing certified yet: {own}");
+    let documents = v1::ListDocumentsRequest { department: "assembly".into(), ..Default::default() };
+    json(client.list_documents(s.grpc_request("mia", documents)).await.unwrap());
+    let progress = v1::ListTrainingProgressRequest { person: "olga".into(), ..Default::default() };
+    json(client.list_training_progress(s.grpc_request("root", progress)).await.unwrap());
     let before = s.engine.clock().now();
     let advance = || v1::AdvanceClockRequest { by: "PT1H".into() };
     let refused = client.advance_clock(s.grpc_request("otto", advance())).await.unwrap_err();

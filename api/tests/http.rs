@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -841,4 +842,77 @@ async fn a_published_event_starts_the_definitions_whose_schedule_on_it_matches_o
     }
     let (_, row) = s.call("GET", &format!("/api/v1/instances/{instance}"), Some("root"), None).await;
     panic!("the started instance never completed: {row}");
+}
+
+#[tokio::test]
+async fn a_schedule_the_engine_cannot_run_is_refused_before_anything_is_stored() {
+    let s = Server::start(false).await;
+    let both = "document:\n  dsl: '1.0.3'\n  namespace: training\n  name: both\n  version: '1.0.0'\nschedule:\n  on:\n    all:\n      - with: { type: a }\n      - with: { type: b }\ndo:\n  - note:\n      set: { ok: true }\n";
+    let (status, problem) = s.deploy(both, "dora").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let error = &problem["errors"][0];
+    assert_eq!((error["code"].clone(), error["line"].clone()), (json!("BATON-L026"), json!(8)), "{problem}");
+    let (_, list) = s.call("GET", "/api/v1/definitions", Some("root"), None).await;
+    assert!(list["items"].as_array().expect("items").iter().all(|d| d["name"] != "both"), "nothing was stored: {list}");
+}
+
+#[tokio::test]
+async fn read_models_show_each_person_what_the_policy_lets_them_see() {
+    let s = Server::start(true).await;
+    let emits = "document:\n  dsl: '1.0.3'\n  namespace: training\n  name: results\n  version: '1.0.0'\ndo:\n  - olga:\n      emit:\n        event:\n          with:\n            type: com.baton.training.operator.certified\n            source: https://tests.example\n            data: { operatorId: olga, programId: forklift, department: assembly, score: 90, validUntil: '2028-12-31' }\n  - tina:\n      emit:\n        event:\n          with:\n            type: com.baton.training.versatility-matrix.updated\n            source: https://tests.example\n            data: { operatorId: tina, programId: forklift, department: paint, status: failed, score: 40 }\n  - issued:\n      emit:\n        event:\n          with:\n            type: com.baton.training.document.issued\n            source: https://tests.example\n            data: { trackingCode: BTN-7, person: olga, department: assembly, documentType: certificate }\n";
+    let (status, deployed) = s.deploy(emits, "dora").await;
+    assert_eq!(status, StatusCode::CREATED, "{deployed}");
+    let (status, started) = s
+        .call("POST", "/api/v1/instances", Some("root"), Some(json!({"definition": "training/results", "input": {}})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let instance = started["id"].as_str().expect("an id").to_owned();
+    for _ in 0..200 {
+        let (_, row) = s.call("GET", &format!("/api/v1/instances/{instance}"), Some("root"), None).await;
+        if row["instance"]["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let projector = baton_engine::projection::Projector::new(
+        Arc::clone(s.engine.store()),
+        Arc::clone(s.engine.clock()),
+        baton_activities::read_models::training_projections(),
+    );
+    assert_eq!(projector.catch_up().await.expect("projected"), 9, "three events read by each of the three models");
+
+    let operators = async |who: &str, query: &str| -> (StatusCode, Vec<String>) {
+        let (status, page) = s.call("GET", &format!("/api/v1/training/certifications{query}"), Some(who), None).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        (status, items.iter().filter_map(|row| row["operatorId"].as_str().map(str::to_owned)).collect())
+    };
+    assert_eq!(operators("root", "").await, (StatusCode::OK, vec!["olga".to_owned(), "tina".to_owned()]));
+    assert_eq!(operators("root", "?status=failed").await.1, ["tina"]);
+    assert_eq!(operators("mia", "").await.1, ["olga"], "a manager sees their department");
+    assert_eq!(operators("olga", "").await.1, ["olga"], "a person sees their own rows");
+    assert_eq!(operators("olga", "?operator=tina").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(operators("otto", "").await.1, Vec::<String>::new(), "ops of one namespace: a person");
+    let (_, page) = s.call("GET", "/api/v1/training/certifications?operator=olga", Some("root"), None).await;
+    assert_eq!(page["items"][0]["validUntil"], "2028-12-31", "{page}");
+
+    let (status, _) = s.call("GET", "/api/v1/documents", Some("tom"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a team leader is no manager");
+    let (status, page) = s.call("GET", "/api/v1/documents?code=BTN-7", Some("mia"), None).await;
+    assert_eq!((status, page["items"][0]["state"].clone()), (StatusCode::OK, json!("issued")), "{page}");
+    let (_, page) = s.call("GET", "/api/v1/documents?department=paint", Some("mia"), None).await;
+    assert_eq!(problem_type(&page), "urn:baton:problem:forbidden", "{page}");
+
+    let (_, progress) = s.call("GET", "/api/v1/training/progress?program=forklift", Some("root"), None).await;
+    let statuses: Vec<(Value, Value)> = progress["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|row| (row["person"].clone(), row["status"].clone()))
+        .collect();
+    assert_eq!(statuses, [(json!("olga"), json!("certified")), (json!("tina"), json!("failed"))]);
+
+    let (status, report) = s.call("GET", "/api/v1/slas/compliance", Some("root"), None).await;
+    assert_eq!((status, report["items"].is_array()), (StatusCode::OK, true), "{report}");
+    let (status, _) = s.call("GET", "/api/v1/slas/compliance", Some("olga"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

@@ -37,6 +37,7 @@ pub mod instance;
 pub mod machines;
 pub mod orchestration;
 pub mod program;
+pub mod projection;
 pub mod remote;
 pub mod replay;
 pub mod runtime;

@@ -253,5 +253,15 @@ async fn a_training_is_assigned_to_a_thousand_people_with_one_start_and_one_noti
     assert_eq!(emitted.iter().filter(|t| *t == "com.baton.training.assigned").count(), 1_000);
     let told = h.calls_of("baton.notify");
     assert_eq!((told.len(), told[0]["to"][999].clone()), (1, json!({"user": "employee-999"})), "one call for all");
+    // Everyone's progress shows the assignment, with its due date.
+    let progress = h.read_model("training-progress").await;
+    assert_eq!(progress.len(), 1_000);
+    assert!(
+        progress
+            .iter()
+            .all(|row| row["program"] == "safety-1" && row["status"] == "assigned" && row["dueDate"] == "2026-12-31"),
+        "{:?}",
+        progress.first()
+    );
     h.replay_all().await;
 }

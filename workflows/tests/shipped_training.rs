@@ -145,6 +145,12 @@ async fn a_session_is_planned_announced_and_its_attendance_recorded() {
     let assigned = emitted_data(&h, &tests[0].0, "com.baton.training.test.assigned").await;
     assert_eq!(assigned.len(), 1, "{assigned:?}");
     assert_eq!(assigned[0]["operatorId"], "olga");
+    // Olga attended and takes the test; omar was absent.
+    let progress = h.read_model("training-progress").await;
+    let status_of = |person: &str| {
+        progress.iter().find(|row| row["person"] == person).map(|row| row["status"].clone()).unwrap_or_default()
+    };
+    assert_eq!((status_of("olga"), status_of("omar")), (json!("testing"), json!("absent")), "{progress:?}");
     let recorded = emitted_data(&h, &id, "com.baton.training.attendance.recorded").await;
     assert_eq!(
         (recorded[0]["recordedBy"].clone(), recorded[0]["notes"].clone()),
@@ -298,7 +304,7 @@ fn completed(event_id: &str, operator: &str, score: u32) -> Value {
 
 fn test_input() -> Value {
     json!({"sessionId": "s-1", "programId": "forklift", "programTitle": "Forklift safety", "department": "assembly",
-        "testId": "t-forklift", "operators": ["olga", "omar"], "passScore": 75})
+        "testId": "t-forklift", "operators": ["olga", "omar"], "passScore": 75, "validUntil": "2028-12-31"})
 }
 
 #[tokio::test]
@@ -336,6 +342,23 @@ async fn a_test_certifies_who_passes() {
         json!({"program": "Forklift safety", "department": "assembly", "certified": 1, "failed": 1, "missing": 0})
     );
     assert!(h.instances_of("sla-escalation").await.is_empty());
+    // The versatility matrix and the progress of each operator.
+    let matrix = h.read_model("certifications").await;
+    let row = |rows: &[Value], key: &str, who: &str| {
+        rows.iter().find(|r| r[key] == who).cloned().unwrap_or_else(|| panic!("no row for {who}: {rows:?}"))
+    };
+    let olga = row(&matrix, "operatorId", "olga");
+    assert_eq!(
+        (olga["programId"].clone(), olga["status"].clone(), olga["score"].clone(), olga["validUntil"].clone()),
+        (json!("forklift"), json!("certified"), json!(92), json!("2028-12-31")),
+        "{olga}"
+    );
+    let omar = row(&matrix, "operatorId", "omar");
+    assert_eq!((omar["status"].clone(), omar.get("certifiedAt")), (json!("failed"), None), "{omar}");
+    let progress = h.read_model("training-progress").await;
+    assert_eq!(row(&progress, "person", "olga")["status"], "certified");
+    assert_eq!(row(&progress, "person", "omar")["status"], "failed");
+    assert_eq!(row(&progress, "person", "omar")["department"], "assembly");
     h.replay_all().await;
 }
 
@@ -535,6 +558,19 @@ async fn a_paper_document_goes_out_and_comes_back() {
     let archived = emitted_data(&h, &id, "com.baton.training.document.archived").await;
     assert_eq!((archived[0]["channel"].clone(), archived[0]["sha256"].clone()), (json!("paper"), json!(SHA)));
     assert!(templates(&h).is_empty(), "nothing was late: {:?}", templates(&h));
+    // Where it is now, and its custody trail.
+    let documents = h.read_model("documents").await;
+    assert_eq!(documents.len(), 1, "{documents:?}");
+    let document = &documents[0];
+    assert_eq!(
+        (document["trackingCode"].as_str(), document["state"].as_str(), document["person"].as_str()),
+        (Some(code.as_str()), Some("archived"), Some("olga")),
+        "{document}"
+    );
+    let legs: Vec<&str> =
+        document["trail"].as_array().expect("a trail").iter().filter_map(|l| l["state"].as_str()).collect();
+    assert_eq!(legs, ["issued", "printed", "sent", "signed", "returned", "archived"]);
+    assert_eq!(document["trail"][3]["recordedBy"], "tom", "who recorded the signature: {document}");
     h.replay_all().await;
 }
 

@@ -22,6 +22,7 @@ pub mod bulk;
 mod definitions;
 mod instances;
 mod others;
+pub mod read_models;
 pub(crate) mod stream;
 mod tasks;
 pub mod workers;
@@ -56,6 +57,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/tasks/{instance}/{seq}/comment", post(tasks::comment))
         .route("/tasks/{instance}/{seq}/complete", post(tasks::complete))
         .route("/slas", get(others::slas))
+        .route("/slas/compliance", get(read_models::compliance))
+        .route("/documents", get(read_models::documents))
+        .route("/training/progress", get(read_models::progress))
+        .route("/training/certifications", get(read_models::certifications))
         .route("/people", get(others::people))
         .route("/people/{id}", get(others::person))
         .route("/people/{id}/erase", post(others::erase_person))
@@ -93,7 +98,8 @@ pub fn router(app: Arc<App>) -> Router {
         bulk::start, bulk::get,
         tasks::list, tasks::get, tasks::claim, tasks::unclaim, tasks::delegate, tasks::reassign, tasks::comment,
         tasks::complete,
-        others::slas, others::people, others::person, others::notifications, others::mark_read, others::advance_clock, others::purge, others::erase_person,
+        others::slas, read_models::compliance, read_models::documents, read_models::progress, read_models::certifications,
+        others::people, others::person, others::notifications, others::mark_read, others::advance_clock, others::purge, others::erase_person,
         stream::stream,
         workers::poll, workers::heartbeat, workers::complete, workers::fail, workers::queues,
     ),

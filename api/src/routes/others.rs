@@ -32,9 +32,6 @@ pub struct SlaParams {
     limit: Option<u32>,
 }
 
-/// The role whose holders see the SLA rows of their departments.
-const MANAGER_ROLE: &str = "manager";
-
 /// SLA clocks for the dashboard: `ops` and `admin` see every row; a manager sees the rows of
 /// the departments they manage.
 #[utoipa::path(get, path = "/api/v1/slas", operation_id = "listSlas", tag = "slas",
@@ -55,22 +52,12 @@ pub async fn slas(
         };
     } else {
         let principal = app.principal(auth.caller()?, None).await?;
-        let managed: Vec<String> =
-            principal.roles.iter().filter(|g| g.role == MANAGER_ROLE).filter_map(|g| g.department.clone()).collect();
-        department = match (department, managed.as_slice()) {
-            (_, []) => {
+        department = match super::read_models::managed_department(&principal, department)? {
+            Some(department) => Some(department),
+            None => {
                 return Err(Problem::forbidden(
                     "the SLA dashboard needs ops, admin, or a manager role in a department",
                 ));
-            }
-            (Some(d), _) if managed.contains(&d) => Some(d),
-            (Some(d), _) => return Err(Problem::forbidden(format!("you do not manage department {d}"))),
-            (None, [only]) => Some(only.clone()),
-            (None, _) => {
-                return Err(Problem::bad_request(format!(
-                    "you manage several departments ({}): name one with `department`",
-                    managed.join(", ")
-                )));
             }
         };
     }

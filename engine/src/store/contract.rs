@@ -60,6 +60,67 @@ pub async fn run_all(store: &dyn Store) {
     a_namespace_administrator_lists_the_tasks_of_their_namespaces(store).await;
     instances_are_found_by_their_initiator(store).await;
     a_person_s_data_is_erased_from_ended_instances_only(store).await;
+    projections_move_rows_and_position_together(store).await;
+}
+
+/// The read models' store: rows and position move together, and a batch from a position that
+/// moved meanwhile writes nothing; lists filter by top-level fields and page by key; the
+/// outbox is read after a position.
+pub async fn projections_move_rows_and_position_together(store: &dyn Store) {
+    let kind = store.kind();
+    let name = "contract.projection";
+    assert_eq!(ok(store, store.projection_position(name).await, "position"), 0, "[{kind}] a new projection is at 0");
+    let rows = vec![
+        ("b".to_owned(), Some(json!({"dept": "x", "n": 1}))),
+        ("a".to_owned(), Some(json!({"dept": "y"}))),
+        ("c".to_owned(), Some(json!({"dept": "x"}))),
+    ];
+    ok(store, store.apply_projection(name, 0, 5, &rows, at(1)).await, "apply_projection");
+    assert_eq!(ok(store, store.projection_position(name).await, "position"), 5, "[{kind}] the position moved");
+    let stale = store.apply_projection(name, 0, 6, &[("d".to_owned(), Some(json!({})))], at(2)).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "[{kind}] a stale position is a conflict: {stale:?}");
+    let asked = ["a".to_owned(), "zz".to_owned(), "c".to_owned(), "d".to_owned()];
+    let found = ok(store, store.projection_rows(name, &asked).await, "projection_rows");
+    assert_eq!(
+        found,
+        [("a".to_owned(), json!({"dept": "y"})), ("c".to_owned(), json!({"dept": "x"}))],
+        "[{kind}] the rows asked for that exist; the conflicting batch wrote nothing"
+    );
+    assert_eq!(ok(store, store.projection_position(name).await, "position"), 5, "[{kind}] nor moved the position");
+    ok(store, store.apply_projection(name, 5, 7, &[("a".to_owned(), None)], at(3)).await, "delete");
+    let keys = async |filters: &[(&str, &str)], after: Option<&str>, limit: u32| -> Vec<String> {
+        let query = super::ProjectionQuery {
+            projection: name.to_owned(),
+            filters: filters.iter().map(|(f, v)| ((*f).to_owned(), (*v).to_owned())).collect(),
+            after: after.map(str::to_owned),
+            limit,
+        };
+        ok(store, store.list_projection(&query).await, "list_projection").into_iter().map(|(key, _)| key).collect()
+    };
+    assert_eq!(keys(&[], None, 0).await, ["b", "c"], "[{kind}] a deleted row is gone");
+    assert_eq!(keys(&[("dept", "x")], Some("b"), 0).await, ["c"], "[{kind}] after a key");
+    assert_eq!(keys(&[("dept", "x")], None, 1).await, ["b"], "[{kind}] a limit");
+    assert!(keys(&[("dept", "y")], None, 0).await.is_empty(), "[{kind}] filtered by a field");
+    assert!(keys(&[("dept", "x"), ("n", "1")], None, 0).await.is_empty(), "[{kind}] a number is not the string");
+    let all = ok(store, store.all_projection_rows(name).await, "all_projection_rows");
+    assert_eq!(all.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["b", "c"], "[{kind}] every row");
+    assert!(ok(store, store.all_projection_rows("contract.other").await, "rows").is_empty(), "[{kind}] by name");
+
+    let mut write = touch(&instance_row("proj-out", "contract.projection", InstanceStatus::Running));
+    write.outbox = vec![outbox("proj-out", 1, "p1"), outbox("proj-out", 2, "p2"), outbox("proj-out", 3, "p3")];
+    commit_ok(store, &[write], "outbox for a projection").await;
+    let ours = |rows: Vec<(i64, OutboxRow)>| -> Vec<(i64, String)> {
+        rows.into_iter()
+            .filter(|(_, row)| row.instance.as_str() == "proj-out")
+            .map(|(id, row)| (id, row.kind))
+            .collect()
+    };
+    let every = ours(ok(store, store.outbox_after(0, 100_000).await, "outbox_after"));
+    assert_eq!(every.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(), ["p1", "p2", "p3"], "[{kind}] in order");
+    let later = ours(ok(store, store.outbox_after(every[0].0, 100_000).await, "outbox_after"));
+    assert_eq!(later, every[1..], "[{kind}] after a position");
+    let first = ok(store, store.outbox_after(every[0].0, 1).await, "outbox_after");
+    assert_eq!(first.len(), 1, "[{kind}] a limit");
 }
 
 /// An instance whose history holds `person`'s comment (seq 1, after one system event), with
@@ -1738,6 +1799,34 @@ pub async fn slas_by_state(store: &dyn Store) {
         assert_eq!(&of(query), expected, "the expectation of {query:?} agrees with SlaQuery::matches");
         assert_eq!(&listed(query).await, expected, "[{kind}] slas for {query:?}");
     }
+    // Compliance counts the same states per definition and department.
+    let compliance = async |query: SlaQuery| -> Vec<(Option<String>, [u64; 4])> {
+        let query = SlaQuery { now: Some(at(1000)), ..query };
+        let groups = ok(store, store.sla_compliance(&query).await, "sla_compliance");
+        groups
+            .into_iter()
+            .filter(|g| g.definition.contains("contract.sla"))
+            .map(|g| (g.department, [g.on_track, g.at_risk, g.breached, g.met]))
+            .collect()
+    };
+    let dept = |d: &str| Some(d.to_owned());
+    assert_eq!(
+        compliance(SlaQuery { definition: Some("contract.sla".into()), ..SlaQuery::default() }).await,
+        [(dept("sla-dept-A"), [1, 1, 1, 0]), (dept("sla-dept-B"), [1, 0, 1, 1])],
+        "[{kind}] compliance per department"
+    );
+    assert_eq!(
+        compliance(SlaQuery { department: dept("sla-dept-B"), ..SlaQuery::default() }).await,
+        [(dept("sla-dept-B"), [1, 0, 1, 1])],
+        "[{kind}] compliance of one department"
+    );
+    assert_eq!(
+        compliance(SlaQuery { namespaces: Some(vec!["hr".into()]), ..SlaQuery::default() }).await,
+        [(None, [0, 1, 0, 0])],
+        "[{kind}] compliance of a namespace's definitions, without a department"
+    );
+    let decided = super::SlaCompliance { met: 1, breached: 3, ..Default::default() };
+    assert_eq!((decided.compliance(), super::SlaCompliance::default().compliance()), (Some(0.25), None));
     let stored = ok(store, store.slas(&SlaQuery { instance: Some(id("sla-2")), ..SlaQuery::default() }).await, "slas");
     assert_eq!(stored, std::slice::from_ref(&at_risk), "[{kind}] an SLA row round trip");
 

@@ -12,14 +12,15 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use super::{
     DefinitionQuery, DefinitionRow, DefinitionStore, DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate,
     ErasureRecord, HistoryStore, HumanTaskStore, InAppNotification, Incident, IncidentStore, InstanceFilter,
     InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance, NewDefinition, NewDelivery, NewIncident,
-    NotificationStore, OutboxRow, OutboxStore, PurgeQuery, RetentionStore, SettingsStore, SlaQuery, SlaRow, SlaStore,
-    SnapshotRow, StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore,
-    definition_conflict,
+    NotificationStore, OutboxRow, OutboxStore, ProjectionQuery, ProjectionStore, PurgeQuery, RetentionStore,
+    SettingsStore, SlaCompliance, SlaQuery, SlaRow, SlaStateName, SlaStore, SnapshotRow, StepStore, Store, StoreError,
+    StoreResult, TaskRow, TaskStore, TimerRow, TimerStore, definition_conflict,
 };
 use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
 use crate::erasure::{Erasure, ErasureReport, event_holds, scrub_person, scrub_task, task_holds};
@@ -57,6 +58,9 @@ struct State {
     tasks: BTreeMap<Key, TaskRow>,
     timers: BTreeMap<Key, TimerRow>,
     outbox: BTreeMap<i64, OutboxRow>,
+    /// The read models: `(projection, key)` -> row, and each projection's position.
+    projection_rows: BTreeMap<(String, String), Value>,
+    projection_positions: HashMap<String, i64>,
     incidents: BTreeMap<i64, Incident>,
     /// Like AUTOINCREMENT: ids only grow and are never reused, even after deletes.
     last_outbox_id: i64,
@@ -514,6 +518,87 @@ impl OutboxStore for MemoryStore {
         }
         Ok(())
     }
+
+    async fn outbox_after(&self, position: i64, limit: u32) -> StoreResult<Vec<(i64, OutboxRow)>> {
+        let state = self.state();
+        let after = state.outbox.range(position.saturating_add(1)..);
+        Ok(after.take(limit as usize).map(|(id, row)| (*id, row.clone())).collect())
+    }
+}
+
+#[async_trait]
+impl ProjectionStore for MemoryStore {
+    async fn projection_position(&self, projection: &str) -> StoreResult<i64> {
+        Ok(self.state().projection_positions.get(projection).copied().unwrap_or(0))
+    }
+
+    async fn projection_rows(&self, projection: &str, keys: &[String]) -> StoreResult<Vec<(String, Value)>> {
+        let state = self.state();
+        let mut found: Vec<(String, Value)> = keys
+            .iter()
+            .filter_map(|key| {
+                state.projection_rows.get(&(projection.to_owned(), key.clone())).map(|row| (key.clone(), row.clone()))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.dedup_by(|a, b| a.0 == b.0);
+        Ok(found)
+    }
+
+    async fn apply_projection(
+        &self,
+        projection: &str,
+        from: i64,
+        to: i64,
+        rows: &[(String, Option<Value>)],
+        _at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut state = self.state();
+        let position = state.projection_positions.get(projection).copied().unwrap_or(0);
+        if position != from {
+            return Err(StoreError::Conflict(format!(
+                "projection {projection} is at {position}, not {from}: another projector wrote it"
+            )));
+        }
+        for (key, body) in rows {
+            let key = (projection.to_owned(), key.clone());
+            match body {
+                Some(body) => state.projection_rows.insert(key, body.clone()),
+                None => state.projection_rows.remove(&key),
+            };
+        }
+        state.projection_positions.insert(projection.to_owned(), to);
+        Ok(())
+    }
+
+    async fn list_projection(&self, query: &ProjectionQuery) -> StoreResult<Vec<(String, Value)>> {
+        if let Some((field, _)) = query.filters.iter().find(|(field, _)| !super::is_plain_field(field)) {
+            return Err(StoreError::Other(format!("{field:?} is not a plain field name")));
+        }
+        let state = self.state();
+        let matches = |row: &Value| {
+            query.filters.iter().all(|(field, value)| row.get(field).and_then(Value::as_str) == Some(value.as_str()))
+        };
+        Ok(state
+            .projection_rows
+            .iter()
+            .filter(|((projection, key), row)| {
+                *projection == query.projection && query.after.as_ref().is_none_or(|after| key > after) && matches(row)
+            })
+            .take(query.effective_limit() as usize)
+            .map(|((_, key), row)| (key.clone(), row.clone()))
+            .collect())
+    }
+
+    async fn all_projection_rows(&self, projection: &str) -> StoreResult<Vec<(String, Value)>> {
+        let state = self.state();
+        Ok(state
+            .projection_rows
+            .iter()
+            .filter(|((name, _), _)| name == projection)
+            .map(|((_, key), row)| (key.clone(), row.clone()))
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -567,6 +652,28 @@ impl SlaStore for MemoryStore {
             .take(query.effective_limit() as usize)
             .cloned()
             .collect())
+    }
+
+    async fn sla_compliance(&self, query: &SlaQuery) -> StoreResult<Vec<SlaCompliance>> {
+        let now = query.now.unwrap_or_else(Utc::now);
+        let query =
+            SlaQuery { now: Some(now), state: None, open_only: false, instance: None, after: None, ..query.clone() };
+        let mut groups: BTreeMap<(String, Option<String>), SlaCompliance> = BTreeMap::new();
+        for row in self.state().slas.values().filter(|row| query.matches(row)) {
+            let group =
+                groups.entry((row.definition.clone(), row.department.clone())).or_insert_with(|| SlaCompliance {
+                    definition: row.definition.clone(),
+                    department: row.department.clone(),
+                    ..Default::default()
+                });
+            match row.state(now) {
+                SlaStateName::OnTrack => group.on_track += 1,
+                SlaStateName::AtRisk => group.at_risk += 1,
+                SlaStateName::Breached => group.breached += 1,
+                SlaStateName::Met => group.met += 1,
+            }
+        }
+        Ok(groups.into_values().take(SlaQuery::MAX_LIMIT as usize).collect())
     }
 }
 
@@ -893,6 +1000,9 @@ impl RetentionStore for MemoryStore {
             }
         }
         state.snapshots.retain(|id, _| !erasable.contains(id));
+        for incident in state.incidents.values_mut().filter(|incident| erasable.contains(&incident.instance)) {
+            incident.pending_input = None;
+        }
         state.deliveries.retain(|_, row| row.recipient != person);
         state.delivery_keys.retain(|key, _| key.2 != person);
         let in_app_deliveries = &mut state.in_app_deliveries;

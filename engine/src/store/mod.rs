@@ -504,11 +504,68 @@ pub trait IncidentStore: Send + Sync {
     async fn resolve_incident(&self, incident_id: i64, at: DateTime<Utc>, status: InstanceStatus) -> StoreResult<()>;
 }
 
-/// Outbox relay side: pending messages, and their acknowledgement once delivered.
+/// Outbox relay side: pending messages, and their acknowledgement once delivered. The outbox
+/// is also the feed of the read models ([`crate::projection`]): a relay acknowledges a row only
+/// once every projection's position has passed it.
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
     async fn outbox_pending(&self, limit: u32) -> StoreResult<Vec<(i64, OutboxRow)>>;
     async fn outbox_ack(&self, ids: &[i64]) -> StoreResult<()>;
+    /// The rows after `position` (an outbox id), in commit order, at most `limit`.
+    async fn outbox_after(&self, position: i64, limit: u32) -> StoreResult<Vec<(i64, OutboxRow)>>;
+}
+
+/// Whether a projection filter's field is a plain name (letters, digits, `_`), as the SQL
+/// stores require.
+pub fn is_plain_field(field: &str) -> bool {
+    !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A page of a projection's rows: those whose top-level fields (plain names, see
+/// [`is_plain_field`]) equal the given strings, in key order, after a key.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProjectionQuery {
+    pub projection: String,
+    /// `(field, value)`: the row's top-level `field` is the string `value`.
+    pub filters: Vec<(String, String)>,
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+impl ProjectionQuery {
+    pub const MAX_LIMIT: u32 = 1000;
+    pub const DEFAULT_LIMIT: u32 = 100;
+
+    pub fn effective_limit(&self) -> u32 {
+        match self.limit {
+            0 => Self::DEFAULT_LIMIT,
+            n => n.min(Self::MAX_LIMIT),
+        }
+    }
+}
+
+/// The read models' rows and positions ([`crate::projection`]).
+#[async_trait]
+pub trait ProjectionStore: Send + Sync {
+    /// How far a projection has read the outbox (0 before its first event).
+    async fn projection_position(&self, projection: &str) -> StoreResult<i64>;
+    /// The rows of these keys that exist.
+    async fn projection_rows(&self, projection: &str, keys: &[String]) -> StoreResult<Vec<(String, Value)>>;
+    /// Writes rows (`None` deletes) and moves the position from `from` to `to`, in one
+    /// transaction; a position that is no longer `from` (another projector went first) is a
+    /// [`StoreError::Conflict`] and nothing is written.
+    async fn apply_projection(
+        &self,
+        projection: &str,
+        from: i64,
+        to: i64,
+        rows: &[(String, Option<Value>)],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// A page of rows.
+    async fn list_projection(&self, query: &ProjectionQuery) -> StoreResult<Vec<(String, Value)>>;
+    /// Every row of a projection, in key order (for a rebuild's comparison).
+    async fn all_projection_rows(&self, projection: &str) -> StoreResult<Vec<(String, Value)>>;
 }
 
 /// Small engine-wide settings, such as the manual clock's mode and offset.
@@ -532,6 +589,32 @@ pub trait HumanTaskStore: Send + Sync {
 #[async_trait]
 pub trait SlaStore: Send + Sync {
     async fn slas(&self, query: &SlaQuery) -> StoreResult<Vec<SlaRow>>;
+    /// SLA compliance: the clocks of each definition and department counted by state as of
+    /// `query.now`, filtered by the query's definition, department and namespaces (its state,
+    /// paging and `open_only` are not used), in (definition, department) order, at most
+    /// [`SlaQuery::MAX_LIMIT`] groups.
+    async fn sla_compliance(&self, query: &SlaQuery) -> StoreResult<Vec<SlaCompliance>>;
+}
+
+/// One group of [`SlaStore::sla_compliance`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlaCompliance {
+    pub definition: String,
+    pub department: Option<String>,
+    pub on_track: u64,
+    pub at_risk: u64,
+    pub breached: u64,
+    pub met: u64,
+}
+
+impl SlaCompliance {
+    /// Met among the clocks that are decided (met or breached), as a fraction; none decided yet:
+    /// `None`.
+    pub fn compliance(&self) -> Option<f64> {
+        let decided = self.met + self.breached;
+        (decided > 0).then(|| self.met as f64 / decided as f64)
+    }
 }
 
 /// Notification deliveries (the delivery log) and the in-app inbox.
@@ -858,6 +941,7 @@ pub trait Store:
     + TimerStore
     + IncidentStore
     + OutboxStore
+    + ProjectionStore
     + SettingsStore
     + HumanTaskStore
     + SlaStore

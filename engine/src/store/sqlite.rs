@@ -30,9 +30,9 @@ use super::{
     DefinitionQuery, DefinitionRow, DefinitionStore, DeliveryQuery, DeliveryRow, DeliveryStatus, DeliveryUpdate,
     ErasureRecord, HistoryStore, HumanTaskStore, InAppNotification, Incident, IncidentKind, IncidentStore,
     InstanceFilter, InstanceRow, InstanceStatus, InstanceWrite, LoadedInstance, NewDefinition, NewDelivery,
-    NewIncident, NotificationStore, OutboxRow, OutboxStore, ParentRef, PurgeQuery, RetentionStore, SettingsStore,
-    SlaQuery, SlaRow, SlaStore, SnapshotRow, StepStore, Store, StoreError, StoreResult, TaskRow, TaskStore, TimerRow,
-    TimerStore, definition_conflict,
+    NewIncident, NotificationStore, OutboxRow, OutboxStore, ParentRef, ProjectionQuery, ProjectionStore, PurgeQuery,
+    RetentionStore, SettingsStore, SlaCompliance, SlaQuery, SlaRow, SlaStore, SnapshotRow, StepStore, Store,
+    StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore, definition_conflict,
 };
 use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
 use crate::erasure::{Erasure, ErasureReport, event_holds, scrub_person, scrub_task, task_holds};
@@ -92,6 +92,7 @@ fn migrator() -> Migrator {
         migration(3, "definitions_and_search", include_str!("../../migrations/sqlite/0003_definitions_and_search.sql")),
         migration(4, "initiators", include_str!("../../migrations/sqlite/0004_initiators.sql")),
         migration(5, "erasure", include_str!("../../migrations/sqlite/0005_erasure.sql")),
+        migration(6, "projections", include_str!("../../migrations/sqlite/0006_projections.sql")),
     ])
 }
 
@@ -133,6 +134,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(BUSY_TIMEOUT)
+            // Content deleted or overwritten inside a page is zeroed when the page is written
+            // anyway, so a person's erased data leaves fewer stale copies in the file (an
+            // erasure turns on the full mode while it runs).
+            .pragma("secure_delete", "FAST")
             .foreign_keys(false);
         // Connections are kept for the store's lifetime so their prepared statements stay
         // cached; a local file connection does not go stale, so it is not pinged either.
@@ -1335,6 +1340,9 @@ const OUTBOX_PENDING: &str = "
 
 const OUTBOX_ACK: &str = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))";
 
+const OUTBOX_AFTER: &str = "
+    SELECT id, instance_id, seq, kind, payload, created_ms FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2";
+
 #[async_trait]
 impl OutboxStore for SqliteStore {
     async fn outbox_pending(&self, limit: u32) -> StoreResult<Vec<(i64, OutboxRow)>> {
@@ -1354,6 +1362,134 @@ impl OutboxStore for SqliteStore {
         let mut tx = self.begin_write().await?;
         sqlx::query(OUTBOX_ACK).bind(ids).execute(&mut *tx).await.map_err(|err| db_error("outbox", err))?;
         tx.commit().await.map_err(|err| db_error("commit", err))
+    }
+
+    async fn outbox_after(&self, position: i64, limit: u32) -> StoreResult<Vec<(i64, OutboxRow)>> {
+        let rows = sqlx::query(OUTBOX_AFTER)
+            .bind(position)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(|err| db_error("outbox", err))?;
+        decode_all(&rows, decode_outbox)
+    }
+}
+
+const PROJECTION_POSITION: &str = "SELECT position FROM projection_positions WHERE projection = ?1";
+const PROJECTION_ROWS: &str = "
+    SELECT key, body FROM projection_rows
+    WHERE projection = ?1 AND key IN (SELECT value FROM json_each(?2)) ORDER BY key";
+const ALL_PROJECTION_ROWS: &str = "SELECT key, body FROM projection_rows WHERE projection = ?1 ORDER BY key";
+const UPSERT_PROJECTION_ROW: &str = "
+    INSERT INTO projection_rows (projection, key, body, updated_ms) VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (projection, key) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms";
+const DELETE_PROJECTION_ROW: &str = "DELETE FROM projection_rows WHERE projection = ?1 AND key = ?2";
+const UPSERT_PROJECTION_POSITION: &str = "
+    INSERT INTO projection_positions (projection, position) VALUES (?1, ?2)
+    ON CONFLICT (projection) DO UPDATE SET position = excluded.position";
+
+fn decode_projection_rows(rows: &[SqliteRow]) -> StoreResult<Vec<(String, Value)>> {
+    rows.iter()
+        .map(|row| {
+            let body: String = get(row, "body")?;
+            let value =
+                serde_json::from_str(&body).map_err(|err| StoreError::Corrupt(format!("projection row: {err}")))?;
+            Ok((get(row, "key")?, value))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl ProjectionStore for SqliteStore {
+    async fn projection_position(&self, projection: &str) -> StoreResult<i64> {
+        let position: Option<i64> = sqlx::query_scalar(PROJECTION_POSITION)
+            .bind(projection)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(|err| db_error("projection", err))?;
+        Ok(position.unwrap_or(0))
+    }
+
+    async fn projection_rows(&self, projection: &str, keys: &[String]) -> StoreResult<Vec<(String, Value)>> {
+        let rows = sqlx::query(PROJECTION_ROWS)
+            .bind(projection)
+            .bind(to_json(keys)?)
+            .fetch_all(&self.read)
+            .await
+            .map_err(|err| db_error("projection", err))?;
+        decode_projection_rows(&rows)
+    }
+
+    async fn apply_projection(
+        &self,
+        projection: &str,
+        from: i64,
+        to: i64,
+        rows: &[(String, Option<Value>)],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let failed = |err| db_error("projection", err);
+        let mut tx = self.begin_write().await?;
+        let position: Option<i64> =
+            sqlx::query_scalar(PROJECTION_POSITION).bind(projection).fetch_optional(&mut *tx).await.map_err(failed)?;
+        if position.unwrap_or(0) != from {
+            return Err(StoreError::Conflict(format!(
+                "projection {projection} is at {}, not {from}: another projector wrote it",
+                position.unwrap_or(0)
+            )));
+        }
+        for (key, body) in rows {
+            match body {
+                Some(body) => sqlx::query(UPSERT_PROJECTION_ROW)
+                    .bind(projection)
+                    .bind(key)
+                    .bind(to_json(body)?)
+                    .bind(at.timestamp_millis())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed)?,
+                None => sqlx::query(DELETE_PROJECTION_ROW)
+                    .bind(projection)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed)?,
+            };
+        }
+        sqlx::query(UPSERT_PROJECTION_POSITION).bind(projection).bind(to).execute(&mut *tx).await.map_err(failed)?;
+        tx.commit().await.map_err(|err| db_error("commit", err))
+    }
+
+    async fn list_projection(&self, query: &ProjectionQuery) -> StoreResult<Vec<(String, Value)>> {
+        // Field names travel as bound JSON paths, never as SQL text, and are plain names.
+        if let Some((field, _)) = query.filters.iter().find(|(field, _)| !super::is_plain_field(field)) {
+            return Err(StoreError::Other(format!("{field:?} is not a plain field name")));
+        }
+        let mut sql =
+            "SELECT key, body FROM projection_rows WHERE projection = ?1 AND (?2 IS NULL OR key > ?2)".to_owned();
+        for index in 0..query.filters.len() {
+            let (path, value) = (4 + 2 * index, 5 + 2 * index);
+            sql.push_str(&format!(" AND json_extract(body, ?{path}) = ?{value}"));
+        }
+        sql.push_str(" ORDER BY key LIMIT ?3");
+        let mut statement = sqlx::query(AssertSqlSafe(sql))
+            .bind(&query.projection)
+            .bind(query.after.as_deref())
+            .bind(i64::from(query.effective_limit()));
+        for (field, value) in &query.filters {
+            statement = statement.bind(format!("$.{field}")).bind(value);
+        }
+        let rows = statement.fetch_all(&self.read).await.map_err(|err| db_error("projection", err))?;
+        decode_projection_rows(&rows)
+    }
+
+    async fn all_projection_rows(&self, projection: &str) -> StoreResult<Vec<(String, Value)>> {
+        let rows = sqlx::query(ALL_PROJECTION_ROWS)
+            .bind(projection)
+            .fetch_all(&self.read)
+            .await
+            .map_err(|err| db_error("projection", err))?;
+        decode_projection_rows(&rows)
     }
 }
 
@@ -1699,7 +1835,50 @@ impl SlaStore for SqliteStore {
             .map_err(|err| db_error("slas", err))?;
         decode_all(&rows, decode_sla)
     }
+
+    async fn sla_compliance(&self, query: &SlaQuery) -> StoreResult<Vec<SlaCompliance>> {
+        let namespaces = query.namespaces.as_ref().map(to_json).transpose()?;
+        let now = query.now.unwrap_or_else(Utc::now);
+        let rows = sqlx::query(SLA_COMPLIANCE)
+            .bind(query.definition.as_deref())
+            .bind(query.department.as_deref())
+            .bind(namespaces)
+            .bind(now.timestamp_millis())
+            .bind(i64::from(SlaQuery::MAX_LIMIT))
+            .fetch_all(&self.read)
+            .await
+            .map_err(|err| db_error("sla compliance", err))?;
+        let count = |row: &SqliteRow, column: &str| get::<i64>(row, column).map(|n| n.max(0) as u64);
+        rows.iter()
+            .map(|row| {
+                Ok(SlaCompliance {
+                    definition: get(row, "definition")?,
+                    department: get(row, "department")?,
+                    on_track: count(row, "on_track")?,
+                    at_risk: count(row, "at_risk")?,
+                    breached: count(row, "breached")?,
+                    met: count(row, "met")?,
+                })
+            })
+            .collect()
+    }
 }
+
+/// [`SlaRow::state`] counted per definition and department.
+const SLA_COMPLIANCE: &str = "
+    SELECT definition, department,
+           SUM(CASE WHEN breached_ms IS NULL AND stopped_ms IS NULL AND NOT (at_risk_ms <= ?4) THEN 1
+                    WHEN breached_ms IS NULL AND stopped_ms IS NULL AND at_risk_ms IS NULL THEN 1 ELSE 0 END) AS on_track,
+           SUM(CASE WHEN breached_ms IS NULL AND stopped_ms IS NULL AND at_risk_ms <= ?4 THEN 1 ELSE 0 END) AS at_risk,
+           SUM(CASE WHEN breached_ms IS NOT NULL THEN 1 ELSE 0 END) AS breached,
+           SUM(CASE WHEN breached_ms IS NULL AND stopped_ms IS NOT NULL THEN 1 ELSE 0 END) AS met
+    FROM slas
+    WHERE (?1 IS NULL OR definition = ?1) AND (?2 IS NULL OR department = ?2)
+      AND (?3 IS NULL OR (instr(definition, '/') > 0
+                          AND substr(definition, 1, instr(definition, '/') - 1) IN (SELECT value FROM json_each(?3))))
+    GROUP BY definition, department
+    ORDER BY definition, department IS NOT NULL, department
+    LIMIT ?5";
 
 // ---------------------------------------------------------------------------------------------
 // Notifications.
@@ -2145,7 +2324,7 @@ impl RetentionStore for SqliteStore {
         report.directory = entry.is_some();
         if !report.blocking.is_empty() || erasure.dry_run {
             tx.rollback().await.map_err(failed)?;
-            sqlx::query("PRAGMA secure_delete = OFF").execute(&self.write).await.map_err(failed)?;
+            sqlx::query("PRAGMA secure_delete = FAST").execute(&self.write).await.map_err(failed)?;
             return Ok(report);
         }
         for mut event in events.into_iter().filter(StoredEvent::can_erase) {
@@ -2168,7 +2347,9 @@ impl RetentionStore for SqliteStore {
                 .map_err(failed)?;
         }
         let ids = to_json(&report.instances)?;
-        sqlx::query(DELETE_SNAPSHOTS).bind(&ids).execute(&mut *tx).await.map_err(failed)?;
+        for statement in [DELETE_SNAPSHOTS, CLEAR_PENDING_INPUTS] {
+            sqlx::query(statement).bind(&ids).execute(&mut *tx).await.map_err(failed)?;
+        }
         for delete in [DELETE_IN_APP_OF, DELETE_DELIVERIES_TO] {
             sqlx::query(delete).bind(person).execute(&mut *tx).await.map_err(failed)?;
         }
@@ -2190,10 +2371,22 @@ impl RetentionStore for SqliteStore {
             .await
             .map_err(failed)?;
         tx.commit().await.map_err(|err| db_error("commit", err))?;
-        // The log still holds the pages as they were before; a truncating checkpoint copies the
-        // new ones into the database and empties it (best effort: a long read can hold it).
-        sqlx::query("PRAGMA secure_delete = OFF").execute(&self.write).await.map_err(failed)?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.write).await.map_err(failed)?;
+        // The erasure is applied. The log still holds the pages as they were before; a
+        // truncating checkpoint copies the new ones into the database and empties it. Both are
+        // best effort: a long read can hold the checkpoint back, and the next one completes it.
+        if let Err(err) = sqlx::query("PRAGMA secure_delete = FAST").execute(&self.write).await {
+            tracing::warn!(error = %err, "after an erasure: cannot set secure_delete back");
+        }
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.write).await {
+            Ok((0, _, _)) => {}
+            Ok(_) => tracing::warn!(
+                person,
+                "after an erasure: a reader held the write-ahead log; its older pages are cleared at the next checkpoint"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, person, "after an erasure: the write-ahead log was not checkpointed")
+            }
+        }
         Ok(report)
     }
 
@@ -2233,6 +2426,10 @@ const ERASE_EVENT: &str =
     "UPDATE history SET payload = '', salt = NULL, erased = ?3 WHERE instance_id = ?1 AND seq = ?2";
 const UPDATE_TASK_BODY: &str = "UPDATE human_tasks SET body = ?3 WHERE instance_id = ?1 AND seq = ?2";
 const DELETE_SNAPSHOTS: &str = "DELETE FROM snapshots WHERE instance_id IN (SELECT value FROM json_each(?1))";
+/// The input an incident held back (a completion's form data, say) is of no use once its
+/// instance has ended, and may hold the person's data.
+const CLEAR_PENDING_INPUTS: &str =
+    "UPDATE incidents SET pending_input = NULL WHERE instance_id IN (SELECT value FROM json_each(?1))";
 const COUNT_DELIVERIES_TO: &str = "SELECT COUNT(*) FROM notification_deliveries WHERE recipient = ?1";
 const COUNT_IN_APP_OF: &str = "SELECT COUNT(*) FROM in_app_notifications WHERE user_id = ?1";
 const DELETE_DELIVERIES_TO: &str = "DELETE FROM notification_deliveries WHERE recipient = ?1";

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use baton_engine::directory::{Department, Directory, Organisation, Person};
 use baton_engine::human::{HumanTaskRow, InboxQuery, RoleGrant, TaskAction};
+use baton_engine::projection::{Projector, rebuild};
 use baton_engine::replay::Replayer;
 use baton_engine::store::sqlite::{SqliteOptions, SqliteStore};
 use baton_engine::store::{HistoryStore, InstanceFilter, OutboxStore, TaskStore, TimerStore};
@@ -267,6 +268,23 @@ impl Shipped {
     }
 
     /// Replays every instance from its stored history: no nondeterminism anywhere.
+    /// The rows of a training read model (`documents`, `training-progress`, `certifications`)
+    /// once the projector has taken every emitted event; a rebuild of every read model from the
+    /// histories gives the same rows.
+    pub async fn read_model(&self, name: &str) -> Vec<Value> {
+        let store: Arc<dyn Store> = self.store.clone();
+        let projections = baton_activities::read_models::training_projections();
+        let projector = Projector::new(Arc::clone(&store), self.clock.clone(), projections.clone());
+        projector.catch_up().await.expect("the events are projected");
+        let filter = InstanceFilter { limit: 1000, ..InstanceFilter::default() };
+        let ids: Vec<InstanceId> =
+            store.list_instances(&filter).await.expect("instances").into_iter().map(|row| row.id).collect();
+        for model in rebuild(store.as_ref(), self.clock.as_ref(), &projections, &ids, false).await.expect("rebuilt") {
+            assert!(model.is_equal() && model.kept.is_empty(), "rebuilt from history: {model:?}");
+        }
+        store.all_projection_rows(name).await.expect("rows").into_iter().map(|(_, row)| row).collect()
+    }
+
     pub async fn replay_all(self) {
         self.engine.shutdown().await;
         let store =
