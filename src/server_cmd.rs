@@ -58,6 +58,63 @@ pub struct ServerConfig {
     /// Where `baton.document.*` keeps documents, finds templates and its signing key; without
     /// it, the document activities are not offered (`baton dev` has one under .baton/).
     pub documents: Option<DocumentsSection>,
+    /// The databases and named queries `call: baton.sql` may run; without any query, the
+    /// activity is not offered.
+    pub sql: Option<SqlSection>,
+}
+
+/// `baton.sql`'s databases and the queries definitions may name (docs/activities.md).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSection {
+    /// Name → connection URL (`sqlite://…`, `postgres://…`), or `env:NAME` to read the URL
+    /// (and its password) from the environment variable NAME.
+    #[serde(default)]
+    pub databases: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub queries: std::collections::BTreeMap<String, SqlQuerySection>,
+}
+
+/// One named query.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlQuerySection {
+    pub database: String,
+    pub sql: String,
+    #[serde(default = "max_rows")]
+    pub max_rows: usize,
+    #[serde(default)]
+    pub bind_idempotency_key: bool,
+}
+
+fn max_rows() -> usize {
+    baton_activities::sql::DEFAULT_MAX_ROWS
+}
+
+impl SqlSection {
+    fn config(&self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<baton_activities::SqlConfig> {
+        let mut databases = std::collections::BTreeMap::new();
+        for (name, url) in &self.databases {
+            let url = match url.strip_prefix("env:") {
+                Some(variable) => env(variable).filter(|v| !v.is_empty()).with_context(|| {
+                    format!("sql database `{name}` reads its URL from {variable}, which is not set")
+                })?,
+                None => url.clone(),
+            };
+            databases.insert(name.clone(), url);
+        }
+        let queries = self
+            .queries
+            .iter()
+            .map(|(name, query)| {
+                let mut configured = baton_activities::SqlQuery::new(&query.database, &query.sql);
+                configured.max_rows = query.max_rows;
+                configured.bind_idempotency_key = query.bind_idempotency_key;
+                (name.clone(), configured)
+            })
+            .collect();
+        Ok(baton_activities::SqlConfig { databases, queries })
+    }
 }
 
 /// Documents that are printed, signed and tracked (docs/activities.md).
@@ -160,6 +217,7 @@ impl Default for ServerConfig {
             sms: None,
             amqp: None,
             documents: None,
+            sql: None,
         }
     }
 }
@@ -348,6 +406,9 @@ impl ServerConfig {
         if let Some(amqp) = &mut shown.amqp {
             amqp.url = hide_userinfo(&amqp.url);
         }
+        if let Some(sql) = &mut shown.sql {
+            sql.databases.values_mut().for_each(|url| *url = hide_userinfo(url));
+        }
         for hook in [&mut shown.webhook, &mut shown.sms].into_iter().flatten() {
             if !hook.secret.is_empty() {
                 hook.secret = "<hidden>".into();
@@ -516,6 +577,10 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     }
     if let Some(documents) = &config.documents {
         baton_activities::register_documents(&mut registry, documents.config()?);
+    }
+    if let Some(sql) = config.sql.as_ref().filter(|sql| !sql.queries.is_empty()) {
+        let sql = sql.config(|name| std::env::var(name).ok())?;
+        baton_activities::register_sql(&mut registry, sql).map_err(anyhow::Error::msg)?;
     }
     // Every other activity name goes to remote workers (`baton worker`, the HTTP protocol).
     let remote = RemoteQueue::new();
@@ -756,6 +821,38 @@ mod tests {
         broker.set("BATON_AMQP_URL", "amqp://baton:r4bbit@mq.example:5672/%2f".into()).expect("a broker");
         let dump = broker.dump().expect("dump");
         assert!(!dump.contains("r4bbit") && dump.contains("amqp://<hidden>@mq.example:5672/%2f"), "{dump}");
+    }
+
+    #[test]
+    fn sql_databases_come_from_the_file_or_the_environment_and_their_passwords_stay_hidden() {
+        let text = r#"
+            [sql.databases]
+            hr = "postgres://hr:pa55@db.example/hr"
+            reporting = "env:REPORTING_URL"
+            [sql.queries.expiring]
+            database = "reporting"
+            sql = "SELECT operator FROM certification WHERE until < $1"
+            [sql.queries.record]
+            database = "hr"
+            sql = "INSERT INTO done (key) VALUES ($1) ON CONFLICT DO NOTHING"
+            max_rows = 1
+            bind_idempotency_key = true
+        "#;
+        let config: ServerConfig = toml::from_str(text).expect("toml");
+        let dump = config.dump().expect("dump");
+        assert!(!dump.contains("pa55") && dump.contains("postgres://<hidden>@db.example/hr"), "{dump}");
+        assert!(dump.contains("env:REPORTING_URL"), "{dump}");
+
+        let sql = config.sql.as_ref().expect("a [sql] section");
+        let env = |name: &str| (name == "REPORTING_URL").then(|| "postgres://r:s3cret@db.example/r".to_owned());
+        let resolved = sql.config(env).expect("resolved");
+        assert_eq!(resolved.databases["reporting"], "postgres://r:s3cret@db.example/r");
+        assert_eq!(resolved.databases["hr"], "postgres://hr:pa55@db.example/hr");
+        assert_eq!(resolved.queries["expiring"].max_rows, baton_activities::sql::DEFAULT_MAX_ROWS);
+        assert!(resolved.queries["record"].bind_idempotency_key && resolved.queries["record"].max_rows == 1);
+
+        let missing = sql.config(|_| None).expect_err("the variable is not set");
+        assert!(format!("{missing:#}").contains("REPORTING_URL, which is not set"), "{missing:#}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! enables them ([`process`]). The `baton.notify` activity and its [`Notifier`] send templated
 //! notifications in-app, by email, webhook and SMS ([`notify`]; docs/notifications.md), and
 //! `baton.directory.*` activities look people up in the directory ([`directory`]).
-//! `baton.amqp.publish` publishes to RabbitMQ with publisher confirms ([`amqp`]). The training
+//! `baton.amqp.publish` publishes to RabbitMQ with publisher confirms ([`amqp`]); `baton.sql`
+//! runs the parameterized queries an operator configured ([`sql`]). The training
 //! platform's read models are projections of the events its definitions emit ([`read_models`]).
 //!
 //! ```no_run
@@ -30,6 +31,7 @@ pub mod openapi;
 mod problem;
 pub mod process;
 pub mod read_models;
+pub mod sql;
 mod uri;
 
 pub use amqp::{AMQP_PUBLISH_ACTIVITY, AmqpConfig, AmqpPublisher, register_amqp};
@@ -42,3 +44,4 @@ pub use notify::{
 };
 pub use problem::ErrorType;
 pub use process::{PROCESS_ACTIVITY, ProcessPolicy, register_processes, run_process};
+pub use sql::{SQL_ACTIVITY, SqlActivity, SqlConfig, SqlQuery, register_sql};
