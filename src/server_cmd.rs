@@ -122,7 +122,16 @@ impl SqlSection {
 #[serde(deny_unknown_fields)]
 pub struct DocumentsSection {
     /// The folder documents are kept in (drafts, documents, archive), by content hash.
-    pub folder: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<PathBuf>,
+    /// Or an S3-compatible bucket, `s3://<bucket>/<prefix>`, which wins over `folder`;
+    /// credentials and endpoint from the AWS_* environment variables, then `s3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// S3 options, named as the AWS_* variables without the prefix, in lowercase: `endpoint`,
+    /// `region`, `allow_http`... (prefer AWS_SECRET_ACCESS_KEY to a file for the secret).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub s3: std::collections::BTreeMap<String, String>,
     /// The folder of the templates, `<templateId>.hbs`.
     pub templates: PathBuf,
     /// The engine's Ed25519 signing key (PKCS#8, DER); made on first start when missing.
@@ -131,9 +140,14 @@ pub struct DocumentsSection {
 
 impl DocumentsSection {
     pub fn config(&self) -> anyhow::Result<baton_activities::DocumentConfig> {
-        let key = baton_activities::SigningKey::load_or_create(&self.key).map_err(anyhow::Error::msg)?;
-        baton_activities::DocumentConfig::local(&self.folder, self.templates.clone(), Arc::new(key))
-            .map_err(anyhow::Error::msg)
+        let key = Arc::new(baton_activities::SigningKey::load_or_create(&self.key).map_err(anyhow::Error::msg)?);
+        let templates = self.templates.clone();
+        match (&self.store, &self.folder) {
+            (Some(url), _) => baton_activities::DocumentConfig::s3(url, &self.s3, templates, key),
+            (None, Some(folder)) => baton_activities::DocumentConfig::local(folder, templates, key),
+            (None, None) => Err("[documents] needs a `folder` or a `store` (s3://<bucket>/<prefix>)".into()),
+        }
+        .map_err(anyhow::Error::msg)
     }
 }
 
@@ -406,6 +420,13 @@ impl ServerConfig {
         if let Some(amqp) = &mut shown.amqp {
             amqp.url = hide_userinfo(&amqp.url);
         }
+        if let Some(documents) = &mut shown.documents {
+            for (name, value) in &mut documents.s3 {
+                if name.contains("secret") || name.contains("token") {
+                    *value = "<hidden>".into();
+                }
+            }
+        }
         if let Some(sql) = &mut shown.sql {
             sql.databases.values_mut().for_each(|url| *url = hide_userinfo(url));
         }
@@ -485,7 +506,9 @@ pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
         store: "sqlite://.baton/dev.db".into(),
         definitions: vec![PathBuf::from("definitions")],
         documents: Some(DocumentsSection {
-            folder: PathBuf::from(".baton/documents"),
+            folder: Some(PathBuf::from(".baton/documents")),
+            store: None,
+            s3: Default::default(),
             templates: PathBuf::from("definitions/templates"),
             key: PathBuf::from(".baton/document-key.der"),
         }),
@@ -821,6 +844,12 @@ mod tests {
         broker.set("BATON_AMQP_URL", "amqp://baton:r4bbit@mq.example:5672/%2f".into()).expect("a broker");
         let dump = broker.dump().expect("dump");
         assert!(!dump.contains("r4bbit") && dump.contains("amqp://<hidden>@mq.example:5672/%2f"), "{dump}");
+
+        let text = "[documents]\nstore = \"s3://docs/training\"\ntemplates = \"t\"\nkey = \"k.der\"\n\
+                    [documents.s3]\nendpoint = \"http://minio:9000\"\nsecret_access_key = \"m1n10\"\n";
+        let documents: ServerConfig = toml::from_str(text).expect("toml");
+        let shown = documents.dump().expect("dump");
+        assert!(!shown.contains("m1n10") && shown.contains("http://minio:9000"), "{shown}");
     }
 
     #[test]

@@ -23,8 +23,9 @@
 //! - `baton.document.archive` copies the document to `archive/<trackingCode>/<sha256>.html`
 //!   beside a JSON record of how it came back (channel, signature, scan).
 //!
-//! The object store is a local folder by default ([`object_store::local::LocalFileSystem`]);
-//! any [`ObjectStore`] fits (an S3-compatible one is a feature of the same crate away).
+//! The object store is a local folder by default ([`object_store::local::LocalFileSystem`]),
+//! or an S3-compatible bucket (AWS S3, MinIO; [`DocumentConfig::s3`]); any [`ObjectStore`]
+//! fits.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use baton_engine::{ActivityError, ActivityRegistry};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
@@ -133,6 +135,39 @@ impl DocumentConfig {
         let store = object_store::local::LocalFileSystem::new_with_prefix(folder)
             .map_err(|e| format!("the document folder {}: {e}", folder.display()))?;
         Ok(Self { store: Arc::new(store), templates, key })
+    }
+
+    /// Documents in an S3-compatible bucket: `url` is `s3://<bucket>` or
+    /// `s3://<bucket>/<prefix>`. Credentials, region and endpoint come from the standard
+    /// `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT` for MinIO...), then `options`, named as the variables
+    /// without `AWS_` in lowercase (`endpoint`, `region`, `allow_http`...). Nothing connects
+    /// until the first document.
+    pub fn s3(
+        url: &str,
+        options: &std::collections::BTreeMap<String, String>,
+        templates: PathBuf,
+        key: Arc<SigningKey>,
+    ) -> Result<Self, String> {
+        let (bucket, prefix) = url
+            .strip_prefix("s3://")
+            .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+            .filter(|(bucket, _)| !bucket.is_empty())
+            .ok_or_else(|| format!("the document store {url}: expected s3://<bucket> or s3://<bucket>/<prefix>"))?;
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (name, value) in options {
+            let option: AmazonS3ConfigKey =
+                name.parse().map_err(|_| format!("the document store: `{name}` is not an S3 option"))?;
+            builder = builder.with_config(option, value);
+        }
+        let bucket_store = builder.build().map_err(|e| format!("the document store {url}: {e}"))?;
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(bucket_store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(bucket_store, prefix))
+        };
+        Ok(Self { store, templates, key })
     }
 }
 

@@ -1,6 +1,8 @@
 //! The document activities on a real folder: a certificate rendered from its template (strict:
 //! a missing field fails), kept under its content hash, refused when the draft was changed,
 //! signed with the engine's key and verified, archived beside its record; unsafe names refused.
+//! The same in an S3 bucket under a prefix (moto's S3 server from PyPI; skipped without it
+//! unless `BATON_REQUIRE_SERVICES=1`).
 
 use std::sync::Arc;
 
@@ -87,4 +89,108 @@ async fn a_certificate_is_rendered_kept_by_its_hash_signed_verified_and_archived
     // The same key file gives the same key.
     let again = SigningKey::load_or_create(&dir.path().join("key.der")).expect("reloaded");
     assert_eq!(again.public_key(), key.public_key());
+}
+
+/// An S3 server for the test: moto's (PyPI `moto[server]`), on a free port, stopped on drop.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn s3_server() -> Option<S3Server> {
+    let required = std::env::var("BATON_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+    let skip = |why: String| {
+        assert!(!required, "an S3 server is required (BATON_REQUIRE_SERVICES=1): {why}");
+        eprintln!("skipped: {why}; install it with `pip install 'moto[server]'` or set BATON_REQUIRE_SERVICES=1");
+        None
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let child = std::process::Command::new("python3")
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut server = match child {
+        Ok(child) => S3Server { child, endpoint: format!("http://127.0.0.1:{port}") },
+        Err(err) => return skip(format!("python3 does not start ({err})")),
+    };
+    for _ in 0..300 {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return skip(format!("moto's S3 server exited at once ({status}): is moto[server] installed?"));
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Some(server);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    skip("moto's S3 server did not listen within 15 s".into())
+}
+
+#[tokio::test]
+async fn documents_are_kept_in_an_s3_bucket_under_its_prefix() {
+    let Some(server) = s3_server().await else { return };
+    let created = reqwest::Client::new().put(format!("{}/baton-documents", server.endpoint)).send().await;
+    assert!(created.expect("the bucket").status().is_success());
+    let options: std::collections::BTreeMap<String, String> = [
+        ("endpoint", server.endpoint.as_str()),
+        ("region", "eu-west-1"),
+        ("access_key_id", "baton"),
+        ("secret_access_key", "baton-secret"),
+        ("allow_http", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = Arc::new(SigningKey::load_or_create(&dir.path().join("key.der")).expect("a key"));
+    let config =
+        DocumentConfig::s3("s3://baton-documents/training", &options, templates(), key.clone()).expect("an S3 store");
+    let bucket = DocumentConfig::s3("s3://baton-documents", &options, templates(), key).expect("the bucket");
+
+    let data = json!({"person": "Olga Peeters", "program": "Forklift safety", "date": "2026-12-04", "score": 86});
+    let draft =
+        call(&config, Render, json!({"templateId": "training-certificate", "trackingCode": "BTN-7", "data": data}))
+            .await
+            .expect("rendered");
+    let sha256 = draft["sha256"].as_str().expect("a hash").to_owned();
+    let keep = json!({"draftId": sha256, "sha256": sha256, "trackingCode": "BTN-7"});
+    call(&config, Store, keep.clone()).await.expect("stored");
+    call(&config, Archive, json!({"sha256": sha256, "trackingCode": "BTN-7", "channel": "post"}))
+        .await
+        .expect("archived");
+
+    use object_store::ObjectStoreExt as _;
+    let read = |path: String| {
+        let store = Arc::clone(&bucket.store);
+        async move { store.get(&path.as_str().into()).await.expect(&path).bytes().await.expect("bytes").to_vec() }
+    };
+    let document = read(format!("training/documents/BTN-7/{sha256}.html")).await;
+    assert_eq!(sha256_hex(&document), sha256, "kept under the prefix, by its content");
+    assert!(String::from_utf8_lossy(&document).contains("Olga Peeters"));
+    assert_eq!(read(format!("training/archive/BTN-7/{sha256}.html")).await, document);
+    let record: Value =
+        serde_json::from_slice(&read(format!("training/archive/BTN-7/{sha256}.json")).await).expect("the record");
+    assert_eq!(record["channel"], "post");
+
+    // A draft changed in the bucket is refused, as in a folder.
+    bucket
+        .store
+        .put(&format!("training/drafts/{sha256}.html").as_str().into(), "<p>forged</p>".into())
+        .await
+        .expect("tamper");
+    let error = call(&config, Store, keep).await.expect_err("refused");
+    assert!(matches!(error, ActivityError::NonRetryable(ref m) if m.contains("refused")), "{error:?}");
+
+    let bad = DocumentConfig::s3("https://bucket", &options, templates(), Arc::clone(&config.key));
+    assert!(bad.expect_err("not s3://").contains("s3://<bucket>"));
+    let unknown = [("colour".to_owned(), "blue".to_owned())].into_iter().collect();
+    let bad = DocumentConfig::s3("s3://b", &unknown, templates(), Arc::clone(&config.key));
+    assert!(bad.expect_err("unknown option").contains("`colour` is not an S3 option"));
 }
