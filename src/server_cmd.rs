@@ -136,18 +136,24 @@ pub struct DocumentsSection {
     pub templates: PathBuf,
     /// The engine's Ed25519 signing key (PKCS#8, DER); made on first start when missing.
     pub key: PathBuf,
+    /// A Chromium binary that prints documents to PDF (`format: pdf`); without it, documents
+    /// are HTML only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdf: Option<PathBuf>,
 }
 
 impl DocumentsSection {
     pub fn config(&self) -> anyhow::Result<baton_activities::DocumentConfig> {
         let key = Arc::new(baton_activities::SigningKey::load_or_create(&self.key).map_err(anyhow::Error::msg)?);
         let templates = self.templates.clone();
-        match (&self.store, &self.folder) {
+        let mut config = match (&self.store, &self.folder) {
             (Some(url), _) => baton_activities::DocumentConfig::s3(url, &self.s3, templates, key),
             (None, Some(folder)) => baton_activities::DocumentConfig::local(folder, templates, key),
             (None, None) => Err("[documents] needs a `folder` or a `store` (s3://<bucket>/<prefix>)".into()),
         }
-        .map_err(anyhow::Error::msg)
+        .map_err(anyhow::Error::msg)?;
+        config.pdf = self.pdf.clone();
+        Ok(config)
     }
 }
 
@@ -511,6 +517,7 @@ pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
             s3: Default::default(),
             templates: PathBuf::from("definitions/templates"),
             key: PathBuf::from(".baton/document-key.der"),
+            pdf: None,
         }),
         ..ServerConfig::default()
     };

@@ -14,9 +14,12 @@
 //!   field the template names and the data lacks fails the call) to HTML with the input's
 //!   `data`, `trackingCode` and `documentType`, and keeps the bytes as a draft named by their
 //!   SHA-256 (`drafts/<sha256>.html`): rendering the same data again is the same draft. Only
-//!   the hash enters history, never the document.
+//!   the hash enters history, never the document. With `format: pdf`, headless Chromium
+//!   prints the HTML to PDF (`drafts/<sha256>.pdf`); no maintained Rust crate lays out HTML,
+//!   and a browser prints what a browser shows.
 //! - `baton.document.store` checks the draft against the hash it was given (refused, not
-//!   retried, when they differ) and keeps it as `documents/<trackingCode>/<sha256>.html`.
+//!   retried, when they differ) and keeps it as `documents/<trackingCode>/<sha256>.html` (or
+//!   `.pdf`: `mediaType` says which, as render answered).
 //! - `baton.document.sign` signs `baton-document-v1:<sha256>` with the engine's Ed25519 key:
 //!   the digital path, where a signature of the content hash is legally acceptable.
 //!   `baton document verify FILE --signature S` checks one with the engine's public key.
@@ -126,6 +129,80 @@ pub struct DocumentConfig {
     /// The folder of the templates (`<templateId>.hbs`).
     pub templates: PathBuf,
     pub key: Arc<SigningKey>,
+    /// A Chromium (or Chrome) binary that prints rendered HTML to PDF (`format: pdf`); without
+    /// it, documents are HTML only.
+    pub pdf: Option<PathBuf>,
+}
+
+/// The formats a document is kept in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Html,
+    Pdf,
+}
+
+impl Format {
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Html => "html",
+            Format::Pdf => "pdf",
+        }
+    }
+
+    fn media_type(self) -> &'static str {
+        match self {
+            Format::Html => "text/html",
+            Format::Pdf => "application/pdf",
+        }
+    }
+
+    /// The format `field` names (`html` or `pdf`, or their media types); HTML when absent.
+    fn of(input: &Value, field: &str) -> Result<Self, ActivityError> {
+        match input.get(field).and_then(Value::as_str) {
+            None | Some("html" | "text/html") => Ok(Format::Html),
+            Some("pdf" | "application/pdf") => Ok(Format::Pdf),
+            Some(other) => Err(invalid(format!("`{field}` is html or pdf, not {other:?}"))),
+        }
+    }
+}
+
+/// How long Chromium may take to print one document.
+const PDF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Prints HTML to PDF with headless Chromium, in a scratch folder of its own (the page, the
+/// browser profile, the PDF), with no network beyond what the page names.
+async fn print_pdf(chromium: &std::path::Path, html: &str) -> Result<Vec<u8>, ActivityError> {
+    let scratch = tempfile::tempdir().map_err(|e| ActivityError::retryable(format!("a scratch folder: {e}")))?;
+    let page = scratch.path().join("document.html");
+    let output = scratch.path().join("document.pdf");
+    tokio::fs::write(&page, html).await.map_err(|e| ActivityError::retryable(format!("the page: {e}")))?;
+    let mut command = tokio::process::Command::new(chromium);
+    command
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", scratch.path().join("profile").display()))
+        .arg(format!("--print-to-pdf={}", output.display()))
+        .arg(format!("file://{}", page.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let run = tokio::time::timeout(PDF_TIMEOUT, command.output()).await;
+    let finished = match run {
+        Err(_) => return Err(ActivityError::retryable(format!("Chromium printed no PDF within {PDF_TIMEOUT:?}"))),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(invalid(format!("no Chromium at {} to print PDF: {e}", chromium.display())));
+        }
+        Ok(Err(e)) => return Err(ActivityError::retryable(format!("starting Chromium: {e}"))),
+        Ok(Ok(finished)) => finished,
+    };
+    match tokio::fs::read(&output).await {
+        Ok(pdf) if finished.status.success() && pdf.starts_with(b"%PDF-") => Ok(pdf),
+        _ => {
+            let stderr = String::from_utf8_lossy(&finished.stderr);
+            let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+            Err(ActivityError::retryable(format!("Chromium printed no PDF ({}): {tail}", finished.status)))
+        }
+    }
 }
 
 impl DocumentConfig {
@@ -134,7 +211,7 @@ impl DocumentConfig {
         std::fs::create_dir_all(folder).map_err(|e| format!("creating {}: {e}", folder.display()))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(folder)
             .map_err(|e| format!("the document folder {}: {e}", folder.display()))?;
-        Ok(Self { store: Arc::new(store), templates, key })
+        Ok(Self { store: Arc::new(store), templates, key, pdf: None })
     }
 
     /// Documents in an S3-compatible bucket: `url` is `s3://<bucket>` or
@@ -167,7 +244,7 @@ impl DocumentConfig {
         } else {
             Arc::new(object_store::prefix::PrefixStore::new(bucket_store, prefix))
         };
-        Ok(Self { store, templates, key })
+        Ok(Self { store, templates, key, pdf: None })
     }
 }
 
@@ -252,13 +329,21 @@ pub async fn render(config: &DocumentConfig, input: &Value) -> Result<Value, Act
             }
         }
     }
+    let format = Format::of(input, "format")?;
     let html =
         handlebars.render_template(&template, &data).map_err(|e| invalid(format!("template {template_id}: {e}")))?;
-    let sha256 = sha256_hex(html.as_bytes());
-    let path = ObjectPath::from(format!("drafts/{sha256}.html"));
-    let bytes = html.len();
-    config.store.put(&path, PutPayload::from(html.into_bytes())).await.map_err(storage)?;
-    Ok(json!({ "draftId": sha256, "sha256": sha256, "mediaType": "text/html", "bytes": bytes }))
+    let content = match (format, &config.pdf) {
+        (Format::Html, _) => html.into_bytes(),
+        (Format::Pdf, Some(chromium)) => print_pdf(chromium, &html).await?,
+        (Format::Pdf, None) => {
+            return Err(invalid("PDF needs a Chromium to print it: set `pdf` under [documents]"));
+        }
+    };
+    let sha256 = sha256_hex(&content);
+    let path = ObjectPath::from(format!("drafts/{sha256}.{}", format.extension()));
+    let bytes = content.len();
+    config.store.put(&path, PutPayload::from(content)).await.map_err(storage)?;
+    Ok(json!({ "draftId": sha256, "sha256": sha256, "mediaType": format.media_type(), "bytes": bytes }))
 }
 
 /// `baton.document.store`.
@@ -266,15 +351,17 @@ pub async fn store(config: &DocumentConfig, input: &Value) -> Result<Value, Acti
     let draft = hash_field(input, "draftId")?;
     let expected = hash_field(input, "sha256")?;
     let code = segment(input, "trackingCode")?;
-    let bytes = read(config, &ObjectPath::from(format!("drafts/{draft}.html"))).await?;
+    let format = Format::of(input, "mediaType")?;
+    let extension = format.extension();
+    let bytes = read(config, &ObjectPath::from(format!("drafts/{draft}.{extension}"))).await?;
     let actual = sha256_hex(&bytes);
     if actual != expected {
         return Err(invalid(format!("the draft's content has SHA-256 {actual}, not {expected}: refused")));
     }
     let document_id = format!("{code}/{actual}");
-    let path = ObjectPath::from(format!("documents/{document_id}.html"));
-    config.store.put(&path, PutPayload::from(bytes)).await.map_err(storage)?;
-    Ok(json!({ "documentId": document_id, "uri": format!("documents/{document_id}.html"), "sha256": actual }))
+    let uri = format!("documents/{document_id}.{extension}");
+    config.store.put(&ObjectPath::from(uri.as_str()), PutPayload::from(bytes)).await.map_err(storage)?;
+    Ok(json!({ "documentId": document_id, "uri": uri, "sha256": actual, "mediaType": format.media_type() }))
 }
 
 /// `baton.document.sign`.
@@ -295,12 +382,17 @@ pub fn sign(config: &DocumentConfig, input: &Value) -> Result<Value, ActivityErr
 pub async fn archive(config: &DocumentConfig, input: &Value) -> Result<Value, ActivityError> {
     let sha256 = hash_field(input, "sha256")?;
     let code = segment(input, "trackingCode")?;
-    let bytes = read(config, &ObjectPath::from(format!("documents/{code}/{sha256}.html"))).await?;
+    let extension = Format::of(input, "mediaType")?.extension();
+    let bytes = read(config, &ObjectPath::from(format!("documents/{code}/{sha256}.{extension}"))).await?;
     if sha256_hex(&bytes) != sha256 {
         return Err(invalid(format!("the stored document {code}/{sha256} no longer has its hash")));
     }
     let base = format!("archive/{code}/{sha256}");
-    config.store.put(&ObjectPath::from(format!("{base}.html")), PutPayload::from(bytes)).await.map_err(storage)?;
+    config
+        .store
+        .put(&ObjectPath::from(format!("{base}.{extension}")), PutPayload::from(bytes))
+        .await
+        .map_err(storage)?;
     let record = json!({
         "trackingCode": code,
         "sha256": sha256,

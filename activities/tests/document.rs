@@ -2,7 +2,7 @@
 //! a missing field fails), kept under its content hash, refused when the draft was changed,
 //! signed with the engine's key and verified, archived beside its record; unsafe names refused.
 //! The same in an S3 bucket under a prefix (moto's S3 server from PyPI; skipped without it
-//! unless `BATON_REQUIRE_SERVICES=1`).
+//! unless `BATON_REQUIRE_SERVICES=1`), and printed to PDF by headless Chromium (likewise).
 
 use std::sync::Arc;
 
@@ -193,4 +193,52 @@ async fn documents_are_kept_in_an_s3_bucket_under_its_prefix() {
     let unknown = [("colour".to_owned(), "blue".to_owned())].into_iter().collect();
     let bad = DocumentConfig::s3("s3://b", &unknown, templates(), Arc::clone(&config.key));
     assert!(bad.expect_err("unknown option").contains("`colour` is not an S3 option"));
+}
+
+/// Debian's headless Chromium (BATON_CHROMIUM, or `chromium` on the PATH).
+fn chromium() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("BATON_CHROMIUM").map(std::path::PathBuf::from).or_else(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).map(|dir| dir.join("chromium")).find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            !std::env::var("BATON_REQUIRE_SERVICES").is_ok_and(|v| v == "1"),
+            "Chromium is required (BATON_REQUIRE_SERVICES=1) but is not on the PATH"
+        );
+        eprintln!("skipped: no chromium on the PATH (apt-get install chromium); set BATON_REQUIRE_SERVICES=1 to fail");
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_certificate_is_printed_to_pdf_kept_and_archived_by_its_hash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = Arc::new(SigningKey::load_or_create(&dir.path().join("key.der")).expect("a key"));
+    let mut config = DocumentConfig::local(&dir.path().join("store"), templates(), key).expect("a store");
+    let data = json!({"person": "Olga Peeters", "program": "Forklift safety", "date": "2026-12-04", "score": 86});
+    let render = json!({"templateId": "training-certificate", "trackingCode": "BTN-7", "format": "pdf", "data": data});
+
+    let error = call(&config, Render, render.clone()).await.expect_err("no Chromium configured");
+    assert!(matches!(error, ActivityError::NonRetryable(ref m) if m.contains("Chromium")), "{error:?}");
+
+    let Some(chromium) = chromium() else { return };
+    config.pdf = Some(chromium);
+    let draft = call(&config, Render, render).await.expect("printed");
+    assert_eq!(draft["mediaType"], "application/pdf");
+    let sha256 = draft["sha256"].as_str().expect("a hash").to_owned();
+    let pdf = std::fs::read(dir.path().join(format!("store/drafts/{sha256}.pdf"))).expect("the draft");
+    assert!(pdf.starts_with(b"%PDF-") && pdf.len() > 1000, "a PDF of {} bytes", pdf.len());
+    assert_eq!(sha256_hex(&pdf), sha256, "named by its content");
+
+    let keep = json!({"draftId": sha256, "sha256": sha256, "trackingCode": "BTN-7", "mediaType": "application/pdf"});
+    let stored = call(&config, Store, keep).await.expect("stored");
+    assert_eq!(stored["uri"], format!("documents/BTN-7/{sha256}.pdf"));
+    assert_eq!(std::fs::read(dir.path().join(format!("store/documents/BTN-7/{sha256}.pdf"))).expect("kept"), pdf);
+    let archive = json!({"sha256": sha256, "trackingCode": "BTN-7", "mediaType": "application/pdf", "channel": "post"});
+    call(&config, Archive, archive).await.expect("archived");
+    assert_eq!(std::fs::read(dir.path().join(format!("store/archive/BTN-7/{sha256}.pdf"))).expect("archived"), pdf);
+    // Asked for as HTML, the same hash is not there: the media type is part of the name.
+    let html = json!({"draftId": sha256, "sha256": sha256, "trackingCode": "BTN-7"});
+    assert!(matches!(call(&config, Store, html).await, Err(ActivityError::NonRetryable(_))));
 }
