@@ -623,6 +623,9 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
         calendars,
         remote_workers: Some(remote),
         notify: Some(Arc::clone(&notify)),
+        dev_login: identity
+            .as_ref()
+            .map(|identity| identity.subjects.iter().map(|(s, grants)| ((*s).to_owned(), grants.clone())).collect()),
         ..ApiOptions::default()
     };
     let options =
@@ -674,6 +677,7 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     let address = listener.local_addr()?;
     tracing::info!(%address, store = %config.store, "baton server listening");
     eprintln!("Baton API on http://{address}/api/v1 (OpenAPI document: http://{address}/api/v1/openapi.json)");
+    eprintln!("Baton web UI on http://{address}/ui");
     let grpc = match config.grpc_addr.as_str() {
         "off" => None,
         grpc_addr => {

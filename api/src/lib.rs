@@ -13,6 +13,7 @@ pub mod policy;
 pub mod problem;
 pub mod routes;
 pub mod server;
+pub mod ui;
 
 pub use app::{ApiOptions, App};
 pub use routes::{ApiDoc, router};

@@ -338,10 +338,9 @@ impl Kind {
 /// 408, 413...) gets a problem body of its kind.
 pub async fn problems_only(response: Response) -> Response {
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let content_type = response.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or_default();
+    // Problems stay as they are, and so do the web UI's pages, which say what went wrong in HTML.
+    let is_problem = content_type.starts_with(b"application/problem+json") || content_type.starts_with(b"text/html");
     if is_problem || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }

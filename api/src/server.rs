@@ -26,7 +26,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The router with every layer the server runs it with.
 pub fn service(app: Arc<App>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    crate::routes::router(app)
+    crate::routes::router(Arc::clone(&app))
+        .merge(crate::ui::router(app))
         .layer(CatchPanicLayer::custom(|_| Problem::internal("a handler panicked").into_response()))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))

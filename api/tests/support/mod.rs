@@ -67,6 +67,17 @@ pub struct Server {
 
 impl Server {
     pub async fn start(manual_clock: bool) -> Self {
+        Self::start_with(manual_clock, None).await
+    }
+
+    /// A server whose web UI signs people in as `baton dev` does: anyone in the directory, or
+    /// one of `accounts`.
+    pub async fn start_dev(accounts: &[(&str, &str)]) -> Self {
+        let accounts = accounts.iter().map(|(s, g)| ((*s).to_owned(), vec![Grant::parse(g).unwrap()])).collect();
+        Self::start_with(false, Some(accounts)).await
+    }
+
+    async fn start_with(manual_clock: bool, dev_login: Option<Vec<(String, Vec<Grant>)>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("baton.db");
         let store: Arc<dyn Store> =
@@ -101,6 +112,7 @@ impl Server {
             rate_burst: 1e6,
             remote_workers: Some(remote),
             scheduler: Some(Arc::new(baton_workflows::schedule::Scheduler::new(Arc::clone(&engine)))),
+            dev_login,
             ..ApiOptions::default()
         };
         let app = App::new(Arc::clone(&engine), auth.clone(), options).await.unwrap();

@@ -1,0 +1,409 @@
+//! The pages: login, the inbox, one task.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use baton_engine::EngineError;
+use baton_engine::InstanceId;
+use baton_engine::directory::PeopleQuery;
+use baton_engine::history::Seq;
+use baton_engine::human::{HumanTaskRow, HumanTaskStatus, InboxQuery, TaskAction, TaskRefusal};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::form::{self, Field};
+use super::{DEV_SESSION, Session, cross_site, session_cookie};
+use crate::app::App;
+use crate::problem::Problem;
+
+/// A page, or the page that says what went wrong.
+fn page(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "a UI template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/error.html")]
+struct ErrorPage {
+    who: Option<String>,
+    csrf: String,
+    title: &'static str,
+    message: String,
+}
+
+/// The page for an API problem, with its status.
+fn problem_page(session: Option<&Session>, problem: &Problem) -> Response {
+    let status = problem.kind().status();
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::CONFLICT => "Not possible now",
+        _ => "Something went wrong",
+    };
+    let (who, csrf) = session.map_or((None, String::new()), |s| (Some(s.caller.subject.clone()), s.csrf()));
+    page(status, &ErrorPage { who, csrf, title, message: problem.detail.clone() })
+}
+
+fn refused(session: Option<&Session>, message: &str) -> Response {
+    problem_page(session, &Problem::forbidden(message))
+}
+
+#[derive(Template)]
+#[template(path = "ui/login.html")]
+struct LoginPage {
+    who: Option<String>,
+    csrf: String,
+    /// Who one may be in development: (subject, description).
+    accounts: Vec<(String, String)>,
+    error: Option<String>,
+}
+
+/// `GET /ui/login`.
+pub async fn login_page(State(app): State<Arc<App>>) -> Response {
+    login_form(&app, StatusCode::OK, None).await
+}
+
+async fn login_form(app: &App, status: StatusCode, error: Option<String>) -> Response {
+    let mut accounts = Vec::new();
+    if let Some(dev) = &app.options.dev_login {
+        for (subject, grants) in dev {
+            let grants: Vec<String> = grants.iter().map(ToString::to_string).collect();
+            accounts.push((subject.clone(), format!("{subject} ({})", grants.join(", "))));
+        }
+        let query = PeopleQuery { limit: 200, ..PeopleQuery::default() };
+        for person in app.engine.store().people(&query).await.unwrap_or_default() {
+            let roles: Vec<String> = person
+                .roles
+                .iter()
+                .map(|g| match &g.department {
+                    Some(d) => format!("{} in {d}", g.role),
+                    None => g.role.clone(),
+                })
+                .collect();
+            let name = if person.name.is_empty() { person.id.clone() } else { person.name.clone() };
+            accounts.push((person.id.clone(), format!("{name}: {}", roles.join(", "))));
+        }
+    }
+    page(status, &LoginPage { who: None, csrf: String::new(), accounts, error })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// `POST /ui/login`: a pasted token, or (in development) who to be.
+pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, Form(login): Form<LoginForm>) -> Response {
+    if cross_site(&headers) {
+        return refused(None, "a login from another site is refused");
+    }
+    let token = match (login.token.filter(|t| !t.trim().is_empty()), login.subject.filter(|s| !s.is_empty())) {
+        (Some(token), _) => match app.auth.authenticate(token.trim()).await {
+            Ok(_) => token.trim().to_owned(),
+            Err(error) => return login_form(&app, StatusCode::UNAUTHORIZED, Some(error.to_string())).await,
+        },
+        (None, Some(subject)) => match dev_token(&app, &subject).await {
+            Ok(token) => token,
+            Err(message) => return login_form(&app, StatusCode::UNAUTHORIZED, Some(message)).await,
+        },
+        (None, None) => {
+            return login_form(&app, StatusCode::UNAUTHORIZED, Some("choose who to be, or paste a token".into())).await;
+        }
+    };
+    let mut response = Redirect::to("/ui/inbox").into_response();
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie(Some(&token), DEV_SESSION));
+    response
+}
+
+/// A development token for `subject`: an account of the development identity, or a person of
+/// the directory (with no platform permission: the directory says what they may do).
+async fn dev_token(app: &App, subject: &str) -> Result<String, String> {
+    let Some(accounts) = &app.options.dev_login else {
+        return Err("this server signs people in with tokens of its identity provider".into());
+    };
+    let grants = match accounts.iter().find(|(s, _)| s == subject) {
+        Some((_, grants)) => grants.clone(),
+        None => match app.engine.store().person(subject).await {
+            Ok(Some(_)) => Vec::new(),
+            _ => return Err(format!("nobody called {subject:?} is in the directory")),
+        },
+    };
+    app.auth.issue(subject, &grants, DEV_SESSION, Utc::now()).map_err(|e| e.to_string())
+}
+
+/// `POST /ui/logout`.
+pub async fn logout(headers: HeaderMap) -> Response {
+    if cross_site(&headers) {
+        return refused(None, "a logout from another site is refused");
+    }
+    let mut response = Redirect::to("/ui/login").into_response();
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie(None, std::time::Duration::ZERO));
+    response
+}
+
+/// A task as a line of the inbox.
+struct TaskLine {
+    href: String,
+    title: String,
+    definition: String,
+    department: String,
+    owner: String,
+    due: String,
+    /// `overdue`, `due-soon` or empty.
+    urgency: &'static str,
+    priority: i32,
+}
+
+impl TaskLine {
+    fn of(row: &HumanTaskRow, now: DateTime<Utc>) -> Self {
+        let task = &row.task;
+        let urgency = match task.spec.due_at {
+            Some(due) if due <= now => "overdue",
+            Some(due) if due - now <= chrono::Duration::hours(24) => "due-soon",
+            _ => "",
+        };
+        Self {
+            href: format!("/ui/tasks/{}/{}", row.instance, row.seq),
+            title: task.spec.title.clone(),
+            definition: row.definition.clone(),
+            department: task.spec.department.clone().unwrap_or_default(),
+            owner: match (&task.assignee, &task.delegate) {
+                (Some(owner), Some(delegate)) => format!("{owner} (delegated to {delegate})"),
+                (Some(owner), None) => owner.clone(),
+                (None, _) => String::new(),
+            },
+            due: task.spec.due_at.map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default(),
+            urgency,
+            priority: task.spec.priority,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InboxParams {
+    /// `mine` (owned by or delegated to me) or `all` (everything I may see; the default).
+    #[serde(default)]
+    view: Option<String>,
+}
+
+impl InboxParams {
+    fn mine(&self) -> bool {
+        self.view.as_deref() == Some("mine")
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/inbox.html")]
+struct InboxPage {
+    who: Option<String>,
+    csrf: String,
+    mine: bool,
+    lines: Vec<TaskLine>,
+}
+
+#[derive(Template)]
+#[template(path = "ui/inbox_rows.html")]
+struct InboxRows {
+    lines: Vec<TaskLine>,
+}
+
+async fn inbox_lines(app: &App, session: &Session, params: &InboxParams) -> Result<Vec<TaskLine>, Problem> {
+    crate::policy::authorize("listTasks", Some(&session.caller), None, app.options.manual_clock)?;
+    let principal = app.principal(&session.caller, None).await?;
+    let query = InboxQuery {
+        assignee: params.mine().then(|| session.caller.subject.clone()),
+        status: Some(HumanTaskStatus::Open),
+        limit: 200,
+        ..InboxQuery::default()
+    };
+    let now = app.engine.clock().now();
+    let rows = app.engine.inbox(&query, &principal).await?;
+    Ok(rows.iter().map(|row| TaskLine::of(row, now)).collect())
+}
+
+/// `GET /ui/inbox`.
+pub async fn inbox(State(app): State<Arc<App>>, session: Session, Query(params): Query<InboxParams>) -> Response {
+    match inbox_lines(&app, &session, &params).await {
+        Ok(lines) => page(
+            StatusCode::OK,
+            &InboxPage { who: Some(session.caller.subject.clone()), csrf: session.csrf(), mine: params.mine(), lines },
+        ),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// `GET /ui/inbox/rows`: the inbox's rows alone, which the page fetches again to stay current.
+pub async fn inbox_rows(State(app): State<Arc<App>>, session: Session, Query(params): Query<InboxParams>) -> Response {
+    match inbox_lines(&app, &session, &params).await {
+        Ok(lines) => page(StatusCode::OK, &InboxRows { lines }),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/task.html")]
+struct TaskPage {
+    who: Option<String>,
+    csrf: String,
+    action_base: String,
+    line: TaskLine,
+    description: String,
+    status: &'static str,
+    open: bool,
+    claimable: bool,
+    /// The context the task shows: (name, value as text).
+    context: Vec<(String, String)>,
+    fields: Vec<Field>,
+    outcomes: Vec<String>,
+    comments: Vec<(String, String, String)>,
+    completion: Option<String>,
+    errors: Vec<String>,
+}
+
+fn status_name(status: HumanTaskStatus) -> &'static str {
+    match status {
+        HumanTaskStatus::Open => "open",
+        HumanTaskStatus::Completed => "completed",
+        HumanTaskStatus::Cancelled => "cancelled",
+        HumanTaskStatus::Expired => "expired",
+    }
+}
+
+fn task_page(
+    session: &Session,
+    row: &HumanTaskRow,
+    now: DateTime<Utc>,
+    values: &BTreeMap<String, String>,
+    field_errors: &BTreeMap<String, String>,
+    errors: Vec<String>,
+) -> TaskPage {
+    let task = &row.task;
+    let context = match &task.spec.data {
+        Value::Object(map) => {
+            map.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()
+        }
+        Value::Null => Vec::new(),
+        other => vec![("data".to_owned(), other.to_string())],
+    };
+    let outcomes = if task.spec.outcomes.is_empty() { vec!["done".to_owned()] } else { task.spec.outcomes.clone() };
+    TaskPage {
+        who: Some(session.caller.subject.clone()),
+        csrf: session.csrf(),
+        action_base: format!("/ui/tasks/{}/{}", row.instance, row.seq),
+        line: TaskLine::of(row, now),
+        description: task.spec.description.clone().unwrap_or_default(),
+        status: status_name(task.status),
+        open: task.status == HumanTaskStatus::Open,
+        claimable: task.status == HumanTaskStatus::Open && task.assignee.is_none(),
+        context,
+        fields: form::fields(task.spec.form.as_ref(), values, field_errors),
+        outcomes,
+        comments: task
+            .comments
+            .iter()
+            .map(|c| (c.by.clone(), c.at.format("%Y-%m-%d %H:%M").to_string(), c.text.clone()))
+            .collect(),
+        completion: task.completion.as_ref().map(|c| format!("{} by {}", c.outcome, c.completed_by)),
+        errors,
+    }
+}
+
+async fn find_task(app: &App, session: &Session, instance: &InstanceId, seq: Seq) -> Result<HumanTaskRow, Problem> {
+    crate::policy::authorize("getTask", Some(&session.caller), None, app.options.manual_clock)?;
+    let namespace = app.namespace_of(instance).await?;
+    let principal = app.principal(&session.caller, namespace.as_deref()).await?;
+    Ok(app.engine.human_task(instance, seq, &principal).await?)
+}
+
+/// `GET /ui/tasks/{instance}/{seq}`.
+pub async fn task(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path((instance, seq)): Path<(String, Seq)>,
+) -> Response {
+    let instance = InstanceId::new(instance);
+    match find_task(&app, &session, &instance, seq).await {
+        Ok(row) => {
+            let now = app.engine.clock().now();
+            let none = BTreeMap::new();
+            page(StatusCode::OK, &task_page(&session, &row, now, &none, &none, Vec::new()))
+        }
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// `POST /ui/tasks/{instance}/{seq}/{claim|unclaim|comment|complete}`.
+pub async fn act(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Path((instance, seq, action)): Path<(String, Seq, String)>,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in posted {
+        values.insert(name, value);
+    }
+    let csrf = values.remove("_csrf").unwrap_or_default();
+    if cross_site(&headers) || csrf != session.csrf() {
+        return refused(Some(&session), "this form is stale or came from another site: open the page again");
+    }
+    let instance = InstanceId::new(instance);
+    let row = match find_task(&app, &session, &instance, seq).await {
+        Ok(row) => row,
+        Err(problem) => return problem_page(Some(&session), &problem),
+    };
+    let now = app.engine.clock().now();
+    let (operation, action) = match action.as_str() {
+        "claim" => ("claimTask", TaskAction::Claim),
+        "unclaim" => ("unclaimTask", TaskAction::Unclaim),
+        "comment" => ("commentTask", TaskAction::Comment { text: values.remove("text").unwrap_or_default() }),
+        "complete" => {
+            let outcome = values.remove("_outcome").unwrap_or_else(|| "done".into());
+            match form::data(row.task.spec.form.as_ref(), &values) {
+                Ok(data) => ("completeTask", TaskAction::Complete { outcome, data, on_behalf_of: None }),
+                Err(field_errors) => {
+                    let errors = vec!["Some answers are not of the right kind: see below.".to_owned()];
+                    let page_ = task_page(&session, &row, now, &values, &field_errors, errors);
+                    return page(StatusCode::UNPROCESSABLE_ENTITY, &page_);
+                }
+            }
+        }
+        other => return problem_page(Some(&session), &Problem::not_found(format!("no action {other:?} on a task"))),
+    };
+    if let Err(problem) = crate::policy::authorize(operation, Some(&session.caller), None, app.options.manual_clock) {
+        return problem_page(Some(&session), &problem);
+    }
+    let namespace = app.namespace_of(&instance).await.ok().flatten();
+    let principal = match app.principal(&session.caller, namespace.as_deref()).await {
+        Ok(principal) => principal,
+        Err(problem) => return problem_page(Some(&session), &problem),
+    };
+    match app.engine.act_on_task(&instance, seq, &principal, action).await {
+        Ok(_) => Redirect::to(&format!("/ui/tasks/{instance}/{seq}")).into_response(),
+        Err(EngineError::TaskRefused { refusal: TaskRefusal::InvalidData(problems), .. }) => {
+            let (field_errors, mut errors) = form::split_problems(&problems);
+            errors.insert(0, "The form is not complete yet: see below.".to_owned());
+            page(StatusCode::UNPROCESSABLE_ENTITY, &task_page(&session, &row, now, &values, &field_errors, errors))
+        }
+        Err(error) => {
+            let problem = Problem::from(error);
+            let status = problem.kind().status();
+            page(status, &task_page(&session, &row, now, &values, &BTreeMap::new(), vec![problem.detail]))
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The web UI over a real server: people sign in (the development identity, or a token), see
+//! the tasks the API would show them, and complete one through the form its JSON Schema
+//! describes, with the engine's messages beside their fields; forms without the session's
+//! CSRF token, or posted from another site, are refused; pages need a session and carry their
+//! security headers; assets are cached by their ETag.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_SECURITY_POLICY, ETAG, IF_NONE_MATCH, LOCATION, SET_COOKIE};
+use serde_json::json;
+use support::{APPROVAL, Server};
+
+/// A browser of one person: a client that does not follow redirects, and their session cookie.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    cookie: String,
+}
+
+impl Browser {
+    async fn sign_in(s: &Server, form: &[(&str, &str)]) -> Result<Self, (StatusCode, String)> {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let response = client.post(format!("{}/ui/login", s.base)).form(form).send().await.unwrap();
+        let status = response.status();
+        let cookie = response
+            .headers()
+            .get(SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned);
+        match (status, cookie) {
+            (StatusCode::SEE_OTHER, Some(cookie)) => Ok(Self { client, base: s.base.clone(), cookie }),
+            _ => Err((status, response.text().await.unwrap())),
+        }
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let response =
+            self.client.get(format!("{}{path}", self.base)).header("cookie", &self.cookie).send().await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)], origin: Option<&str>) -> (StatusCode, String, String) {
+        let mut request = self.client.post(format!("{}{path}", self.base)).header("cookie", &self.cookie).form(form);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let response = request.send().await.unwrap();
+        let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        (response.status(), location, response.text().await.unwrap())
+    }
+}
+
+/// The value of the first `name="_csrf"` input of a page.
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"_csrf\" value=\"").expect("a CSRF field") + "name=\"_csrf\" value=\"".len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+async fn start(s: &Server, title: &str, department: &str) -> String {
+    let start = json!({ "definition": "training/approval", "input": { "title": title, "department": department } });
+    let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    s.wait_for_task(&id, "root").await;
+    id
+}
+
+#[tokio::test]
+async fn a_team_leader_sees_their_department_and_completes_a_task_through_its_form() {
+    let s = Server::start_dev(&[("root", "admin")]).await;
+    s.deploy(APPROVAL, "dora").await;
+    let assembly = start(&s, "Forklift", "assembly").await;
+    start(&s, "Spray booth", "paint").await;
+
+    let login = reqwest::get(format!("{}/ui/login", s.base)).await.unwrap().text().await.unwrap();
+    assert!(login.contains("value=\"tom\"") && login.contains("team_leader in assembly"), "{login}");
+    let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
+    let (status, inbox) = tom.get("/ui/inbox").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(inbox.contains("Approve Forklift"), "{inbox}");
+    assert!(!inbox.contains("Spray booth"), "another department's task is not shown: {inbox}");
+    let (_, rows) = tom.get("/ui/inbox/rows").await;
+    assert!(rows.contains("Approve Forklift") && !rows.contains("<html"), "the rows alone: {rows}");
+    let (_, mine) = tom.get("/ui/inbox?view=mine").await;
+    assert!(mine.contains("Nothing to do"), "tom owns nothing yet: {mine}");
+
+    let link_at = inbox.find("\">Approve Forklift").expect("a link to the task");
+    let task_path = inbox[..link_at].rsplit("href=\"").next().unwrap().to_owned();
+    assert!(task_path.starts_with(&format!("/ui/tasks/{assembly}/")), "{task_path}");
+    let (status, task) = tom.get(&task_path).await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert!(task.contains("Approve Forklift") && task.contains("name=\"comment\""), "{task}");
+    assert!(task.contains("value=\"approve\"") && task.contains("value=\"reject\""), "the outcomes: {task}");
+    let token = csrf(&task);
+
+    // Without the session's CSRF token, or from another site: refused, nothing done.
+    let complete = format!("{task_path}/complete");
+    let (status, _, _) = tom.post(&complete, &[("comment", "fine"), ("_outcome", "approve")], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = tom
+        .post(
+            &complete,
+            &[("_csrf", &token), ("comment", "fine"), ("_outcome", "approve")],
+            Some("https://evil.example"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Too short for the form: the engine's message beside the field, the text kept.
+    let (status, _, page) =
+        tom.post(&complete, &[("_csrf", &token), ("comment", "ok"), ("_outcome", "approve")], None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    let error_at = page.find("id=\"e-comment\"").expect("an error beside the comment field");
+    assert!(page[error_at..].contains("shorter than 3"), "{page}");
+    assert!(page.contains(">ok</textarea>"), "what was typed is kept: {page}");
+
+    let (status, location, _) = tom.post(&format!("{task_path}/claim"), &[("_csrf", &token)], None).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, task_path.as_str()));
+    let (_, mine) = tom.get("/ui/inbox?view=mine").await;
+    assert!(mine.contains("Approve Forklift"), "claimed, it is tom's: {mine}");
+    let (status, _, _) =
+        tom.post(&complete, &[("_csrf", &token), ("comment", "Looks right"), ("_outcome", "approve")], None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, done) = tom.get(&task_path).await;
+    assert!(done.contains("completed") && done.contains("approve by tom"), "{done}");
+
+    let api_path = task_path.replace("/ui/", "/api/v1/");
+    let (_, task) = s.call("GET", &api_path, Some("root"), None).await;
+    assert_eq!(task["task"]["completion"]["data"], json!({ "comment": "Looks right" }));
+    assert_eq!(task["task"]["completion"]["completedBy"], "tom");
+
+    // Another department's team leader: as the API, the task does not exist for her.
+    let tina = Browser::sign_in(&s, &[("subject", "tina")]).await.expect("tina signs in");
+    let (status, page) = tina.get(&task_path).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{page}");
+    let (status, _, _) =
+        tina.post(&format!("{task_path}/comment"), &[("_csrf", &csrf(&page)), ("text", "hi")], None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn pages_need_a_session_tokens_sign_in_and_assets_are_cached() {
+    let s = Server::start(false).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = client.get(format!("{}/ui/inbox", s.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/ui/login");
+    let response = client.get(format!("{}/ui/inbox/rows", s.base)).header("hx-request", "true").send().await.unwrap();
+    assert_eq!(
+        (response.status(), &response.headers()["hx-redirect"]),
+        (StatusCode::UNAUTHORIZED, &"/ui/login".parse().unwrap())
+    );
+
+    // No development identity here: only a token signs in, and a bad one is refused.
+    let (status, page) = Browser::sign_in(&s, &[("subject", "tom")]).await.err().expect("no dev login");
+    assert!(status == StatusCode::UNAUTHORIZED && page.contains("identity provider"), "{page}");
+    let (status, page) = Browser::sign_in(&s, &[("token", "not-a-token")]).await.err().expect("refused");
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{page}");
+    let olga = Browser::sign_in(&s, &[("token", &s.token_for("olga"))]).await.expect("a token signs in");
+    let response = olga.client.get(format!("{}/ui/inbox", s.base)).header("cookie", &olga.cookie).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = response.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
+    assert!(policy.contains("default-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(response.text().await.unwrap().contains("Signed in as <strong>olga</strong>"));
+    let (status, location, _) = olga.post("/ui/logout", &[], None).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/login"));
+
+    let script = client.get(format!("{}/ui/assets/htmx-2.0.11.min.js", s.base)).send().await.unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(script.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    let etag = script.headers()[ETAG].clone();
+    assert!(script.text().await.unwrap().contains("htmx"));
+    let again = client.get(format!("{}/ui/assets/htmx-2.0.11.min.js", s.base)).header(IF_NONE_MATCH, etag).send();
+    assert_eq!(again.await.unwrap().status(), StatusCode::NOT_MODIFIED);
+    let missing = client.get(format!("{}/ui/assets/nothing.js", s.base)).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
