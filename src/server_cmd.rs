@@ -85,6 +85,9 @@ pub struct SqlQuerySection {
     pub max_rows: usize,
     #[serde(default)]
     pub bind_idempotency_key: bool,
+    /// The statement changes rows: the answer counts them in `rowsAffected`.
+    #[serde(default)]
+    pub writes: bool,
 }
 
 fn max_rows() -> usize {
@@ -110,6 +113,7 @@ impl SqlSection {
                 let mut configured = baton_activities::SqlQuery::new(&query.database, &query.sql);
                 configured.max_rows = query.max_rows;
                 configured.bind_idempotency_key = query.bind_idempotency_key;
+                configured.writes = query.writes;
                 (name.clone(), configured)
             })
             .collect();
@@ -427,8 +431,10 @@ impl ServerConfig {
             amqp.url = hide_userinfo(&amqp.url);
         }
         if let Some(documents) = &mut shown.documents {
+            // Only the options known to hold no secret are shown.
+            const PLAIN: &[&str] = &["endpoint", "region", "allow_http", "virtual_hosted_style_request", "bucket"];
             for (name, value) in &mut documents.s3 {
-                if name.contains("secret") || name.contains("token") {
+                if !PLAIN.contains(&name.to_ascii_lowercase().trim_start_matches("aws_")) {
                     *value = "<hidden>".into();
                 }
             }
@@ -478,6 +484,21 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 
 /// A URL with its user and password (if any) hidden.
 fn hide_userinfo(url: &str) -> String {
+    // A password may also be a query parameter (`postgres://host/db?password=...`).
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=<hidden>"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url.to_owned(),
+    };
+    let url = url.as_str();
     match url.split_once("://") {
         Some((scheme, rest)) => {
             match rest.split_once('/').map(|(authority, _)| authority).unwrap_or(rest).rsplit_once('@') {
@@ -832,6 +853,10 @@ mod tests {
         assert!(!dump.contains("s3cret") && !dump.contains("pa55") && dump.contains("<hidden>"), "{dump}");
         assert!(dump.contains("https://<hidden>@idp.example/keys"), "{dump}");
         assert_eq!(hide_userinfo("https://idp.example/keys"), "https://idp.example/keys");
+        assert_eq!(
+            hide_userinfo("postgres://db.example/hr?user=hr&password=pa55&sslmode=require"),
+            "postgres://db.example/hr?user=hr&password=<hidden>&sslmode=require"
+        );
 
         let mut email: ServerConfig =
             toml::from_str("[email]\nhost = \"smtp.example\"\nport = 587\nfrom = \"baton@example\"\n").expect("toml");
@@ -857,10 +882,11 @@ mod tests {
         assert!(!dump.contains("r4bbit") && dump.contains("amqp://<hidden>@mq.example:5672/%2f"), "{dump}");
 
         let text = "[documents]\nstore = \"s3://docs/training\"\ntemplates = \"t\"\nkey = \"k.der\"\n\
-                    [documents.s3]\nendpoint = \"http://minio:9000\"\nsecret_access_key = \"m1n10\"\n";
+                    [documents.s3]\nendpoint = \"http://minio:9000\"\nsecret_access_key = \"m1n10\"\n\
+                    sse_customer_key_base64 = \"k3y\"\n";
         let documents: ServerConfig = toml::from_str(text).expect("toml");
         let shown = documents.dump().expect("dump");
-        assert!(!shown.contains("m1n10") && shown.contains("http://minio:9000"), "{shown}");
+        assert!(!shown.contains("m1n10") && !shown.contains("k3y") && shown.contains("http://minio:9000"), "{shown}");
     }
 
     #[test]
@@ -877,6 +903,7 @@ mod tests {
             sql = "INSERT INTO done (key) VALUES ($1) ON CONFLICT DO NOTHING"
             max_rows = 1
             bind_idempotency_key = true
+            writes = true
         "#;
         let config: ServerConfig = toml::from_str(text).expect("toml");
         let dump = config.dump().expect("dump");
@@ -889,7 +916,9 @@ mod tests {
         assert_eq!(resolved.databases["reporting"], "postgres://r:s3cret@db.example/r");
         assert_eq!(resolved.databases["hr"], "postgres://hr:pa55@db.example/hr");
         assert_eq!(resolved.queries["expiring"].max_rows, baton_activities::sql::DEFAULT_MAX_ROWS);
-        assert!(resolved.queries["record"].bind_idempotency_key && resolved.queries["record"].max_rows == 1);
+        let record = &resolved.queries["record"];
+        assert!(record.bind_idempotency_key && record.writes && record.max_rows == 1);
+        assert!(!resolved.queries["expiring"].writes);
 
         let missing = sql.config(|_| None).expect_err("the variable is not set");
         assert!(format!("{missing:#}").contains("REPORTING_URL, which is not set"), "{missing:#}");

@@ -158,10 +158,11 @@ impl Format {
 
     /// The format `field` names (`html` or `pdf`, or their media types); HTML when absent.
     fn of(input: &Value, field: &str) -> Result<Self, ActivityError> {
-        match input.get(field).and_then(Value::as_str) {
-            None | Some("html" | "text/html") => Ok(Format::Html),
-            Some("pdf" | "application/pdf") => Ok(Format::Pdf),
-            Some(other) => Err(invalid(format!("`{field}` is html or pdf, not {other:?}"))),
+        match input.get(field) {
+            None | Some(Value::Null) => Ok(Format::Html),
+            Some(Value::String(s)) if s == "html" || s == "text/html" => Ok(Format::Html),
+            Some(Value::String(s)) if s == "pdf" || s == "application/pdf" => Ok(Format::Pdf),
+            Some(other) => Err(invalid(format!("`{field}` is html or pdf, not {other}"))),
         }
     }
 }
@@ -170,29 +171,46 @@ impl Format {
 const PDF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Prints HTML to PDF with headless Chromium, in a scratch folder of its own (the page, the
-/// browser profile, the PDF), with no network beyond what the page names.
+/// browser profile, the PDF). Chromium runs in a process group of its own, ended whole once it
+/// has answered or run out of time, so no helper process outlives the call. Its sandbox is
+/// kept, except as root, where Chromium refuses to start with it.
 async fn print_pdf(chromium: &std::path::Path, html: &str) -> Result<Vec<u8>, ActivityError> {
     let scratch = tempfile::tempdir().map_err(|e| ActivityError::retryable(format!("a scratch folder: {e}")))?;
     let page = scratch.path().join("document.html");
     let output = scratch.path().join("document.pdf");
     tokio::fs::write(&page, html).await.map_err(|e| ActivityError::retryable(format!("the page: {e}")))?;
+    let url = reqwest::Url::from_file_path(&page)
+        .map_err(|()| ActivityError::retryable(format!("the page {} has no file URL", page.display())))?;
     let mut command = tokio::process::Command::new(chromium);
+    command.args(["--headless", "--disable-gpu", "--no-pdf-header-footer", "--no-first-run"]);
+    if nix::unistd::geteuid().is_root() {
+        command.arg("--no-sandbox");
+    }
     command
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer", "--no-first-run"])
         .arg(format!("--user-data-dir={}", scratch.path().join("profile").display()))
         .arg(format!("--print-to-pdf={}", output.display()))
-        .arg(format!("file://{}", page.display()))
+        .arg(url.as_str())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
-    let run = tokio::time::timeout(PDF_TIMEOUT, command.output()).await;
-    let finished = match run {
-        Err(_) => return Err(ActivityError::retryable(format!("Chromium printed no PDF within {PDF_TIMEOUT:?}"))),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(invalid(format!("no Chromium at {} to print PDF: {e}", chromium.display())));
         }
-        Ok(Err(e)) => return Err(ActivityError::retryable(format!("starting Chromium: {e}"))),
+        Err(e) => return Err(ActivityError::retryable(format!("starting Chromium: {e}"))),
+    };
+    let group = child.id().and_then(|id| i32::try_from(id).ok()).map(nix::unistd::Pid::from_raw);
+    let run = tokio::time::timeout(PDF_TIMEOUT, child.wait_with_output()).await;
+    if let Some(group) = group {
+        // Whatever is left of the group (renderers, the crash handler); gone already is fine.
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+    let finished = match run {
+        Err(_) => return Err(ActivityError::retryable(format!("Chromium printed no PDF within {PDF_TIMEOUT:?}"))),
+        Ok(Err(e)) => return Err(ActivityError::retryable(format!("waiting for Chromium: {e}"))),
         Ok(Ok(finished)) => finished,
     };
     match tokio::fs::read(&output).await {
@@ -303,6 +321,10 @@ fn hash_field<'a>(input: &'a Value, field: &str) -> Result<&'a str, ActivityErro
 fn storage(err: object_store::Error) -> ActivityError {
     match err {
         object_store::Error::NotFound { path, .. } => invalid(format!("no document at {path}")),
+        // Wrong credentials or rights stay wrong until an operator mends them.
+        error @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
+            invalid(format!("the document store refused: {error}"))
+        }
         other => ActivityError::retryable(format!("the document store: {other}")),
     }
 }

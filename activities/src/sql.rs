@@ -12,11 +12,13 @@
 //! ```
 //!
 //! The answer is `{rows: [{column: value}], rowsAffected, truncated}`: at most the query's
-//! `max_rows` rows (`truncated` says whether more were left), and for statements that change
-//! rows, how many they changed. Databases go through sqlx's `Any` driver (SQLite, PostgreSQL),
-//! whose values are booleans, integers, floats, text and bytes (as base64): a query casts other
-//! types (dates, numerics, JSON) to text. Placeholders are the database's own (`?` for SQLite,
-//! `$1` for PostgreSQL).
+//! `max_rows` rows (`truncated` says whether more were left), and for a query configured with
+//! `writes`, how many rows it changed (`null` otherwise: the drivers report a stale count for a
+//! read, SQLite the connection's last write and PostgreSQL the rows a SELECT found). Databases go through sqlx's `Any` driver (SQLite, PostgreSQL), whose values
+//! are booleans, integers, floats, text and bytes (as base64): a query casts other types
+//! (dates, numerics, JSON) to text. Placeholders are the database's own (`?` for SQLite, `$1`
+//! for PostgreSQL, where a parameter bound to a column that is not text or a big integer is
+//! cast: `$1::date`, `$2::int`).
 //!
 //! Activities run at least once: a statement that changes rows should be idempotent (an upsert,
 //! a natural key). With `bind_idempotency_key`, the activity's idempotency key (`instance:seq`,
@@ -72,11 +74,19 @@ pub struct SqlQuery {
     pub max_rows: usize,
     /// Bind the activity's idempotency key after the task's parameters.
     pub bind_idempotency_key: bool,
+    /// The statement changes rows: the answer counts them in `rowsAffected`.
+    pub writes: bool,
 }
 
 impl SqlQuery {
     pub fn new(database: impl Into<String>, sql: impl Into<String>) -> Self {
-        Self { database: database.into(), sql: sql.into(), max_rows: DEFAULT_MAX_ROWS, bind_idempotency_key: false }
+        Self {
+            database: database.into(),
+            sql: sql.into(),
+            max_rows: DEFAULT_MAX_ROWS,
+            bind_idempotency_key: false,
+            writes: false,
+        }
     }
 }
 
@@ -131,6 +141,9 @@ impl SqlActivity {
             if query.sql.trim().is_empty() {
                 return Err(format!("sql query `{name}` has no SQL"));
             }
+            if query.max_rows == 0 {
+                return Err(format!("sql query `{name}`: max_rows is at least 1"));
+            }
         }
         Ok(Self { queries: config.queries, pools })
     }
@@ -169,6 +182,7 @@ impl SqlActivity {
                 Either::Right(row) => rows.push(row_json(&row).map_err(failed)?),
             }
         }
+        let affected = if query.writes { Value::from(affected) } else { Value::Null };
         Ok(json!({ "rows": rows, "rowsAffected": affected, "truncated": truncated }))
     }
 }
@@ -228,12 +242,16 @@ fn failure(query: &str, err: sqlx::Error) -> ActivityError {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
         sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
-            // PostgreSQL: serialization_failure, deadlock_detected, the connection and
-            // operator-intervention classes. SQLite: BUSY, LOCKED (and their extended codes).
+            // PostgreSQL: serialization_failure, deadlock_detected, too_many_connections, a
+            // server shutting down or not yet up, and the connection exceptions. SQLite: BUSY,
+            // LOCKED (and their extended codes).
             let code = db.code().unwrap_or_default();
             // SQLite's codes are numbers of at most four digits; SQLSTATEs have five characters.
             match code.len() {
-                5 => matches!(code.as_ref(), "40001" | "40P01") || code.starts_with("08") || code.starts_with("57"),
+                5 => {
+                    matches!(code.as_ref(), "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03")
+                        || code.starts_with("08")
+                }
                 _ => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
             }
         }

@@ -23,6 +23,10 @@ fn query(database: &str, sql: &str) -> SqlQuery {
     SqlQuery::new(database, sql)
 }
 
+fn write(database: &str, sql: &str) -> SqlQuery {
+    SqlQuery { writes: true, ..SqlQuery::new(database, sql) }
+}
+
 fn activity(database: &str, url: &str, queries: Vec<(&str, SqlQuery)>) -> SqlActivity {
     let config = SqlConfig {
         databases: BTreeMap::from([(database.to_owned(), url.to_owned())]),
@@ -52,7 +56,7 @@ async fn sqlite_queries_bind_values_type_rows_and_count_changes() {
 
     let mut capped = query("training", "SELECT operator FROM certification ORDER BY operator");
     capped.max_rows = 2;
-    let mut once = query("training", "INSERT INTO done (operator, key) VALUES (?, ?) ON CONFLICT DO NOTHING");
+    let mut once = write("training", "INSERT INTO done (operator, key) VALUES (?, ?) ON CONFLICT DO NOTHING");
     once.bind_idempotency_key = true;
     let sql = activity(
         "training",
@@ -66,9 +70,9 @@ async fn sqlite_queries_bind_values_type_rows_and_count_changes() {
                 ),
             ),
             ("all", capped),
-            ("promote", query("training", "UPDATE certification SET level = level + ? WHERE skill = ?")),
+            ("promote", write("training", "UPDATE certification SET level = level + ? WHERE skill = ?")),
             ("record", once),
-            ("add", query("training", "INSERT INTO certification (operator, skill) VALUES (?, ?)")),
+            ("add", write("training", "INSERT INTO certification (operator, skill) VALUES (?, ?)")),
         ],
     );
 
@@ -80,7 +84,7 @@ async fn sqlite_queries_bind_values_type_rows_and_count_changes() {
                 { "operator": "op-1", "score": 91.5, "level": 3, "badge": "unA=" },
                 { "operator": "op-2", "score": null, "level": 1, "badge": null },
             ],
-            "rowsAffected": 0,
+            "rowsAffected": null,
             "truncated": false,
         })
     );
@@ -99,6 +103,10 @@ async fn sqlite_queries_bind_values_type_rows_and_count_changes() {
     let operators: Vec<&str> =
         welding["rows"].as_array().expect("rows").iter().map(|r| r["operator"].as_str().expect("text")).collect();
     assert_eq!(operators, ["op-3", hostile]);
+
+    // A read after a write says nothing of changed rows (SQLite would report the last write's).
+    let after_write = run(&sql, 10, json!({ "query": "bySkill", "params": ["nothing"] })).await.expect("no rows");
+    assert_eq!(after_write, json!({ "rows": [], "rowsAffected": null, "truncated": false }));
 
     // The same activity (instance and seq) run twice records once: the key is its idempotency key.
     let recorded = run(&sql, 6, json!({ "query": "record", "params": ["op-1"] })).await.expect("recorded");
@@ -139,6 +147,14 @@ async fn a_query_on_an_undeclared_database_is_refused_at_start() {
     };
     let error = SqlActivity::new(config).expect_err("refused");
     assert!(error.contains("sql database `legacy`"), "{error}");
+
+    let mut empty = query("training", "SELECT 1");
+    empty.max_rows = 0;
+    let config = SqlConfig {
+        databases: BTreeMap::from([("training".to_owned(), "sqlite::memory:".to_owned())]),
+        queries: BTreeMap::from([("q".to_owned(), empty)]),
+    };
+    assert!(SqlActivity::new(config).expect_err("refused").contains("max_rows is at least 1"));
 }
 
 fn postgres_url() -> String {
@@ -189,8 +205,15 @@ async fn postgres_queries_bind_values_and_say_which_errors_may_pass() {
                     ),
                 ),
             ),
-            ("promote", query("reporting", &format!("UPDATE {table} SET level = level + 1 WHERE skill = $1"))),
-            ("add", query("reporting", &format!("INSERT INTO {table} (operator, skill) VALUES ($1, $2)"))),
+            ("promote", write("reporting", &format!("UPDATE {table} SET level = level + 1 WHERE skill = $1"))),
+            (
+                "certify",
+                write(
+                    "reporting",
+                    &format!("UPDATE {table} SET level = $1::int, until = $2::date WHERE operator = $3"),
+                ),
+            ),
+            ("add", write("reporting", &format!("INSERT INTO {table} (operator, skill) VALUES ($1, $2)"))),
             (
                 "conflict",
                 query("reporting", "DO $$ BEGIN RAISE EXCEPTION 'concurrent update' USING ERRCODE = '40001'; END $$"),
@@ -206,12 +229,22 @@ async fn postgres_queries_bind_values_and_say_which_errors_may_pass() {
             { "operator": "op-2", "score": null, "level": 1, "certified": false, "until": null },
         ])
     );
+    assert_eq!(rows["rowsAffected"], Value::Null, "a read counts no change");
     let promoted = run(&sql, 2, json!({ "query": "promote", "params": ["forklift"] })).await.expect("updated");
     assert_eq!(promoted["rowsAffected"], json!(2));
+    // Parameters cast to their columns' types, null included.
+    let certified =
+        run(&sql, 5, json!({ "query": "certify", "params": [5, "2028-01-31", "op-1"] })).await.expect("updated");
+    assert_eq!(certified["rowsAffected"], json!(1));
+    run(&sql, 6, json!({ "query": "certify", "params": [4, null, "op-2"] })).await.expect("updated");
+    let rows = run(&sql, 7, json!({ "query": "bySkill", "params": ["forklift", 0] })).await.expect("rows");
+    let levels: Vec<(Value, Value)> =
+        rows["rows"].as_array().expect("rows").iter().map(|r| (r["level"].clone(), r["until"].clone())).collect();
+    assert_eq!(levels, [(json!(5), json!("2028-01-31")), (json!(4), Value::Null)]);
 
     let duplicate = run(&sql, 3, json!({ "query": "add", "params": ["op-1", "forklift"] })).await.expect_err("refused");
     assert!(matches!(&duplicate, ActivityError::NonRetryable(m) if m.contains("duplicate key")), "{duplicate:?}");
-    let conflict = run(&sql, 4, json!({ "query": "conflict" })).await.expect_err("refused");
+    let conflict = run(&sql, 8, json!({ "query": "conflict" })).await.expect_err("refused");
     assert!(matches!(&conflict, ActivityError::Retryable(m) if m.contains("concurrent update")), "{conflict:?}");
 
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}"))).execute(&mut setup).await.expect("dropped");
