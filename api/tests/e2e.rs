@@ -1,0 +1,92 @@
+//! The web UI in a real browser: Playwright (playwright-core from npm, `api/tests/e2e/`)
+//! driving Debian's headless Chromium against a real server. Each scenario is a script in
+//! `api/tests/e2e/`; this test prepares the server and its data, runs the script and fails with
+//! its output. Screenshots go to BATON_E2E_ARTIFACTS (by default `baton-e2e` in the temporary
+//! folder).
+//!
+//! Without Node, the npm packages (`npm ci --prefix api/tests/e2e`) or Chromium, the test is
+//! skipped with a note, unless `BATON_REQUIRE_SERVICES=1`.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{APPROVAL, Server};
+
+fn e2e_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e")
+}
+
+fn chromium() -> Option<PathBuf> {
+    std::env::var_os("BATON_CHROMIUM").map(PathBuf::from).or_else(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).map(|dir| dir.join("chromium")).find(|candidate| candidate.is_file())
+    })
+}
+
+/// What the scripts need, or why the test is skipped.
+fn prerequisites() -> Option<PathBuf> {
+    let missing = if !e2e_dir().join("node_modules/playwright-core").is_dir() {
+        Some("the npm packages (npm ci --prefix api/tests/e2e)")
+    } else if std::process::Command::new("node").arg("--version").output().is_err() {
+        Some("Node")
+    } else if chromium().is_none() {
+        Some("Chromium (apt-get install chromium)")
+    } else {
+        None
+    };
+    match missing {
+        None => chromium(),
+        Some(what) => {
+            assert!(
+                !std::env::var("BATON_REQUIRE_SERVICES").is_ok_and(|v| v == "1"),
+                "{what} is required for the browser tests (BATON_REQUIRE_SERVICES=1)"
+            );
+            eprintln!("skipped: no {what}; set BATON_REQUIRE_SERVICES=1 to fail instead");
+            None
+        }
+    }
+}
+
+async fn run_script(script: &str, base: &str, chromium: &Path) {
+    let artifacts = std::env::var_os("BATON_E2E_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("baton-e2e"));
+    let output = tokio::process::Command::new("node")
+        .arg(e2e_dir().join(script))
+        .env("BATON_BASE", base)
+        .env("BATON_CHROMIUM", chromium)
+        .env("BATON_E2E_ARTIFACTS", &artifacts)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed ({}):\n{stdout}\n{stderr}", output.status);
+    eprintln!("{stdout}");
+}
+
+#[tokio::test]
+async fn a_team_leader_signs_in_sees_their_department_and_completes_a_task_in_a_browser() {
+    let Some(chromium) = prerequisites() else { return };
+    let s = Server::start_dev(&[("root", "admin")]).await;
+    s.deploy(APPROVAL, "dora").await;
+    for (title, department) in [("Forklift", "assembly"), ("Spray booth", "paint")] {
+        let start = json!({ "definition": "training/approval", "input": { "title": title, "department": department } });
+        let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+        assert_eq!(status, StatusCode::CREATED, "{started}");
+        s.wait_for_task(started["id"].as_str().unwrap(), "root").await;
+    }
+    run_script("team_leader.mjs", &s.base, &chromium).await;
+
+    let (_, tasks) = s.call("GET", "/api/v1/tasks?status=completed", Some("root"), None).await;
+    let completed = &tasks["items"][0]["task"]["completion"];
+    assert_eq!(
+        (completed["completedBy"].as_str(), completed["data"]["comment"].as_str()),
+        (Some("tom"), Some("Looks right"))
+    );
+}
