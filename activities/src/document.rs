@@ -182,7 +182,9 @@ async fn print_pdf(chromium: &std::path::Path, html: &str) -> Result<Vec<u8>, Ac
     let url = reqwest::Url::from_file_path(&page)
         .map_err(|()| ActivityError::retryable(format!("the page {} has no file URL", page.display())))?;
     let mut command = tokio::process::Command::new(chromium);
+    // No background traffic: the page is a local file, and closed networks refuse the rest.
     command.args(["--headless", "--disable-gpu", "--no-pdf-header-footer", "--no-first-run"]);
+    command.args(["--disable-background-networking", "--disable-component-update", "--disable-sync"]);
     if nix::unistd::geteuid().is_root() {
         command.arg("--no-sandbox");
     }
