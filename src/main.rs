@@ -60,9 +60,10 @@ enum Command {
     Directory(directory_cmd::DirectoryArgs),
     /// Serve the HTTP API on a store, with the engine and its background work.
     Server(server_cmd::ServerArgs),
-    /// A development server: a local SQLite store, the definitions/ folder deployed, and
+    /// A development server: a local SQLite store, the definitions/ folder deployed, a demo
+    /// organisation with a few requests on a new store, the web UI's development login, and
     /// tokens printed for an admin, a designer and an ops engineer.
-    Dev(server_cmd::ServerArgs),
+    Dev(server_cmd::DevArgs),
     /// A remote worker: runs activities as commands for a server, over its gRPC API.
     Worker(worker_cmd::WorkerArgs),
     #[command(flatten)]

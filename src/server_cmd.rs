@@ -521,14 +521,73 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     run(config, None).await
 }
 
-/// What `baton dev` adds to a server: a development identity whose tokens it prints.
+/// What `baton dev` adds to a server: a development identity whose tokens it prints, and the
+/// demo it seeds on a new store.
 struct DevIdentity {
     subjects: Vec<(&'static str, Vec<Grant>)>,
+    /// The demo's folder (`definitions/demo/`), unless `--no-demo`.
+    demo: Option<PathBuf>,
+}
+
+/// `baton dev`'s arguments: the server's, and the demo.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Do not seed the demo organisation and its requests on a new store.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+/// The setting that says the demo was seeded (once per store).
+const DEMO_SEEDED: &str = "dev.demo.seeded";
+
+/// Seeds the demo on a store that has not had it: the organisation of
+/// `<demo>/organisation.yaml` and the instances of `<demo>/starts.json`, started as the
+/// development administrator (each with an idempotency key, so a crash halfway seeds no twin).
+async fn seed_demo(app: &App, demo: &Path) -> anyhow::Result<()> {
+    let store = app.engine.store();
+    if store.setting(DEMO_SEEDED).await?.is_some() {
+        return Ok(());
+    }
+    let organisation_file = demo.join("organisation.yaml");
+    let Some(organisation) = crate::directory_cmd::load_organisation(&organisation_file)? else {
+        anyhow::bail!("{}: the demo organisation has problems (above)", organisation_file.display());
+    };
+    baton_engine::erasure::import_directory(store.as_ref(), &organisation).await?;
+    let starts_file = demo.join("starts.json");
+    let starts: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(&starts_file).with_context(|| format!("cannot read {}", starts_file.display()))?,
+    )
+    .with_context(|| format!("{}: a list of starts", starts_file.display()))?;
+    for (n, start) in starts.iter().enumerate() {
+        let definition = start["definition"].as_str().unwrap_or_default();
+        let options = baton_engine::StartOptions {
+            idempotency_key: Some(format!("demo:{n}")),
+            actor: Some(baton_engine::history::Actor::User { id: "admin".into() }),
+            business_key: start["businessKey"].as_str().map(str::to_owned),
+            tags: vec!["demo".into()],
+            ..Default::default()
+        };
+        app.engine
+            .start(definition, start["input"].clone(), options)
+            .await
+            .with_context(|| format!("{}: the demo start of {definition}", starts_file.display()))?;
+    }
+    store.set_setting(DEMO_SEEDED, &chrono::Utc::now().to_rfc3339()).await?;
+    eprintln!(
+        "Demo: {} people in {} departments and {} requests (sign in at /ui as tom, tina, mia...; --no-demo skips it)",
+        organisation.people.len(),
+        organisation.departments.len(),
+        starts.len()
+    );
+    Ok(())
 }
 
 /// `baton dev`: a server on a local SQLite file, with a development secret, the definitions/
 /// folder deployed, and tokens printed for trying the API.
-pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let DevArgs { server: args, no_demo } = args;
     let base = ServerConfig {
         store: "sqlite://.baton/dev.db".into(),
         definitions: vec![PathBuf::from("definitions")],
@@ -562,6 +621,7 @@ pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
             ("ops", vec![Grant { permission: Permission::Ops, namespace: None }]),
             ("worker", vec![Grant { permission: Permission::Worker, namespace: None }]),
         ],
+        demo: (!no_demo).then(|| PathBuf::from("definitions/demo")).filter(|demo| demo.is_dir()),
     };
     run(config, Some(identity)).await
 }
@@ -677,6 +737,9 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
     let app = App::new(Arc::clone(&engine), auth.clone(), api_options).await?;
     for folder in &config.definitions {
         deploy_folder(&app, folder).await?;
+    }
+    if let Some(demo) = identity.as_ref().and_then(|identity| identity.demo.as_deref()) {
+        seed_demo(&app, demo).await?;
     }
 
     let cancel = CancellationToken::new();

@@ -2,6 +2,7 @@
 //! package; the `baton-tests` crate in this folder holds the engine's cross-crate tests.)
 
 mod client;
+mod dev;
 mod directory;
 mod run;
 #[path = "../../activities/tests/support/smtp_sink.rs"]
