@@ -73,7 +73,7 @@ async fn run_script(script: &str, base: &str, chromium: &Path) {
 #[tokio::test]
 async fn a_team_leader_signs_in_sees_their_department_and_completes_a_task_in_a_browser() {
     let Some(chromium) = prerequisites() else { return };
-    let s = Server::start_dev(&[("root", "admin")]).await;
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
     s.deploy(APPROVAL, "dora").await;
     for (title, department) in [("Forklift", "assembly"), ("Spray booth", "paint")] {
         let start = json!({ "definition": "training/approval", "input": { "title": title, "department": department } });

@@ -71,7 +71,7 @@ async fn start(s: &Server, title: &str, department: &str) -> String {
 
 #[tokio::test]
 async fn a_team_leader_sees_their_department_and_completes_a_task_through_its_form() {
-    let s = Server::start_dev(&[("root", "admin")]).await;
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
     s.deploy(APPROVAL, "dora").await;
     let assembly = start(&s, "Forklift", "assembly").await;
     start(&s, "Spray booth", "paint").await;
@@ -178,4 +178,54 @@ async fn pages_need_a_session_tokens_sign_in_and_assets_are_cached() {
     assert_eq!(again.await.unwrap().status(), StatusCode::NOT_MODIFIED);
     let missing = client.get(format!("{}/ui/assets/nothing.js", s.base)).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_manager_sees_a_breached_sla_of_their_department_and_reassigns_the_task() {
+    let s = Server::start_dev(true, &[("root", "admin")]).await;
+    let supervised = APPROVAL.replace(
+        "        outcomes: [approve, reject]\n",
+        "        outcomes: [approve, reject]\n        supervisors: { role: manager, department: '${ .department }' }\n",
+    );
+    let (status, deployed) = s.deploy(&supervised, "dora").await;
+    assert!(status.is_success(), "{deployed}");
+    let assembly = start(&s, "Forklift", "assembly").await;
+    start(&s, "Spray booth", "paint").await;
+
+    let mia = Browser::sign_in(&s, &[("subject", "mia")]).await.expect("mia signs in");
+    let (status, page) = mia.get("/ui/escalations").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Nothing at risk or breached"), "all on track at first: {page}");
+
+    // Past the 8 hours: the clocks breach.
+    let (status, moved) =
+        s.call("POST", "/api/v1/admin/clock/advance", Some("root"), Some(json!({"by": "PT9H"}))).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    let mut page = String::new();
+    for _ in 0..200 {
+        page = mia.get("/ui/escalations").await.1;
+        if page.contains("badge overdue") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(page.contains(">breached<") && page.contains("training/approval"), "{page}");
+    assert!(page.contains("Escalations: assembly"), "a manager sees their department: {page}");
+    let link_at = page.find(&format!("href=\"/ui/tasks/{assembly}/")).expect("a link to the breached task");
+    let task_path = page[link_at + 6..].split('"').next().unwrap().to_owned();
+    assert_eq!(page.matches("badge overdue").count(), 1, "the paint shop's clock is not mia's: {page}");
+
+    // Tina leads a team but manages no department.
+    let tina = Browser::sign_in(&s, &[("subject", "tina")]).await.expect("tina signs in");
+    assert_eq!(tina.get("/ui/escalations").await.0, StatusCode::FORBIDDEN);
+
+    // Mia supervises the task: she reassigns it to pat, who then owns it.
+    let (status, task) = mia.get(&task_path).await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    let (status, location, page) =
+        mia.post(&format!("{task_path}/reassign"), &[("_csrf", &csrf(&task)), ("to", "pat")], None).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, task_path.as_str()), "{page}");
+    let pat = Browser::sign_in(&s, &[("subject", "pat")]).await.expect("pat signs in");
+    let (_, mine) = pat.get("/ui/inbox?view=mine").await;
+    assert!(mine.contains("Approve Forklift"), "{mine}");
 }

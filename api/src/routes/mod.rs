@@ -21,7 +21,7 @@ use crate::problem::{ApiResult, Kind, Problem};
 pub mod bulk;
 mod definitions;
 mod instances;
-mod others;
+pub(crate) mod others;
 pub mod read_models;
 pub(crate) mod stream;
 mod tasks;

@@ -32,6 +32,30 @@ pub struct SlaParams {
     limit: Option<u32>,
 }
 
+/// Which SLA clocks a caller the policy let through sees: `ops` and `admin` every row of their
+/// namespaces, a manager the rows of the department they manage (`department`, needed when
+/// they manage several). Answers the department and the namespaces to query.
+pub(crate) async fn sla_scope(
+    app: &App,
+    access: Access,
+    caller: &crate::auth::Caller,
+    department: Option<String>,
+) -> ApiResult<(Option<String>, Option<Vec<String>>)> {
+    if access == Access::Granted {
+        let namespaces = match crate::policy::scope("listSlas", caller) {
+            Scope::All => None,
+            Scope::Only(list) => Some(list),
+            Scope::Nothing => Some(Vec::new()),
+        };
+        return Ok((department, namespaces));
+    }
+    let principal = app.principal(caller, None).await?;
+    match super::read_models::managed_department(&principal, department)? {
+        Some(department) => Ok((Some(department), None)),
+        None => Err(Problem::forbidden("the SLA dashboard needs ops, admin, or a manager role in a department")),
+    }
+}
+
 /// SLA clocks for the dashboard: `ops` and `admin` see every row; a manager sees the rows of
 /// the departments they manage.
 #[utoipa::path(get, path = "/api/v1/slas", operation_id = "listSlas", tag = "slas",
@@ -42,25 +66,7 @@ pub async fn slas(
     Query(params): Query<SlaParams>,
 ) -> ApiResult<axum::Json<Page<Value>>> {
     let access = authorize(&app, &auth, "listSlas", None)?;
-    let mut department = params.department;
-    let mut namespaces = None;
-    if access == Access::Granted {
-        namespaces = match crate::policy::scope("listSlas", auth.caller()?) {
-            Scope::All => None,
-            Scope::Only(list) => Some(list),
-            Scope::Nothing => Some(Vec::new()),
-        };
-    } else {
-        let principal = app.principal(auth.caller()?, None).await?;
-        department = match super::read_models::managed_department(&principal, department)? {
-            Some(department) => Some(department),
-            None => {
-                return Err(Problem::forbidden(
-                    "the SLA dashboard needs ops, admin, or a manager role in a department",
-                ));
-            }
-        };
-    }
+    let (department, namespaces) = sla_scope(&app, access, auth.caller()?, params.department).await?;
     let state: Option<SlaStateName> = parse_choice(params.state.as_deref(), "SLA state")?;
     let after = match params.after {
         None => None,

@@ -41,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ui/logout", post(pages::logout))
         .route("/ui/inbox", get(pages::inbox))
         .route("/ui/inbox/rows", get(pages::inbox_rows))
+        .route("/ui/escalations", get(pages::escalations))
         .route("/ui/tasks/{instance}/{seq}", get(pages::task))
         .route("/ui/tasks/{instance}/{seq}/{action}", post(pages::act))
         .route("/ui/assets/{file}", get(assets::serve))

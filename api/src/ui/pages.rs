@@ -12,7 +12,8 @@ use baton_engine::EngineError;
 use baton_engine::InstanceId;
 use baton_engine::directory::PeopleQuery;
 use baton_engine::history::Seq;
-use baton_engine::human::{HumanTaskRow, HumanTaskStatus, InboxQuery, TaskAction, TaskRefusal};
+use baton_engine::human::{Assignment, HumanTaskRow, HumanTaskStatus, InboxQuery, TaskAction, TaskRefusal};
+use baton_engine::store::{SlaCompliance, SlaQuery, SlaStateName};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -372,6 +373,10 @@ pub async fn act(
         "claim" => ("claimTask", TaskAction::Claim),
         "unclaim" => ("unclaimTask", TaskAction::Unclaim),
         "comment" => ("commentTask", TaskAction::Comment { text: values.remove("text").unwrap_or_default() }),
+        "reassign" => {
+            let to = values.remove("to").unwrap_or_default().trim().to_owned();
+            ("reassignTask", TaskAction::Reassign { to: Assignment { users: vec![to], ..Assignment::default() } })
+        }
         "complete" => {
             let outcome = values.remove("_outcome").unwrap_or_else(|| "done".into());
             match form::data(row.task.spec.form.as_ref(), &values) {
@@ -405,5 +410,97 @@ pub async fn act(
             let status = problem.kind().status();
             page(status, &task_page(&session, &row, now, &values, &BTreeMap::new(), vec![problem.detail]))
         }
+    }
+}
+
+/// An SLA clock that needs attention, as a line of the escalations page.
+struct Escalation {
+    state: &'static str,
+    what: String,
+    definition: String,
+    department: String,
+    target: String,
+    escalations: u32,
+    /// The task's page, when the clock covers a human task.
+    href: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "ui/escalations.html")]
+struct EscalationsPage {
+    who: Option<String>,
+    csrf: String,
+    department: Option<String>,
+    lines: Vec<Escalation>,
+    compliance: Vec<SlaCompliance>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EscalationParams {
+    #[serde(default)]
+    department: Option<String>,
+}
+
+/// `GET /ui/escalations`: the clocks at risk or breached that the person may see (ops and
+/// admin: all of their namespaces; a manager: their department), and compliance per
+/// definition and department.
+pub async fn escalations(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Query(params): Query<EscalationParams>,
+) -> Response {
+    let found = async {
+        let access = crate::policy::authorize("listSlas", Some(&session.caller), None, app.options.manual_clock)?;
+        let department = params.department.filter(|d| !d.is_empty());
+        let (department, namespaces) =
+            crate::routes::others::sla_scope(&app, access, &session.caller, department).await?;
+        let now = app.engine.clock().now();
+        let query = SlaQuery {
+            instance: None,
+            definition: None,
+            department: department.clone(),
+            state: None,
+            open_only: true,
+            now: Some(now),
+            after: None,
+            limit: SlaQuery::MAX_LIMIT,
+            namespaces,
+        };
+        let rows = app.engine.slas(&query).await?;
+        let compliance = app.engine.store().sla_compliance(&query).await?;
+        let mut lines: Vec<Escalation> = rows
+            .iter()
+            .filter_map(|row| {
+                let state = match row.state(now) {
+                    SlaStateName::Breached => "breached",
+                    SlaStateName::AtRisk => "at risk",
+                    _ => return None,
+                };
+                Some(Escalation {
+                    state,
+                    what: row.name.clone(),
+                    definition: row.definition.clone(),
+                    department: row.department.clone().unwrap_or_default(),
+                    target: row.target_at.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default(),
+                    escalations: row.escalations,
+                    href: row.human_task.map(|seq| format!("/ui/tasks/{}/{seq}", row.instance)),
+                })
+            })
+            .collect();
+        lines.sort_by_key(|line| line.state != "breached");
+        Ok::<_, Problem>((department, lines, compliance))
+    };
+    match found.await {
+        Ok((department, lines, compliance)) => page(
+            StatusCode::OK,
+            &EscalationsPage {
+                who: Some(session.caller.subject.clone()),
+                csrf: session.csrf(),
+                department,
+                lines,
+                compliance,
+            },
+        ),
+        Err(problem) => problem_page(Some(&session), &problem),
     }
 }

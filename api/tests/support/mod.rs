@@ -72,9 +72,9 @@ impl Server {
 
     /// A server whose web UI signs people in as `baton dev` does: anyone in the directory, or
     /// one of `accounts`.
-    pub async fn start_dev(accounts: &[(&str, &str)]) -> Self {
+    pub async fn start_dev(manual_clock: bool, accounts: &[(&str, &str)]) -> Self {
         let accounts = accounts.iter().map(|(s, g)| ((*s).to_owned(), vec![Grant::parse(g).unwrap()])).collect();
-        Self::start_with(false, Some(accounts)).await
+        Self::start_with(manual_clock, Some(accounts)).await
     }
 
     async fn start_with(manual_clock: bool, dev_login: Option<Vec<(String, Vec<Grant>)>>) -> Self {
