@@ -229,3 +229,64 @@ async fn a_manager_sees_a_breached_sla_of_their_department_and_reassigns_the_tas
     let (_, mine) = pat.get("/ui/inbox?view=mine").await;
     assert!(mine.contains("Approve Forklift"), "{mine}");
 }
+
+/// Counts pages after a moment, with a typo: `.pages` is a number and `"x"` a string.
+const BROKEN: &str = r#"document:
+  dsl: '1.0.3'
+  namespace: training
+  name: broken
+  version: '1.0.0'
+  metadata:
+    baton:
+      onError: incident
+do:
+  - moment:
+      wait: PT0S
+  - count:
+      set:
+        pages: ${ .pages + "x" }
+"#;
+
+#[tokio::test]
+async fn an_ops_engineer_finds_a_faulted_instance_and_retries_it_with_a_reason() {
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    let (status, deployed) = s.deploy(BROKEN, "dora").await;
+    assert!(status.is_success(), "{deployed}");
+    let start = json!({ "definition": "training/broken", "input": { "pages": 3 }, "businessKey": "print-7" });
+    let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+
+    let otto = Browser::sign_in(&s, &[("token", &s.token_for("otto"))]).await.expect("otto signs in");
+    let mut found = String::new();
+    for _ in 0..200 {
+        found = otto.get("/ui/instances?status=faulted").await.1;
+        if found.contains(&id) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(found.contains(&format!("href=\"/ui/instances/{id}\"")) && found.contains("print-7"), "{found}");
+    let (_, other) = otto.get("/ui/instances?businessKey=nothing-like-it").await;
+    assert!(other.contains("No instance matches"), "{other}");
+
+    let (status, page) = otto.get(&format!("/ui/instances/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("faulted") && page.contains("Retry") && page.contains("InstanceStarted"), "{page}");
+    let at = page.find("action=\"/ui/incidents/").expect("a retry form") + "action=\"/ui/incidents/".len();
+    let incident = page[at..].split('/').next().unwrap().to_owned();
+    let retry = format!("/ui/incidents/{incident}/retry");
+    let (status, _, _) = otto.post(&retry, &[("instance", &id), ("reason", "printer fixed")], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no CSRF token, nothing retried");
+    let form = [("_csrf", csrf(&page)), ("instance", id.clone()), ("reason", "printer fixed".to_owned())];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, location, _) = otto.post(&retry, &form, None).await;
+    assert_eq!((status, location), (StatusCode::SEE_OTHER, format!("/ui/instances/{id}?retried={incident}")));
+    let (_, after) = otto.get(&format!("/ui/instances/{id}?retried={incident}")).await;
+    assert!(after.contains(&format!("Incident {incident} is being retried")), "{after}");
+    assert!(after.contains("IncidentResolved</strong> by otto"), "the retry is in the history with its actor: {after}");
+
+    // Someone with no part in it: as the API, the instance does not exist for them.
+    let olga = Browser::sign_in(&s, &[("subject", "olga")]).await.expect("olga signs in");
+    assert_eq!(olga.get(&format!("/ui/instances/{id}")).await.0, StatusCode::NOT_FOUND);
+}

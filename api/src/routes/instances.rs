@@ -275,8 +275,8 @@ fn to_json<T: Serialize>(rows: &[T]) -> Vec<Value> {
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// The cursor of the previous page (`next`); from the first event when absent.
-    after: Option<String>,
-    limit: Option<u32>,
+    pub(crate) after: Option<String>,
+    pub(crate) limit: Option<u32>,
 }
 
 /// An instance's history, oldest first, each event with its actor and hash.

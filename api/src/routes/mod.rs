@@ -20,7 +20,7 @@ use crate::problem::{ApiResult, Kind, Problem};
 
 pub mod bulk;
 mod definitions;
-mod instances;
+pub(crate) mod instances;
 pub(crate) mod others;
 pub mod read_models;
 pub(crate) mod stream;

@@ -20,8 +20,9 @@ use serde_json::Value;
 
 use super::form::{self, Field};
 use super::{DEV_SESSION, Session, cross_site, session_cookie};
-use crate::app::App;
+use crate::app::{App, Auth};
 use crate::problem::Problem;
+use crate::routes::instances::{self as api_instances, HistoryParams, InstanceView, SearchParams};
 
 /// A page, or the page that says what went wrong.
 fn page(status: StatusCode, template: &impl Template) -> Response {
@@ -501,6 +502,213 @@ pub async fn escalations(
                 compliance,
             },
         ),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// The API's answer for this session: the UI renders what the API's own handler answers, so
+/// both decide the same things the same way.
+fn as_api(session: &Session) -> Auth {
+    Auth(Some(session.caller.clone()))
+}
+
+#[derive(Template)]
+#[template(path = "ui/instances.html")]
+struct InstancesPage {
+    who: Option<String>,
+    csrf: String,
+    instances: Vec<InstanceView>,
+    definition: String,
+    status: String,
+    business_key: String,
+    next: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InstanceSearch {
+    #[serde(default)]
+    definition: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default, rename = "businessKey")]
+    business_key: String,
+    #[serde(default)]
+    after: Option<String>,
+}
+
+impl InstancesPage {
+    fn is_status(&self, status: &str) -> bool {
+        self.status == status
+    }
+}
+
+/// `GET /ui/instances`: a search (definition, status, business key), as `listInstances`.
+pub async fn instances(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Query(search): Query<InstanceSearch>,
+) -> Response {
+    let nonempty = |s: &str| (!s.trim().is_empty()).then(|| Value::String(s.trim().to_owned()));
+    let params = serde_json::json!({
+        "definition": nonempty(&search.definition),
+        "status": nonempty(&search.status),
+        "businessKey": nonempty(&search.business_key),
+        "after": search.after,
+        "limit": 50,
+    });
+    let params: SearchParams = match serde_json::from_value(params) {
+        Ok(params) => params,
+        Err(error) => return problem_page(Some(&session), &Problem::bad_request(error.to_string())),
+    };
+    match api_instances::list(State(Arc::clone(&app)), as_api(&session), Query(params)).await {
+        Ok(axum::Json(found)) => page(
+            StatusCode::OK,
+            &InstancesPage {
+                who: Some(session.caller.subject.clone()),
+                csrf: session.csrf(),
+                instances: found.items,
+                definition: search.definition,
+                status: search.status,
+                business_key: search.business_key,
+                next: found.next,
+            },
+        ),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// One event of an instance's timeline.
+struct Moment {
+    seq: String,
+    at: String,
+    what: String,
+    by: String,
+}
+
+/// One incident of an instance.
+struct IncidentLine {
+    id: i64,
+    kind: String,
+    reason: String,
+    open: bool,
+}
+
+#[derive(Template)]
+#[template(path = "ui/instance.html")]
+struct InstancePage {
+    who: Option<String>,
+    csrf: String,
+    instance: InstanceView,
+    tasks: Vec<(String, String, String)>,
+    incidents: Vec<IncidentLine>,
+    timeline: Vec<Moment>,
+    notice: Option<String>,
+}
+
+fn text(value: &Value, key: &str) -> String {
+    match value.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Who an event's actor is, in a word.
+fn actor(value: &Value) -> String {
+    ["id", "user", "worker"]
+        .iter()
+        .find_map(|key| value.get(key).and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| value.as_str().map(str::to_owned))
+        .or_else(|| value.as_object().and_then(|o| o.keys().next().cloned()))
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InstanceNotice {
+    #[serde(default)]
+    retried: Option<i64>,
+}
+
+/// `GET /ui/instances/{id}`: status, open tasks, incidents and the history's timeline, as
+/// `getInstance` and `getInstanceHistory`.
+pub async fn instance(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(notice): Query<InstanceNotice>,
+) -> Response {
+    let detail = api_instances::get(State(Arc::clone(&app)), as_api(&session), Path(id.clone())).await;
+    let axum::Json(detail) = match detail {
+        Ok(detail) => detail,
+        Err(problem) => return problem_page(Some(&session), &problem),
+    };
+    let params = HistoryParams { after: None, limit: Some(500) };
+    let history = api_instances::history(State(Arc::clone(&app)), as_api(&session), Path(id), Query(params)).await;
+    let timeline = match history {
+        Ok(axum::Json(page_)) => page_
+            .items
+            .iter()
+            .map(|event| Moment {
+                seq: text(event, "seq"),
+                at: text(event, "at"),
+                what: text(event, "type"),
+                by: event.get("actor").map(actor).unwrap_or_default(),
+            })
+            .collect(),
+        Err(problem) => return problem_page(Some(&session), &problem),
+    };
+    let tasks = detail
+        .human_tasks
+        .iter()
+        .map(|row| {
+            let href = format!("/ui/tasks/{}/{}", text(row, "instance"), text(row, "seq"));
+            let task = row.get("task").cloned().unwrap_or_default();
+            let title = task.get("spec").map(|spec| text(spec, "title")).unwrap_or_default();
+            (href, title, text(&task, "status"))
+        })
+        .collect();
+    let incidents = detail
+        .incidents
+        .iter()
+        .map(|incident| IncidentLine {
+            id: incident.get("id").and_then(Value::as_i64).unwrap_or_default(),
+            kind: text(incident, "kind").replace('_', " "),
+            reason: text(incident, "reason"),
+            open: incident.get("resolvedAt").is_none_or(Value::is_null),
+        })
+        .collect();
+    let notice = notice.retried.map(|id| format!("Incident {id} is being retried."));
+    page(
+        StatusCode::OK,
+        &InstancePage {
+            who: Some(session.caller.subject.clone()),
+            csrf: session.csrf(),
+            instance: detail.instance,
+            tasks,
+            incidents,
+            timeline,
+            notice,
+        },
+    )
+}
+
+/// `POST /ui/incidents/{incident}/retry`: as `retryIncident`, with the reason given.
+pub async fn retry_incident(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Path(incident): Path<i64>,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    let field = |name: &str| posted.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    if cross_site(&headers) || field("_csrf") != session.csrf() {
+        return refused(Some(&session), "this form is stale or came from another site: open the page again");
+    }
+    let body = serde_json::json!({ "reason": field("reason") }).to_string();
+    let retried =
+        api_instances::retry_incident(State(Arc::clone(&app)), as_api(&session), Path(incident), body.into()).await;
+    match retried {
+        Ok(_) => Redirect::to(&format!("/ui/instances/{}?retried={incident}", field("instance"))).into_response(),
         Err(problem) => problem_page(Some(&session), &problem),
     }
 }
