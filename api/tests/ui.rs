@@ -290,3 +290,40 @@ async fn an_ops_engineer_finds_a_faulted_instance_and_retries_it_with_a_reason()
     let olga = Browser::sign_in(&s, &[("subject", "olga")]).await.expect("olga signs in");
     assert_eq!(olga.get(&format!("/ui/instances/{id}")).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_designer_reads_a_definition_with_its_diagram_and_sees_a_validation_error_at_its_line() {
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    s.deploy(APPROVAL, "dora").await;
+    let dora = Browser::sign_in(&s, &[("token", &s.token_for("dora"))]).await.expect("dora signs in");
+    let (status, list) = dora.get("/ui/definitions").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert!(list.contains("href=\"/ui/definitions/training/approval?version=1.0.0\""), "{list}");
+
+    let (status, page) = dora.get("/ui/definitions/training/approval?version=1.0.0").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("id=\"L4\"") && page.contains("name: approval"), "numbered lines: {page}");
+    assert!(page.contains("src=\"/ui/definitions/training/approval/diagram.svg?version=1.0.0\""), "{page}");
+    let svg = dora.client.get(format!("{}/ui/definitions/training/approval/diagram.svg?version=1.0.0", s.base));
+    let svg = svg.header("cookie", &dora.cookie).send().await.unwrap();
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    assert!(svg.text().await.unwrap().contains("<svg"));
+
+    let typo = "document:\n  dsl: '1.0.3'\n  namespace: training\n  name: typo\n  version: '1.0.0'\n  metadata:\n    baton:\n      onError: maybe\ndo:\n  - a:\n      set: { x: 1 }\n";
+    let token = csrf(&page);
+    let (status, _, checked) =
+        dora.post("/ui/definitions/validate", &[("_csrf", &token), ("source", typo)], None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{checked}");
+    let bad_line = checked.find("<li id=\"L8\" class=\"bad\">").expect("line 8 marked");
+    assert!(checked[bad_line..].contains("line 8, column 16: BATON-L009"), "the error beside its line: {checked}");
+    assert!(checked.contains("Not valid"), "{checked}");
+    let fixed = typo.replace("maybe", "incident");
+    let (status, _, checked) =
+        dora.post("/ui/definitions/validate", &[("_csrf", &token), ("source", &fixed)], None).await;
+    assert_eq!(status, StatusCode::OK, "{checked}");
+    assert!(checked.contains("Valid: no problem found."), "{checked}");
+
+    // A team leader reads no definition, as from the API.
+    let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
+    assert_eq!(tom.get("/ui/definitions").await.0, StatusCode::FORBIDDEN);
+}

@@ -19,7 +19,7 @@ use crate::policy;
 use crate::problem::{ApiResult, Kind, Problem};
 
 pub mod bulk;
-mod definitions;
+pub(crate) mod definitions;
 pub(crate) mod instances;
 pub(crate) mod others;
 pub mod read_models;

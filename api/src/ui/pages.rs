@@ -21,7 +21,9 @@ use serde_json::Value;
 use super::form::{self, Field};
 use super::{DEV_SESSION, Session, cross_site, session_cookie};
 use crate::app::{App, Auth};
+use crate::problem::FieldError;
 use crate::problem::Problem;
+use crate::routes::definitions::{self as api_definitions, DefinitionView};
 use crate::routes::instances::{self as api_instances, HistoryParams, InstanceView, SearchParams};
 
 /// A page, or the page that says what went wrong.
@@ -711,4 +713,201 @@ pub async fn retry_incident(
         Ok(_) => Redirect::to(&format!("/ui/instances/{}?retried={incident}", field("instance"))).into_response(),
         Err(problem) => problem_page(Some(&session), &problem),
     }
+}
+
+#[derive(Template)]
+#[template(path = "ui/definitions.html")]
+struct DefinitionsPage {
+    who: Option<String>,
+    csrf: String,
+    definitions: Vec<DefinitionView>,
+}
+
+/// Builds one of the API's query types from JSON (their fields are the API's to keep).
+fn params<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Problem> {
+    serde_json::from_value(value).map_err(|e| Problem::bad_request(e.to_string()))
+}
+
+/// `GET /ui/definitions`: the deployed versions, newest first, as `listDefinitions`.
+pub async fn definitions(State(app): State<Arc<App>>, session: Session) -> Response {
+    let listed = match params(serde_json::json!({ "limit": 200 })) {
+        Ok(query) => api_definitions::list(State(Arc::clone(&app)), as_api(&session), Query(query)).await,
+        Err(problem) => Err(problem),
+    };
+    match listed {
+        Ok(axum::Json(mut found)) => {
+            found.items.reverse();
+            page(
+                StatusCode::OK,
+                &DefinitionsPage {
+                    who: Some(session.caller.subject.clone()),
+                    csrf: session.csrf(),
+                    definitions: found.items,
+                },
+            )
+        }
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// A line of a definition's text, and what validation said of it.
+struct SourceLine {
+    number: usize,
+    text: String,
+    problems: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "ui/definition.html")]
+struct DefinitionPage {
+    who: Option<String>,
+    csrf: String,
+    /// The deployed version shown, if this is one (not a text being validated).
+    deployed: Option<DefinitionView>,
+    diagram: Option<String>,
+    source: String,
+    lines: Vec<SourceLine>,
+    /// Whole-text problems and those without a line.
+    problems: Vec<String>,
+    verdict: Option<String>,
+}
+
+impl DefinitionPage {
+    fn has_line_problems(&self) -> bool {
+        self.lines.iter().any(|line| !line.problems.is_empty())
+    }
+}
+
+fn numbered(source: &str, errors: &[FieldError]) -> (Vec<SourceLine>, Vec<String>) {
+    let mut lines: Vec<SourceLine> = source
+        .lines()
+        .enumerate()
+        .map(|(i, text)| SourceLine { number: i + 1, text: text.to_owned(), problems: Vec::new() })
+        .collect();
+    let mut rest = Vec::new();
+    for error in errors {
+        let code = error.code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default();
+        let expected = error.expected.as_deref().map(|e| format!(" (expected {e})")).unwrap_or_default();
+        let message = format!("{code}{}{expected}", error.message);
+        match error.line.and_then(|line| lines.get_mut(line.saturating_sub(1))) {
+            Some(line) => {
+                let column = error.column.map(|c| format!("column {c}: ")).unwrap_or_default();
+                line.problems.push(format!("line {}, {column}{message}", line.number));
+            }
+            None => rest.push(message),
+        }
+    }
+    (lines, rest)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VersionParam {
+    #[serde(default)]
+    version: Option<String>,
+}
+
+/// `GET /ui/definitions/{namespace}/{name}`: a version's text with its line numbers, its
+/// diagram, and a form to validate an edited text.
+pub async fn definition(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(version): Query<VersionParam>,
+) -> Response {
+    let found = match params(serde_json::json!({ "version": version.version })) {
+        Ok(query) => {
+            api_definitions::get(State(Arc::clone(&app)), as_api(&session), Path((namespace, name)), Query(query)).await
+        }
+        Err(problem) => Err(problem),
+    };
+    let view = match found {
+        Ok(axum::Json(view)) => view,
+        Err(problem) => return problem_page(Some(&session), &problem),
+    };
+    let source = view.source.clone().unwrap_or_default();
+    let (lines, problems) = numbered(&source, &[]);
+    let diagram = Some(format!("/ui/definitions/{}/diagram.svg?version={}", view.name, view.version));
+    page(
+        StatusCode::OK,
+        &DefinitionPage {
+            who: Some(session.caller.subject.clone()),
+            csrf: session.csrf(),
+            deployed: Some(view),
+            diagram,
+            source,
+            lines,
+            problems,
+            verdict: None,
+        },
+    )
+}
+
+/// `GET /ui/definitions/{namespace}/{name}/diagram.svg`: the diagram, as
+/// `getDefinitionDiagram` draws it.
+pub async fn diagram(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(version): Query<VersionParam>,
+) -> Response {
+    let query = params(serde_json::json!({ "version": version.version, "format": "svg" }));
+    let drawn = match query {
+        Ok(query) => {
+            api_definitions::diagram(State(Arc::clone(&app)), as_api(&session), Path((namespace, name)), Query(query))
+                .await
+        }
+        Err(problem) => Err(problem),
+    };
+    drawn.unwrap_or_else(|problem| problem_page(Some(&session), &problem))
+}
+
+/// `POST /ui/definitions/validate`: the text checked as `validateDefinition` checks it, each
+/// problem beside its line.
+pub async fn validate(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    let field = |name: &str| posted.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    if cross_site(&headers) || field("_csrf") != session.csrf() {
+        return refused(Some(&session), "this form is stale or came from another site: open the page again");
+    }
+    let source = field("source").replace("\r\n", "\n");
+    let query = params(serde_json::json!({ "file": "definition.yaml" }));
+    let checked = match query {
+        Ok(query) => {
+            api_definitions::validate(State(Arc::clone(&app)), as_api(&session), Query(query), source.clone().into())
+                .await
+        }
+        Err(problem) => Err(problem),
+    };
+    let (status, errors, verdict) = match checked {
+        Ok(axum::Json(validation)) => {
+            let verdict = match validation.warnings.len() {
+                0 => "Valid: no problem found.".to_owned(),
+                n => format!("Valid, with {n} warning(s) beside their lines."),
+            };
+            (StatusCode::OK, validation.warnings, verdict)
+        }
+        Err(problem) if problem.kind().status() == StatusCode::UNPROCESSABLE_ENTITY => {
+            let verdict = format!("Not valid: {}", problem.detail);
+            (StatusCode::UNPROCESSABLE_ENTITY, problem.errors, verdict)
+        }
+        Err(problem) => return problem_page(Some(&session), &problem),
+    };
+    let (lines, problems) = numbered(&source, &errors);
+    page(
+        status,
+        &DefinitionPage {
+            who: Some(session.caller.subject.clone()),
+            csrf: session.csrf(),
+            deployed: None,
+            diagram: None,
+            source,
+            lines,
+            problems,
+            verdict: Some(verdict),
+        },
+    )
 }
