@@ -1,4 +1,5 @@
-//! The web UI in a real browser: Playwright (playwright-core from npm, `api/tests/e2e/`)
+//! The web UI in a real browser, as a team leader, a manager, an ops engineer and a designer:
+//! Playwright (playwright-core from npm, `api/tests/e2e/`)
 //! driving Debian's headless Chromium against a real server. Each scenario is a script in
 //! `api/tests/e2e/`; this test prepares the server and its data, runs the script and fails with
 //! its output. Screenshots go to BATON_E2E_ARTIFACTS (by default `baton-e2e` in the temporary
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{APPROVAL, Server};
+use support::{APPROVAL, BROKEN, Server, supervised_approval};
 
 fn e2e_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e")
@@ -52,7 +53,7 @@ fn prerequisites() -> Option<PathBuf> {
     }
 }
 
-async fn run_script(script: &str, base: &str, chromium: &Path) {
+async fn run_script(script: &str, base: &str, chromium: &Path, env: &[(&str, String)]) {
     let artifacts = std::env::var_os("BATON_E2E_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("baton-e2e"));
@@ -61,6 +62,7 @@ async fn run_script(script: &str, base: &str, chromium: &Path) {
         .env("BATON_BASE", base)
         .env("BATON_CHROMIUM", chromium)
         .env("BATON_E2E_ARTIFACTS", &artifacts)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .await
         .unwrap();
@@ -81,7 +83,7 @@ async fn a_team_leader_signs_in_sees_their_department_and_completes_a_task_in_a_
         assert_eq!(status, StatusCode::CREATED, "{started}");
         s.wait_for_task(started["id"].as_str().unwrap(), "root").await;
     }
-    run_script("team_leader.mjs", &s.base, &chromium).await;
+    run_script("team_leader.mjs", &s.base, &chromium, &[]).await;
 
     let (_, tasks) = s.call("GET", "/api/v1/tasks?status=completed", Some("root"), None).await;
     let completed = &tasks["items"][0]["task"]["completion"];
@@ -89,4 +91,44 @@ async fn a_team_leader_signs_in_sees_their_department_and_completes_a_task_in_a_
         (completed["completedBy"].as_str(), completed["data"]["comment"].as_str()),
         (Some("tom"), Some("Looks right"))
     );
+}
+
+/// Waits until the API answers `path` with at least one item.
+async fn until_listed(s: &Server, path: &str) {
+    for _ in 0..250 {
+        let (_, page) = s.call("GET", path, Some("root"), None).await;
+        if page["items"].as_array().is_some_and(|items| !items.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("nothing listed at {path}");
+}
+
+#[tokio::test]
+async fn a_manager_reassigns_a_breached_task_ops_retry_an_incident_a_designer_sees_an_error_at_its_line() {
+    let Some(chromium) = prerequisites() else { return };
+    let s = Server::start_dev(true, &[("root", "admin")]).await;
+    s.deploy(&supervised_approval(), "dora").await;
+    s.deploy(BROKEN, "dora").await;
+    for (title, department) in [("Forklift", "assembly"), ("Spray booth", "paint")] {
+        let start = json!({ "definition": "training/approval", "input": { "title": title, "department": department } });
+        let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+        assert_eq!(status, StatusCode::CREATED, "{started}");
+        s.wait_for_task(started["id"].as_str().unwrap(), "root").await;
+    }
+    let broken = json!({ "definition": "training/broken", "input": { "pages": 3 } });
+    let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(broken)).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let (status, moved) =
+        s.call("POST", "/api/v1/admin/clock/advance", Some("root"), Some(json!({"by": "PT9H"}))).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    until_listed(&s, "/api/v1/slas?state=breached&department=assembly").await;
+    until_listed(&s, "/api/v1/instances?status=faulted").await;
+
+    let env = [("BATON_OPS_TOKEN", s.token_for("otto")), ("BATON_DESIGNER_TOKEN", s.token_for("dora"))];
+    run_script("roles.mjs", &s.base, &chromium, &env).await;
+
+    let (_, tasks) = s.call("GET", "/api/v1/tasks?assignee=pat", Some("root"), None).await;
+    assert_eq!(tasks["items"][0]["task"]["assignee"], "pat", "the manager's reassignment: {tasks}");
 }

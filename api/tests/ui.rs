@@ -11,7 +11,7 @@ mod support;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, ETAG, IF_NONE_MATCH, LOCATION, SET_COOKIE};
 use serde_json::json;
-use support::{APPROVAL, Server};
+use support::{APPROVAL, BROKEN, Server, supervised_approval};
 
 /// A browser of one person: a client that does not follow redirects, and their session cookie.
 struct Browser {
@@ -183,11 +183,7 @@ async fn pages_need_a_session_tokens_sign_in_and_assets_are_cached() {
 #[tokio::test]
 async fn a_manager_sees_a_breached_sla_of_their_department_and_reassigns_the_task() {
     let s = Server::start_dev(true, &[("root", "admin")]).await;
-    let supervised = APPROVAL.replace(
-        "        outcomes: [approve, reject]\n",
-        "        outcomes: [approve, reject]\n        supervisors: { role: manager, department: '${ .department }' }\n",
-    );
-    let (status, deployed) = s.deploy(&supervised, "dora").await;
+    let (status, deployed) = s.deploy(&supervised_approval(), "dora").await;
     assert!(status.is_success(), "{deployed}");
     let assembly = start(&s, "Forklift", "assembly").await;
     start(&s, "Spray booth", "paint").await;
@@ -229,23 +225,6 @@ async fn a_manager_sees_a_breached_sla_of_their_department_and_reassigns_the_tas
     let (_, mine) = pat.get("/ui/inbox?view=mine").await;
     assert!(mine.contains("Approve Forklift"), "{mine}");
 }
-
-/// Counts pages after a moment, with a typo: `.pages` is a number and `"x"` a string.
-const BROKEN: &str = r#"document:
-  dsl: '1.0.3'
-  namespace: training
-  name: broken
-  version: '1.0.0'
-  metadata:
-    baton:
-      onError: incident
-do:
-  - moment:
-      wait: PT0S
-  - count:
-      set:
-        pages: ${ .pages + "x" }
-"#;
 
 #[tokio::test]
 async fn an_ops_engineer_finds_a_faulted_instance_and_retries_it_with_a_reason() {

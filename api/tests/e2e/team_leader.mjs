@@ -2,53 +2,39 @@
 // department's task, gets the form's message beside the field, claims and completes the task.
 // Run by api/tests/e2e.rs against a server it started: BATON_BASE is the server's address,
 // BATON_CHROMIUM the browser, BATON_E2E_ARTIFACTS where the screenshots go.
-import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { artifacts, base, launch, shot } from './browser.mjs';
 
-const base = process.env.BATON_BASE;
-const artifacts = process.env.BATON_E2E_ARTIFACTS;
-mkdirSync(artifacts, { recursive: true });
-const root = process.getuid && process.getuid() === 0;
-const browser = await chromium.launch({
-  executablePath: process.env.BATON_CHROMIUM,
-  args: [
-    ...(root ? ['--no-sandbox'] : []),
-    '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync',
-  ],
-});
-const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-
+const browser = await launch();
 try {
   const page = await browser.newPage();
   await page.goto(`${base}/ui/inbox`);
   assert.match(page.url(), /\/ui\/login$/, 'without a session the inbox sends one to the login page');
   await page.getByLabel('Person or account').selectOption('tom');
-  await shot(page, '1-login');
+  await shot(page, 'team-leader-1-login');
   await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.waitForURL(/\/ui\/inbox$/);
 
   await page.getByRole('link', { name: 'Approve Forklift' }).waitFor();
   assert.equal(await page.getByText('Approve Spray booth').count(), 0, "another department's task is not shown");
-  await shot(page, '2-inbox');
+  await shot(page, 'team-leader-2-inbox');
 
   await page.getByRole('link', { name: 'Approve Forklift' }).click();
   await page.getByRole('heading', { name: 'Approve Forklift' }).waitFor();
-  await page.getByRole('textbox', { name: 'comment', exact: true }).fill('ok');
+  const comment = page.getByRole('textbox', { name: 'comment', exact: true });
+  await comment.fill('ok');
   await page.getByRole('button', { name: 'approve' }).click();
   const error = page.locator('#e-comment');
   await error.waitFor();
   assert.match(await error.innerText(), /shorter than 3/);
-  assert.equal(await page.getByRole('textbox', { name: 'comment', exact: true }).inputValue(), 'ok', 'what was typed is kept');
-  await shot(page, '3-form-error');
+  assert.equal(await comment.inputValue(), 'ok', 'what was typed is kept');
+  await shot(page, 'team-leader-3-form-error');
 
   await page.getByRole('button', { name: 'Claim this task' }).click();
   await page.getByRole('textbox', { name: 'comment', exact: true }).fill('Looks right');
   await page.getByRole('button', { name: 'approve' }).click();
   await page.getByText('approve by tom').waitFor();
-  await shot(page, '4-completed');
+  await shot(page, 'team-leader-4-completed');
 
   await page.getByRole('link', { name: 'Inbox' }).first().click();
   await page.getByText('Nothing to do').waitFor();

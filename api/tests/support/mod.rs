@@ -44,6 +44,14 @@ do:
         by: ${ .completedBy }
 "#;
 
+/// APPROVAL with the department's managers as supervisors (they may reassign its task).
+pub fn supervised_approval() -> String {
+    APPROVAL.replace(
+        "        outcomes: [approve, reject]\n",
+        "        outcomes: [approve, reject]\n        supervisors: { role: manager, department: '${ .department }' }\n",
+    )
+}
+
 pub const SIGNAL: &str = r#"document:
   dsl: '1.0.3'
   namespace: ops
@@ -258,3 +266,21 @@ pub async fn python_available(args: &[&str], reason: &str) -> bool {
     eprintln!("skipped: {reason}");
     false
 }
+
+/// Counts pages after a moment, with a typo (`.pages` is a number and `"x"` a string): each
+/// instance stops at `count` with an incident.
+pub const BROKEN: &str = r#"document:
+  dsl: '1.0.3'
+  namespace: training
+  name: broken
+  version: '1.0.0'
+  metadata:
+    baton:
+      onError: incident
+do:
+  - moment:
+      wait: PT0S
+  - count:
+      set:
+        pages: ${ .pages + "x" }
+"#;
