@@ -63,6 +63,12 @@ fn refused(session: Option<&Session>, message: &str) -> Response {
     problem_page(session, &Problem::forbidden(message))
 }
 
+/// The refusal of a posted form without this session's CSRF token, or sent from another site.
+fn stale_form(session: &Session, headers: &HeaderMap, csrf: &str) -> Option<Response> {
+    (cross_site(headers) || csrf != session.csrf())
+        .then(|| refused(Some(session), "this form is stale or came from another site: open the page again"))
+}
+
 #[derive(Template)]
 #[template(path = "ui/login.html")]
 struct LoginPage {
@@ -358,13 +364,9 @@ pub async fn act(
     Path((instance, seq, action)): Path<(String, Seq, String)>,
     Form(posted): Form<Vec<(String, String)>>,
 ) -> Response {
-    let mut values: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in posted {
-        values.insert(name, value);
-    }
-    let csrf = values.remove("_csrf").unwrap_or_default();
-    if cross_site(&headers) || csrf != session.csrf() {
-        return refused(Some(&session), "this form is stale or came from another site: open the page again");
+    let mut values: BTreeMap<String, String> = posted.into_iter().collect();
+    if let Some(refusal) = stale_form(&session, &headers, &values.remove("_csrf").unwrap_or_default()) {
+        return refusal;
     }
     let instance = InstanceId::new(instance);
     let row = match find_task(&app, &session, &instance, seq).await {
@@ -703,8 +705,8 @@ pub async fn retry_incident(
     Form(posted): Form<Vec<(String, String)>>,
 ) -> Response {
     let field = |name: &str| posted.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
-    if cross_site(&headers) || field("_csrf") != session.csrf() {
-        return refused(Some(&session), "this form is stale or came from another site: open the page again");
+    if let Some(refusal) = stale_form(&session, &headers, &field("_csrf")) {
+        return refusal;
     }
     let body = serde_json::json!({ "reason": field("reason") }).to_string();
     let retried =
@@ -870,8 +872,8 @@ pub async fn validate(
     Form(posted): Form<Vec<(String, String)>>,
 ) -> Response {
     let field = |name: &str| posted.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
-    if cross_site(&headers) || field("_csrf") != session.csrf() {
-        return refused(Some(&session), "this form is stale or came from another site: open the page again");
+    if let Some(refusal) = stale_form(&session, &headers, &field("_csrf")) {
+        return refusal;
     }
     let source = field("source").replace("\r\n", "\n");
     let query = params(serde_json::json!({ "file": "definition.yaml" }));
