@@ -120,6 +120,12 @@ async fn a_team_leader_sees_their_department_and_completes_a_task_through_its_fo
 
     let (status, location, _) = tom.post(&format!("{task_path}/claim"), &[("_csrf", &token)], None).await;
     assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, task_path.as_str()));
+    // Delegated to sam, the work shows in sam's own inbox; tom, the owner, may still complete it.
+    let (status, _, _) = tom.post(&format!("{task_path}/delegate"), &[("_csrf", &token), ("to", "sam")], None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let sam = Browser::sign_in(&s, &[("subject", "sam")]).await.expect("sam signs in");
+    let (_, sams) = sam.get("/ui/inbox?view=mine").await;
+    assert!(sams.contains("Approve Forklift") && sams.contains("tom (delegated to sam)"), "{sams}");
     let (_, mine) = tom.get("/ui/inbox?view=mine").await;
     assert!(mine.contains("Approve Forklift"), "claimed, it is tom's: {mine}");
     let (status, _, _) =

@@ -275,6 +275,8 @@ struct TaskPage {
     status: &'static str,
     open: bool,
     claimable: bool,
+    /// Holders of some roles may complete it for another person.
+    on_behalf: bool,
     /// The context the task shows: (name, value as text).
     context: Vec<(String, String)>,
     fields: Vec<Field>,
@@ -319,6 +321,7 @@ fn task_page(
         status: status_name(task.status),
         open: task.status == HumanTaskStatus::Open,
         claimable: task.status == HumanTaskStatus::Open && task.assignee.is_none(),
+        on_behalf: !task.spec.on_behalf.roles.is_empty(),
         context,
         fields: form::fields(task.spec.form.as_ref(), values, field_errors),
         outcomes,
@@ -378,14 +381,18 @@ pub async fn act(
         "claim" => ("claimTask", TaskAction::Claim),
         "unclaim" => ("unclaimTask", TaskAction::Unclaim),
         "comment" => ("commentTask", TaskAction::Comment { text: values.remove("text").unwrap_or_default() }),
+        "delegate" => {
+            ("delegateTask", TaskAction::Delegate { to: values.remove("to").unwrap_or_default().trim().to_owned() })
+        }
         "reassign" => {
             let to = values.remove("to").unwrap_or_default().trim().to_owned();
             ("reassignTask", TaskAction::Reassign { to: Assignment { users: vec![to], ..Assignment::default() } })
         }
         "complete" => {
             let outcome = values.remove("_outcome").unwrap_or_else(|| "done".into());
+            let on_behalf_of = values.remove("_onBehalfOf").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
             match form::data(row.task.spec.form.as_ref(), &values) {
-                Ok(data) => ("completeTask", TaskAction::Complete { outcome, data, on_behalf_of: None }),
+                Ok(data) => ("completeTask", TaskAction::Complete { outcome, data, on_behalf_of }),
                 Err(field_errors) => {
                     let errors = vec!["Some answers are not of the right kind: see below.".to_owned()];
                     let page_ = task_page(&session, &row, now, &values, &field_errors, errors);
