@@ -48,6 +48,9 @@ pub enum Kind {
     MigrationRefused,
     /// A person's data cannot be erased while instances not ended hold it (409).
     ErasureRefused,
+    /// The orchestration failed on the request's input before anything was recorded: a
+    /// start whose first step fails under `onError: incident` (422). Nothing is stored.
+    OrchestrationFault,
     /// The engine cannot take the request now (shutting down, store unreachable) (503).
     Unavailable,
     /// An unexpected failure; the details are in the server's log (500).
@@ -73,6 +76,7 @@ impl Kind {
             Self::LeaseGone => "lease-gone",
             Self::MigrationRefused => "migration-refused",
             Self::ErasureRefused => "erasure-refused",
+            Self::OrchestrationFault => "orchestration-fault",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -84,7 +88,9 @@ impl Kind {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::InvalidDefinition | Self::InvalidTaskData => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidDefinition | Self::InvalidTaskData | Self::OrchestrationFault => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::Conflict | Self::TaskRefused | Self::MigrationRefused | Self::ErasureRefused => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -115,6 +121,7 @@ impl Kind {
             Self::LeaseGone => "The lease is over",
             Self::MigrationRefused => "The instance cannot move to that version",
             Self::ErasureRefused => "Instances still running hold the person's data",
+            Self::OrchestrationFault => "The workflow failed on this input",
             Self::Unavailable => "Unavailable",
             Self::Internal => "Internal error",
         }
@@ -304,6 +311,11 @@ impl From<EngineError> for Problem {
                 _ => Problem::new(Kind::TaskRefused, error.to_string()),
             },
             EngineError::ShuttingDown => Problem::new(Kind::Unavailable, error.to_string()),
+            // The workflow's own failure on the request's input, not the server's: a step
+            // that fails while an instance's input is handled becomes an incident instead.
+            EngineError::Step(baton_engine::StepError::Fault(_)) => {
+                Problem::new(Kind::OrchestrationFault, format!("{error}; nothing was recorded"))
+            }
             EngineError::Store(StoreError::Conflict(detail)) => Problem::new(Kind::Conflict, detail.clone()),
             EngineError::Store(StoreError::Unavailable(detail)) => Problem::new(Kind::Unavailable, detail.clone()),
             _ => return Problem::internal(&error).with_code(code),

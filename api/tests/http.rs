@@ -916,3 +916,20 @@ async fn read_models_show_each_person_what_the_policy_lets_them_see() {
     let (status, _) = s.call("GET", "/api/v1/slas/compliance", Some("olga"), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_start_whose_first_step_fails_is_a_422_problem_and_stores_nothing() {
+    let s = Server::start(false).await;
+    // BROKEN without its first wait: the typo fails while the start is served.
+    let at_once = support::BROKEN.replace("  - moment:\n      wait: PT0S\n", "");
+    let (status, deployed) = s.deploy(&at_once, "dora").await;
+    assert!(status.is_success(), "{deployed}");
+    let start = json!({ "definition": "training/broken", "input": { "pages": 3 }, "businessKey": "print-8" });
+    let (status, problem) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["type"], "urn:baton:problem:orchestration-fault");
+    assert_eq!(problem["code"], "BATON-E010");
+    assert!(problem["detail"].as_str().unwrap().contains("nothing was recorded"), "{problem}");
+    let (_, found) = s.call("GET", "/api/v1/instances?businessKey=print-8", Some("otto"), None).await;
+    assert_eq!(found["items"], json!([]), "no instance was stored");
+}

@@ -121,7 +121,8 @@ const MAX_KEY_CHARS: usize = 256;
 #[utoipa::path(post, path = "/api/v1/instances", operation_id = "startInstance", tag = "instances",
     request_body = StartRequest,
     responses((status = 201, body = StartAnswer), (status = 200, body = StartAnswer, description = "The idempotency key matched"),
-        (status = 404, body = crate::problem::ProblemBody), (status = 400, body = crate::problem::ProblemBody)))]
+        (status = 404, body = crate::problem::ProblemBody), (status = 400, body = crate::problem::ProblemBody),
+        (status = 422, body = crate::problem::ProblemBody, description = "The workflow failed on this input at once; nothing was recorded")))]
 pub async fn start(State(app): State<Arc<App>>, auth: Auth, Body(request): Body<StartRequest>) -> ApiResult<Response> {
     let namespace = policy::namespace_of(&request.definition);
     if authorize(&app, &auth, "startInstance", namespace)? == Access::IfInvolved {
