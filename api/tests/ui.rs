@@ -216,6 +216,8 @@ async fn a_manager_sees_a_breached_sla_of_their_department_and_reassigns_the_tas
     let link_at = page.find(&format!("href=\"/ui/tasks/{assembly}/")).expect("a link to the breached task");
     let task_path = page[link_at + 6..].split('"').next().unwrap().to_owned();
     assert_eq!(page.matches("badge overdue").count(), 1, "the paint shop's clock is not mia's: {page}");
+    let (_, rows) = mia.get("/ui/escalations/rows").await;
+    assert!(rows.contains(">breached<") && !rows.contains("<html"), "the tables alone, to refresh in place: {rows}");
 
     // Tina leads a team but manages no department.
     let tina = Browser::sign_in(&s, &[("subject", "tina")]).await.expect("tina signs in");

@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ui/inbox", get(pages::inbox))
         .route("/ui/inbox/rows", get(pages::inbox_rows))
         .route("/ui/escalations", get(pages::escalations))
+        .route("/ui/escalations/rows", get(pages::escalation_rows))
         .route("/ui/definitions", get(pages::definitions))
         .route("/ui/definitions/validate", post(pages::validate))
         .route("/ui/definitions/{namespace}/{name}", get(pages::definition))

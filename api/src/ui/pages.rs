@@ -453,56 +453,61 @@ pub struct EscalationParams {
     department: Option<String>,
 }
 
-/// `GET /ui/escalations`: the clocks at risk or breached that the person may see (ops and
-/// admin: all of their namespaces; a manager: their department), and compliance per
-/// definition and department.
+/// The clocks at risk or breached that the person may see (ops and admin: all of their
+/// namespaces; a manager: their department), breached first, and compliance per definition
+/// and department.
+async fn escalation_data(
+    app: &Arc<App>,
+    session: &Session,
+    department: Option<String>,
+) -> Result<(Option<String>, Vec<Escalation>, Vec<SlaCompliance>), Problem> {
+    let access = crate::policy::authorize("listSlas", Some(&session.caller), None, app.options.manual_clock)?;
+    let department = department.filter(|d| !d.is_empty());
+    let (department, namespaces) = crate::routes::others::sla_scope(app, access, &session.caller, department).await?;
+    let now = app.engine.clock().now();
+    let query = SlaQuery {
+        instance: None,
+        definition: None,
+        department: department.clone(),
+        state: None,
+        open_only: true,
+        now: Some(now),
+        after: None,
+        limit: SlaQuery::MAX_LIMIT,
+        namespaces,
+    };
+    let rows = app.engine.slas(&query).await?;
+    let compliance = app.engine.store().sla_compliance(&query).await?;
+    let mut lines: Vec<Escalation> = rows
+        .iter()
+        .filter_map(|row| {
+            let state = match row.state(now) {
+                SlaStateName::Breached => "breached",
+                SlaStateName::AtRisk => "at risk",
+                _ => return None,
+            };
+            Some(Escalation {
+                state,
+                what: row.name.clone(),
+                definition: row.definition.clone(),
+                department: row.department.clone().unwrap_or_default(),
+                target: row.target_at.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default(),
+                escalations: row.escalations,
+                href: row.human_task.map(|seq| format!("/ui/tasks/{}/{seq}", row.instance)),
+            })
+        })
+        .collect();
+    lines.sort_by_key(|line| line.state != "breached");
+    Ok((department, lines, compliance))
+}
+
+/// `GET /ui/escalations`.
 pub async fn escalations(
     State(app): State<Arc<App>>,
     session: Session,
     Query(params): Query<EscalationParams>,
 ) -> Response {
-    let found = async {
-        let access = crate::policy::authorize("listSlas", Some(&session.caller), None, app.options.manual_clock)?;
-        let department = params.department.filter(|d| !d.is_empty());
-        let (department, namespaces) =
-            crate::routes::others::sla_scope(&app, access, &session.caller, department).await?;
-        let now = app.engine.clock().now();
-        let query = SlaQuery {
-            instance: None,
-            definition: None,
-            department: department.clone(),
-            state: None,
-            open_only: true,
-            now: Some(now),
-            after: None,
-            limit: SlaQuery::MAX_LIMIT,
-            namespaces,
-        };
-        let rows = app.engine.slas(&query).await?;
-        let compliance = app.engine.store().sla_compliance(&query).await?;
-        let mut lines: Vec<Escalation> = rows
-            .iter()
-            .filter_map(|row| {
-                let state = match row.state(now) {
-                    SlaStateName::Breached => "breached",
-                    SlaStateName::AtRisk => "at risk",
-                    _ => return None,
-                };
-                Some(Escalation {
-                    state,
-                    what: row.name.clone(),
-                    definition: row.definition.clone(),
-                    department: row.department.clone().unwrap_or_default(),
-                    target: row.target_at.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default(),
-                    escalations: row.escalations,
-                    href: row.human_task.map(|seq| format!("/ui/tasks/{}/{seq}", row.instance)),
-                })
-            })
-            .collect();
-        lines.sort_by_key(|line| line.state != "breached");
-        Ok::<_, Problem>((department, lines, compliance))
-    };
-    match found.await {
+    match escalation_data(&app, &session, params.department).await {
         Ok((department, lines, compliance)) => page(
             StatusCode::OK,
             &EscalationsPage {
@@ -513,6 +518,25 @@ pub async fn escalations(
                 compliance,
             },
         ),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/escalations_rows.html")]
+struct EscalationRows {
+    lines: Vec<Escalation>,
+    compliance: Vec<SlaCompliance>,
+}
+
+/// `GET /ui/escalations/rows`: the page's tables alone, which it fetches again to stay current.
+pub async fn escalation_rows(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Query(params): Query<EscalationParams>,
+) -> Response {
+    match escalation_data(&app, &session, params.department).await {
+        Ok((_, lines, compliance)) => page(StatusCode::OK, &EscalationRows { lines, compliance }),
         Err(problem) => problem_page(Some(&session), &problem),
     }
 }
