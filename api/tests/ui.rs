@@ -314,3 +314,50 @@ async fn a_designer_reads_a_definition_with_its_diagram_and_sees_a_validation_er
     let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
     assert_eq!(tom.get("/ui/definitions").await.0, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_manager_finds_where_a_document_is_and_its_custody_trail() {
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    let leg = |name: &str, state: &str, extra: &str| {
+        format!(
+            "  - {name}:\n      emit:\n        event:\n          with:\n            type: com.baton.training.document.{state}\n            source: https://tests.example\n            data: {{ trackingCode: BTN-9, person: olga, department: assembly, documentType: certificate{extra} }}\n"
+        )
+    };
+    let travels = format!(
+        "document:\n  dsl: '1.0.3'\n  namespace: training\n  name: travels\n  version: '1.0.0'\ndo:\n{}{}{}",
+        leg("issue", "issued", ""),
+        leg("print", "printed", ", printer: P-2"),
+        leg("send", "sent", ", carrier: bpost")
+    );
+    let (status, deployed) = s.deploy(&travels, "dora").await;
+    assert_eq!(status, StatusCode::CREATED, "{deployed}");
+    let start = json!({ "definition": "training/travels", "input": {} });
+    let (status, started) = s.call("POST", "/api/v1/instances", Some("root"), Some(start)).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let instance = started["id"].as_str().unwrap().to_owned();
+    for _ in 0..200 {
+        let (_, row) = s.call("GET", &format!("/api/v1/instances/{instance}"), Some("root"), None).await;
+        if row["instance"]["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let projector = baton_engine::projection::Projector::new(
+        std::sync::Arc::clone(s.engine.store()),
+        std::sync::Arc::clone(s.engine.clock()),
+        baton_activities::read_models::training_projections(),
+    );
+    projector.catch_up().await.expect("projected");
+
+    let mia = Browser::sign_in(&s, &[("subject", "mia")]).await.expect("mia signs in");
+    let (status, page) = mia.get("/ui/documents?code=BTN-9").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("<strong>sent</strong> since"), "where it is now: {page}");
+    let trail = &page[page.find("Custody trail").expect("a trail")..];
+    let (issued, printed, sent) = (trail.find(">issued<"), trail.find(">printed<"), trail.find(">sent<"));
+    assert!(issued < printed && printed < sent && issued.is_some(), "the legs in order: {trail}");
+    assert!(trail.contains("printer: P-2") && trail.contains("carrier: bpost"), "{trail}");
+    // A team leader manages no department: refused, as from the API.
+    let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
+    assert_eq!(tom.get("/ui/documents").await.0, StatusCode::FORBIDDEN);
+}

@@ -25,6 +25,7 @@ use crate::problem::FieldError;
 use crate::problem::Problem;
 use crate::routes::definitions::{self as api_definitions, DefinitionView};
 use crate::routes::instances::{self as api_instances, HistoryParams, InstanceView, SearchParams};
+use crate::routes::read_models as api_read_models;
 
 /// A page, or the page that says what went wrong.
 fn page(status: StatusCode, template: &impl Template) -> Response {
@@ -942,5 +943,98 @@ pub async fn validate(
             problems,
             verdict: Some(verdict),
         },
+    )
+}
+
+/// A leg of a document's custody trail.
+struct Leg {
+    state: String,
+    at: String,
+    /// What the event said of the leg besides (who, how, where).
+    details: String,
+}
+
+/// A document in transit.
+struct DocumentLine {
+    code: String,
+    kind: String,
+    person: String,
+    department: String,
+    state: String,
+    since: String,
+    trail: Vec<Leg>,
+}
+
+#[derive(Template)]
+#[template(path = "ui/documents.html")]
+struct DocumentsPage {
+    who: Option<String>,
+    csrf: String,
+    code: String,
+    documents: Vec<DocumentLine>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DocumentSearch {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    department: Option<String>,
+}
+
+/// `GET /ui/documents`: where each document is now and its custody trail, as `listDocuments`
+/// (managers their department, ops and admin all, each person their own).
+pub async fn documents(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Query(search): Query<DocumentSearch>,
+) -> Response {
+    let code = search.code.trim().to_owned();
+    let query = params(serde_json::json!({
+        "code": (!code.is_empty()).then_some(&code),
+        "department": search.department.filter(|d| !d.is_empty()),
+        "limit": 200,
+    }));
+    let listed = match query {
+        Ok(query) => api_read_models::documents(State(Arc::clone(&app)), as_api(&session), Query(query)).await,
+        Err(problem) => Err(problem),
+    };
+    let axum::Json(found) = match listed {
+        Ok(found) => found,
+        Err(problem) => return problem_page(Some(&session), &problem),
+    };
+    let documents = found
+        .items
+        .iter()
+        .map(|row| DocumentLine {
+            code: text(row, "trackingCode"),
+            kind: text(row, "documentType"),
+            person: text(row, "person"),
+            department: text(row, "department"),
+            state: text(row, "state"),
+            since: text(row, "since"),
+            trail: row
+                .get("trail")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|leg| Leg {
+                    state: text(leg, "state"),
+                    at: text(leg, "at"),
+                    details: leg
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(k, _)| !matches!(k.as_str(), "state" | "at" | "instance" | "seq"))
+                        .map(|(k, v)| format!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+                .collect(),
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &DocumentsPage { who: Some(session.caller.subject.clone()), csrf: session.csrf(), code, documents },
     )
 }
