@@ -361,3 +361,45 @@ async fn a_manager_finds_where_a_document_is_and_its_custody_trail() {
     let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
     assert_eq!(tom.get("/ui/documents").await.0, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_person_reads_their_notifications_and_marks_them_read() {
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    let store = s.engine.store();
+    let note = |delivery: i64, user: &str, subject: &str, link: Option<&str>| baton_engine::store::InAppNotification {
+        id: 0,
+        user: user.to_owned(),
+        delivery,
+        subject: subject.to_owned(),
+        body: format!("{subject}: details"),
+        link: link.map(str::to_owned),
+        created_at: chrono::Utc::now(),
+        read_at: None,
+    };
+    store.put_in_app(&note(1, "olga", "Training assigned", Some("/ui/inbox"))).await.unwrap();
+    store.put_in_app(&note(2, "olga", "Certificate ready", None)).await.unwrap();
+    store.put_in_app(&note(3, "dan", "Dan's own", None)).await.unwrap();
+
+    let olga = Browser::sign_in(&s, &[("subject", "olga")]).await.expect("olga signs in");
+    let (status, page) = olga.get("/ui/notifications").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("<a href=\"/ui/inbox\">Training assigned</a>") && page.contains("Certificate ready"),
+        "{page}"
+    );
+    assert!(!page.contains("Dan's own") && page.contains("Mark all 2 read"), "{page}");
+
+    // Dan's id posted by olga changes nothing; her own are marked.
+    let dan_id = store.in_app("dan", false, None, 10).await.unwrap()[0].id.to_string();
+    let token = csrf(&page);
+    let (status, location, _) = olga.post("/ui/notifications/read", &[("_csrf", &token), ("id", &dan_id)], None).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/notifications"));
+    assert!(store.in_app("dan", true, None, 10).await.unwrap().len() == 1, "dan's stays unread");
+    let ids: Vec<String> =
+        store.in_app("olga", false, None, 10).await.unwrap().iter().map(|n| n.id.to_string()).collect();
+    let form: Vec<(&str, &str)> =
+        std::iter::once(("_csrf", token.as_str())).chain(ids.iter().map(|id| ("id", id.as_str()))).collect();
+    olga.post("/ui/notifications/read", &form, None).await;
+    let (_, page) = olga.get("/ui/notifications").await;
+    assert!(!page.contains("Mark all") && !page.contains(">new<"), "all read: {page}");
+}

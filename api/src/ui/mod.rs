@@ -48,6 +48,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ui/definitions/{namespace}/{name}", get(pages::definition))
         .route("/ui/definitions/{namespace}/{name}/diagram.svg", get(pages::diagram))
         .route("/ui/documents", get(pages::documents))
+        .route("/ui/notifications", get(pages::notifications))
+        .route("/ui/notifications/read", post(pages::mark_read))
         .route("/ui/instances", get(pages::instances))
         .route("/ui/instances/{id}", get(pages::instance))
         .route("/ui/incidents/{incident}/retry", post(pages::retry_incident))

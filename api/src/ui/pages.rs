@@ -25,6 +25,7 @@ use crate::problem::FieldError;
 use crate::problem::Problem;
 use crate::routes::definitions::{self as api_definitions, DefinitionView};
 use crate::routes::instances::{self as api_instances, HistoryParams, InstanceView, SearchParams};
+use crate::routes::others::{self as api_others, MarkRead, NotificationView};
 use crate::routes::read_models as api_read_models;
 
 /// A page, or the page that says what went wrong.
@@ -1037,4 +1038,66 @@ pub async fn documents(
         StatusCode::OK,
         &DocumentsPage { who: Some(session.caller.subject.clone()), csrf: session.csrf(), code, documents },
     )
+}
+
+#[derive(Template)]
+#[template(path = "ui/notifications.html")]
+struct NotificationsPage {
+    who: Option<String>,
+    csrf: String,
+    notifications: Vec<NotificationView>,
+    /// The ids of the unread ones, for "mark all read".
+    unread: Vec<i64>,
+}
+
+impl NotificationsPage {
+    /// A notification's link, when it is one of the UI's pages.
+    fn page_link(notification: &NotificationView) -> Option<&str> {
+        notification.link.as_deref().filter(|link| link.starts_with("/ui/"))
+    }
+}
+
+/// `GET /ui/notifications`: the person's in-app notifications, newest first, as
+/// `listNotifications`.
+pub async fn notifications(State(app): State<Arc<App>>, session: Session) -> Response {
+    let listed = match params(serde_json::json!({ "limit": 100 })) {
+        Ok(query) => api_others::notifications(State(Arc::clone(&app)), as_api(&session), Query(query)).await,
+        Err(problem) => Err(problem),
+    };
+    match listed {
+        Ok(axum::Json(found)) => {
+            let unread = found.items.iter().filter(|n| n.read_at.is_none()).map(|n| n.id).collect();
+            page(
+                StatusCode::OK,
+                &NotificationsPage {
+                    who: Some(session.caller.subject.clone()),
+                    csrf: session.csrf(),
+                    notifications: found.items,
+                    unread,
+                },
+            )
+        }
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// `POST /ui/notifications/read`: marks the posted ids read, as `markNotificationsRead` (only
+/// the person's own change).
+pub async fn mark_read(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    let csrf = posted.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()).unwrap_or_default();
+    if let Some(refusal) = stale_form(&session, &headers, csrf) {
+        return refusal;
+    }
+    let ids = posted.iter().filter(|(k, _)| k == "id").filter_map(|(_, v)| v.parse().ok()).collect();
+    let marked =
+        api_others::mark_read(State(Arc::clone(&app)), as_api(&session), crate::routes::Body(MarkRead { ids })).await;
+    match marked {
+        Ok(_) => Redirect::to("/ui/notifications").into_response(),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
 }
