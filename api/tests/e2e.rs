@@ -77,12 +77,8 @@ async fn a_team_leader_signs_in_sees_their_department_and_completes_a_task_in_a_
     let Some(chromium) = prerequisites() else { return };
     let s = Server::start_dev(false, &[("root", "admin")]).await;
     s.deploy(APPROVAL, "dora").await;
-    for (title, department) in [("Forklift", "assembly"), ("Spray booth", "paint")] {
-        let start = json!({ "definition": "training/approval", "input": { "title": title, "department": department } });
-        let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
-        assert_eq!(status, StatusCode::CREATED, "{started}");
-        s.wait_for_task(started["id"].as_str().unwrap(), "root").await;
-    }
+    s.start_approval("Forklift", "assembly").await;
+    s.start_approval("Spray booth", "paint").await;
     run_script("team_leader.mjs", &s.base, &chromium, &[]).await;
 
     let (_, tasks) = s.call("GET", "/api/v1/tasks?status=completed", Some("root"), None).await;
@@ -111,12 +107,8 @@ async fn a_manager_reassigns_a_breached_task_ops_retry_an_incident_a_designer_se
     let s = Server::start_dev(true, &[("root", "admin")]).await;
     s.deploy(&supervised_approval(), "dora").await;
     s.deploy(BROKEN, "dora").await;
-    for (title, department) in [("Forklift", "assembly"), ("Spray booth", "paint")] {
-        let start = json!({ "definition": "training/approval", "input": { "title": title, "department": department } });
-        let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
-        assert_eq!(status, StatusCode::CREATED, "{started}");
-        s.wait_for_task(started["id"].as_str().unwrap(), "root").await;
-    }
+    s.start_approval("Forklift", "assembly").await;
+    s.start_approval("Spray booth", "paint").await;
     let broken = json!({ "definition": "training/broken", "input": { "pages": 3 } });
     let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(broken)).await;
     assert_eq!(status, StatusCode::CREATED, "{started}");

@@ -60,21 +60,12 @@ fn csrf(page: &str) -> String {
     page[at..].split('"').next().unwrap().to_owned()
 }
 
-async fn start(s: &Server, title: &str, department: &str) -> String {
-    let start = json!({ "definition": "training/approval", "input": { "title": title, "department": department } });
-    let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
-    assert_eq!(status, StatusCode::CREATED, "{started}");
-    let id = started["id"].as_str().unwrap().to_owned();
-    s.wait_for_task(&id, "root").await;
-    id
-}
-
 #[tokio::test]
 async fn a_team_leader_sees_their_department_and_completes_a_task_through_its_form() {
     let s = Server::start_dev(false, &[("root", "admin")]).await;
     s.deploy(APPROVAL, "dora").await;
-    let assembly = start(&s, "Forklift", "assembly").await;
-    start(&s, "Spray booth", "paint").await;
+    let assembly = s.start_approval("Forklift", "assembly").await;
+    s.start_approval("Spray booth", "paint").await;
 
     let login = reqwest::get(format!("{}/ui/login", s.base)).await.unwrap().text().await.unwrap();
     assert!(login.contains("value=\"tom\"") && login.contains("team_leader in assembly"), "{login}");
@@ -191,8 +182,8 @@ async fn a_manager_sees_a_breached_sla_of_their_department_and_reassigns_the_tas
     let s = Server::start_dev(true, &[("root", "admin")]).await;
     let (status, deployed) = s.deploy(&supervised_approval(), "dora").await;
     assert!(status.is_success(), "{deployed}");
-    let assembly = start(&s, "Forklift", "assembly").await;
-    start(&s, "Spray booth", "paint").await;
+    let assembly = s.start_approval("Forklift", "assembly").await;
+    s.start_approval("Spray booth", "paint").await;
 
     let mia = Browser::sign_in(&s, &[("subject", "mia")]).await.expect("mia signs in");
     let (status, page) = mia.get("/ui/escalations").await;
@@ -354,8 +345,8 @@ async fn a_manager_finds_where_a_document_is_and_its_custody_trail() {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("<strong>sent</strong> since"), "where it is now: {page}");
     let trail = &page[page.find("Custody trail").expect("a trail")..];
-    let (issued, printed, sent) = (trail.find(">issued<"), trail.find(">printed<"), trail.find(">sent<"));
-    assert!(issued < printed && printed < sent && issued.is_some(), "the legs in order: {trail}");
+    let at = |leg: &str| trail.find(&format!(">{leg}<")).unwrap_or_else(|| panic!("no {leg} leg: {trail}"));
+    assert!(at("issued") < at("printed") && at("printed") < at("sent"), "the legs in order: {trail}");
     assert!(trail.contains("printer: P-2") && trail.contains("carrier: bpost"), "{trail}");
     // A team leader manages no department: refused, as from the API.
     let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");

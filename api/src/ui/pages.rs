@@ -65,6 +65,11 @@ fn refused(session: Option<&Session>, message: &str) -> Response {
     problem_page(session, &Problem::forbidden(message))
 }
 
+/// A posted form's first value for `name` (empty when absent).
+fn posted_field<'a>(posted: &'a [(String, String)], name: &str) -> &'a str {
+    posted.iter().find(|(key, _)| key == name).map_or("", |(_, value)| value.as_str())
+}
+
 /// The refusal of a posted form without this session's CSRF token, or sent from another site.
 fn stale_form(session: &Session, headers: &HeaderMap, csrf: &str) -> Option<Response> {
     (cross_site(headers) || csrf != session.csrf())
@@ -737,7 +742,7 @@ pub async fn retry_incident(
     Path(incident): Path<i64>,
     Form(posted): Form<Vec<(String, String)>>,
 ) -> Response {
-    let field = |name: &str| posted.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let field = |name: &str| posted_field(&posted, name).to_owned();
     if let Some(refusal) = stale_form(&session, &headers, &field("_csrf")) {
         return refusal;
     }
@@ -904,7 +909,7 @@ pub async fn validate(
     headers: HeaderMap,
     Form(posted): Form<Vec<(String, String)>>,
 ) -> Response {
-    let field = |name: &str| posted.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let field = |name: &str| posted_field(&posted, name).to_owned();
     if let Some(refusal) = stale_form(&session, &headers, &field("_csrf")) {
         return refusal;
     }
@@ -1089,8 +1094,7 @@ pub async fn mark_read(
     headers: HeaderMap,
     Form(posted): Form<Vec<(String, String)>>,
 ) -> Response {
-    let csrf = posted.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()).unwrap_or_default();
-    if let Some(refusal) = stale_form(&session, &headers, csrf) {
+    if let Some(refusal) = stale_form(&session, &headers, posted_field(&posted, "_csrf")) {
         return refusal;
     }
     let ids = posted.iter().filter(|(k, _)| k == "id").filter_map(|(_, v)| v.parse().ok()).collect();

@@ -206,6 +206,17 @@ impl Server {
         (status, response.json().await.unwrap())
     }
 
+    /// Starts `training/approval` (deployed by the test) for `title` in `department`, as ops,
+    /// and waits until its task is in the inbox; answers the instance id.
+    pub async fn start_approval(&self, title: &str, department: &str) -> String {
+        let start = serde_json::json!({ "definition": "training/approval", "input": { "title": title, "department": department } });
+        let (status, started) = self.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+        assert_eq!(status, StatusCode::CREATED, "{started}");
+        let id = started["id"].as_str().unwrap().to_owned();
+        self.wait_for_task(&id, "root").await;
+        id
+    }
+
     pub async fn wait_for_task(&self, instance: &str, as_: &str) -> Value {
         for _ in 0..200 {
             let (_, inbox) = self.call("GET", &format!("/api/v1/tasks?instance={instance}"), Some(as_), None).await;
