@@ -61,6 +61,9 @@ pub struct ServerConfig {
     /// The databases and named queries `call: baton.sql` may run; without any query, the
     /// activity is not offered.
     pub sql: Option<SqlSection>,
+    /// The OpenID provider people sign in to the web UI through (authorization code flow);
+    /// without one, the UI takes pasted tokens (and `baton dev` its development logins).
+    pub oidc: Option<baton_api::ui::OidcConfig>,
 }
 
 /// `baton.sql`'s databases and the queries definitions may name (docs/activities.md).
@@ -242,6 +245,7 @@ impl Default for ServerConfig {
             amqp: None,
             documents: None,
             sql: None,
+            oidc: None,
         }
     }
 }
@@ -320,6 +324,7 @@ const ENVIRONMENT: &[&str] = &[
     "BATON_WEBHOOK_SECRET",
     "BATON_SMS_SECRET",
     "BATON_AMQP_URL",
+    "BATON_OIDC_CLIENT_SECRET",
 ];
 
 impl ServerConfig {
@@ -397,6 +402,10 @@ impl ServerConfig {
                 Some(sms) => sms.secret = value,
                 None => anyhow::bail!("an SMS gateway secret, but no [sms] gateway is configured"),
             },
+            "BATON_OIDC_CLIENT_SECRET" => match &mut self.oidc {
+                Some(oidc) => oidc.client_secret = Some(value),
+                None => anyhow::bail!("an OpenID Connect client secret, but no [oidc] provider is configured"),
+            },
             other => anyhow::bail!("{other} is not a setting"),
         }
         Ok(())
@@ -429,6 +438,11 @@ impl ServerConfig {
         }
         if let Some(amqp) = &mut shown.amqp {
             amqp.url = hide_userinfo(&amqp.url);
+        }
+        if let Some(oidc) = &mut shown.oidc
+            && oidc.client_secret.is_some()
+        {
+            oidc.client_secret = Some("<hidden>".into());
         }
         if let Some(documents) = &mut shown.documents {
             // Only the options known to hold no secret are shown.
@@ -709,6 +723,10 @@ async fn run(config: ServerConfig, identity: Option<DevIdentity>) -> anyhow::Res
             .map(|identity| identity.subjects.iter().map(|(s, grants)| ((*s).to_owned(), grants.clone())).collect()),
         ..ApiOptions::default()
     };
+    if let Some(oidc) = &config.oidc {
+        let provider = baton_api::ui::Oidc::discover(oidc.clone()).await.map_err(anyhow::Error::msg)?;
+        api_options.oidc = Some(Arc::new(provider));
+    }
     let options =
         EngineOptions { clock: if manual { ClockMode::Manual } else { ClockMode::System }, ..EngineOptions::default() };
     let mut builder =

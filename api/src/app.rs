@@ -45,6 +45,8 @@ pub struct ApiOptions {
     /// The development identity's accounts (`baton dev` only): the UI's login page lets
     /// anyone be one of them, or anyone in the directory, without a password.
     pub dev_login: Option<Vec<(String, Vec<crate::auth::Grant>)>>,
+    /// The OpenID provider people sign in to the web UI through, found at start.
+    pub oidc: Option<Arc<crate::ui::Oidc>>,
 }
 
 impl Default for ApiOptions {
@@ -59,6 +61,7 @@ impl Default for ApiOptions {
             notify: None,
             scheduler: None,
             dev_login: None,
+            oidc: None,
         }
     }
 }

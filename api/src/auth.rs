@@ -253,6 +253,10 @@ pub struct AuthConfig {
     /// The claim holding the platform permissions: a JSON array of grant strings ("ops",
     /// "ops:training"); absent means no platform permission. Default `baton_permissions`.
     pub permissions_claim: String,
+    /// The claim that names the caller: a person's directory id or a service account's id.
+    /// Default `sub`; an identity provider whose `sub` is an opaque id may be read by
+    /// `preferred_username` or `email` instead.
+    pub subject_claim: String,
 }
 
 impl Default for AuthConfig {
@@ -266,6 +270,7 @@ impl Default for AuthConfig {
             algorithms: Vec::new(),
             leeway_secs: 30,
             permissions_claim: "baton_permissions".to_owned(),
+            subject_claim: "sub".to_owned(),
         }
     }
 }
@@ -282,6 +287,7 @@ impl fmt::Debug for AuthConfig {
             .field("algorithms", &self.algorithms)
             .field("leeway_secs", &self.leeway_secs)
             .field("permissions_claim", &self.permissions_claim)
+            .field("subject_claim", &self.subject_claim)
             .finish()
     }
 }
@@ -373,6 +379,7 @@ struct Inner {
     issuer: Option<String>,
     audience: Vec<String>,
     permissions_claim: String,
+    subject_claim: String,
     jwks_file: Option<PathBuf>,
     /// The keys of the JWKS file.
     file_keys: Vec<VerifyKey>,
@@ -423,6 +430,7 @@ impl Authenticator {
             algorithms,
             leeway_secs,
             permissions_claim,
+            subject_claim,
         } = config;
         if hs256_secret.is_none() && jwks_file.is_none() && jwks_url.is_none() {
             return Err(AuthError::Config("no key: set an HS256 secret, a JWKS file or a JWKS URL".to_owned()));
@@ -444,6 +452,9 @@ impl Authenticator {
         }
         if permissions_claim.is_empty() {
             return Err(AuthError::Config("the permissions claim has no name".to_owned()));
+        }
+        if subject_claim.is_empty() {
+            return Err(AuthError::Config("the subject claim has no name".to_owned()));
         }
 
         let file_keys = match &jwks_file {
@@ -547,6 +558,7 @@ impl Authenticator {
                 issuer,
                 audience,
                 permissions_claim,
+                subject_claim,
                 jwks_file,
                 file_keys,
                 remote,
@@ -556,6 +568,12 @@ impl Authenticator {
 
     /// Checks a token (without the `Bearer ` prefix) and says who is calling.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        self.verify(token).await.map(|(caller, _)| caller)
+    }
+
+    /// Checks a token as [`Authenticator::authenticate`] does, and gives its verified claims
+    /// too (an OpenID Connect ID token's `nonce`, say).
+    pub async fn verify(&self, token: &str) -> Result<(Caller, Map<String, Value>), AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);
@@ -570,7 +588,8 @@ impl Authenticator {
         validation.algorithms = vec![algorithm];
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
             .map_err(|error| map_jwt_error(&error, algorithm))?;
-        self.caller(&data.claims)
+        let caller = self.caller(&data.claims)?;
+        Ok((caller, data.claims))
     }
 
     /// Signs an HS256 token (development identity, tests): only with a configured secret, and
@@ -694,13 +713,14 @@ impl Authenticator {
 
     /// The caller named by verified claims.
     fn caller(&self, claims: &Map<String, Value>) -> Result<Caller, AuthError> {
-        let subject = match claims.get("sub") {
+        let name = &self.inner.subject_claim;
+        let subject = match claims.get(name) {
             Some(Value::String(subject)) if !subject.trim().is_empty() => subject.clone(),
-            Some(Value::String(_)) => return Err(AuthError::Malformed("the subject (`sub`) is empty".to_owned())),
+            Some(Value::String(_)) => return Err(AuthError::Malformed(format!("the subject (`{name}`) is empty"))),
             None | Some(Value::Null) => {
-                return Err(AuthError::Malformed("the token has no subject (`sub`)".to_owned()));
+                return Err(AuthError::Malformed(format!("the token has no subject (`{name}`)")));
             }
-            Some(_) => return Err(AuthError::Malformed("the subject (`sub`) is not a string".to_owned())),
+            Some(_) => return Err(AuthError::Malformed(format!("the subject (`{name}`) is not a string"))),
         };
         let expires_at = claims
             .get("exp")

@@ -1,4 +1,5 @@
-//! The web UI in a real browser, as a team leader, a manager, an ops engineer and a designer:
+//! The web UI in a real browser, as a team leader (also signing in through an OpenID provider),
+//! a manager, an ops engineer and a designer:
 //! Playwright (playwright-core from npm, `api/tests/e2e/`)
 //! driving Debian's headless Chromium against a real server. Each scenario is a script in
 //! `api/tests/e2e/`; this test prepares the server and its data, runs the script and fails with
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{APPROVAL, BROKEN, Server, supervised_approval};
+use support::{APPROVAL, BROKEN, OidcProvider, Server, supervised_approval};
 
 fn e2e_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e")
@@ -123,4 +124,14 @@ async fn a_manager_reassigns_a_breached_task_ops_retry_an_incident_a_designer_se
 
     let (_, tasks) = s.call("GET", "/api/v1/tasks?assignee=pat", Some("root"), None).await;
     assert_eq!(tasks["items"][0]["task"]["assignee"], "pat", "the manager's reassignment: {tasks}");
+}
+
+#[tokio::test]
+async fn a_team_leader_signs_in_through_the_organisation_s_openid_provider_in_a_browser() {
+    let Some(chromium) = prerequisites() else { return };
+    let Some(provider) = OidcProvider::start().await else { return };
+    let s = Server::start_oidc(&provider.issuer).await;
+    s.deploy(APPROVAL, "dora").await;
+    s.start_approval("Forklift", "assembly").await;
+    run_script("oidc.mjs", &s.base, &chromium, &[]).await;
 }

@@ -13,7 +13,10 @@
 
 mod assets;
 mod form;
+mod oidc;
 mod pages;
+
+pub use oidc::{CALLBACK_PATH as OIDC_CALLBACK_PATH, Oidc, OidcConfig};
 
 use std::sync::Arc;
 
@@ -38,6 +41,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/inbox") }))
         .route("/ui/login", get(pages::login_page).post(pages::login))
+        .route("/ui/login/oidc", get(oidc::start))
+        .route("/ui/login/oidc/callback", get(oidc::callback))
         .route("/ui/logout", post(pages::logout))
         .route("/ui/inbox", get(pages::inbox))
         .route("/ui/inbox/rows", get(pages::inbox_rows))
@@ -141,10 +146,19 @@ impl FromRequestParts<Arc<App>> for Session {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
         let token = cookie(&parts.headers, SESSION_COOKIE).filter(|t| !t.is_empty());
         let Some(token) = token else { return Err(to_login(&parts.headers)) };
-        match app.auth.authenticate(&token).await {
-            Ok(caller) if app.allow(&caller.subject) => Ok(Self { caller, token }),
-            Ok(_) => Err((StatusCode::TOO_MANY_REQUESTS, "too many requests; slow down").into_response()),
-            Err(_) => Err(to_login(&parts.headers)),
+        // A token login's session is an API token; an OpenID Connect sign-in's is the
+        // provider's ID token, checked with the provider's keys.
+        let caller = match app.auth.authenticate(&token).await {
+            Ok(caller) => Some(caller),
+            Err(_) => match &app.options.oidc {
+                Some(oidc) => oidc.authenticate(&token).await,
+                None => None,
+            },
+        };
+        match caller {
+            Some(caller) if app.allow(&caller.subject) => Ok(Self { caller, token }),
+            Some(_) => Err((StatusCode::TOO_MANY_REQUESTS, "too many requests; slow down").into_response()),
+            None => Err(to_login(&parts.headers)),
         }
     }
 }

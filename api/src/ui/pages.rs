@@ -29,7 +29,7 @@ use crate::routes::others::{self as api_others, MarkRead, NotificationView};
 use crate::routes::read_models as api_read_models;
 
 /// A page, or the page that says what went wrong.
-fn page(status: StatusCode, template: &impl Template) -> Response {
+pub(super) fn page(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(error) => {
@@ -83,6 +83,8 @@ struct LoginPage {
     csrf: String,
     /// Who one may be in development: (subject, description).
     accounts: Vec<(String, String)>,
+    /// The OpenID provider's name, when people sign in through one.
+    provider: Option<String>,
     error: Option<String>,
 }
 
@@ -91,7 +93,7 @@ pub async fn login_page(State(app): State<Arc<App>>) -> Response {
     login_form(&app, StatusCode::OK, None).await
 }
 
-async fn login_form(app: &App, status: StatusCode, error: Option<String>) -> Response {
+pub(super) async fn login_form(app: &App, status: StatusCode, error: Option<String>) -> Response {
     let mut accounts = Vec::new();
     if let Some(dev) = &app.options.dev_login {
         for (subject, grants) in dev {
@@ -112,7 +114,8 @@ async fn login_form(app: &App, status: StatusCode, error: Option<String>) -> Res
             accounts.push((person.id.clone(), format!("{name}: {}", roles.join(", "))));
         }
     }
-    page(status, &LoginPage { who: None, csrf: String::new(), accounts, error })
+    let provider = app.options.oidc.as_ref().map(|oidc| oidc.label().to_owned());
+    page(status, &LoginPage { who: None, csrf: String::new(), accounts, provider, error })
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_api::auth::{AuthConfig, Authenticator, Grant};
+use baton_api::ui::{OIDC_CALLBACK_PATH, Oidc, OidcConfig};
 use baton_api::{ApiOptions, App};
 use baton_engine::directory::{Department, Organisation, Person};
 use baton_engine::human::RoleGrant;
@@ -75,17 +76,27 @@ pub struct Server {
 
 impl Server {
     pub async fn start(manual_clock: bool) -> Self {
-        Self::start_with(manual_clock, None).await
+        Self::start_with(manual_clock, None, None).await
+    }
+
+    /// A server whose web UI signs people in through the OpenID provider at `issuer`, as the
+    /// client `baton-ui` with the secret `ui-secret`.
+    pub async fn start_oidc(issuer: &str) -> Self {
+        Self::start_with(false, None, Some(issuer)).await
     }
 
     /// A server whose web UI signs people in as `baton dev` does: anyone in the directory, or
     /// one of `accounts`.
     pub async fn start_dev(manual_clock: bool, accounts: &[(&str, &str)]) -> Self {
         let accounts = accounts.iter().map(|(s, g)| ((*s).to_owned(), vec![Grant::parse(g).unwrap()])).collect();
-        Self::start_with(manual_clock, Some(accounts)).await
+        Self::start_with(manual_clock, Some(accounts), None).await
     }
 
-    async fn start_with(manual_clock: bool, dev_login: Option<Vec<(String, Vec<Grant>)>>) -> Self {
+    async fn start_with(
+        manual_clock: bool,
+        dev_login: Option<Vec<(String, Vec<Grant>)>>,
+        oidc_issuer: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("baton.db");
         let store: Arc<dyn Store> =
@@ -113,6 +124,24 @@ impl Server {
         })
         .await
         .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let oidc = match oidc_issuer {
+            Some(issuer) => {
+                let config = OidcConfig {
+                    issuer: issuer.to_owned(),
+                    client_id: "baton-ui".into(),
+                    client_secret: Some("ui-secret".into()),
+                    redirect_url: format!("{base}{OIDC_CALLBACK_PATH}"),
+                    scopes: vec!["openid".into(), "profile".into()],
+                    subject_claim: "sub".into(),
+                    permissions_claim: "baton_permissions".into(),
+                    label: "Test ID".into(),
+                };
+                Some(Arc::new(Oidc::discover(config).await.unwrap()))
+            }
+            None => None,
+        };
         // The tests call faster than people do; the limit has its own test.
         let options = ApiOptions {
             manual_clock,
@@ -121,11 +150,10 @@ impl Server {
             remote_workers: Some(remote),
             scheduler: Some(Arc::new(baton_workflows::schedule::Scheduler::new(Arc::clone(&engine)))),
             dev_login,
+            oidc,
             ..ApiOptions::default()
         };
         let app = App::new(Arc::clone(&engine), auth.clone(), options).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -295,3 +323,52 @@ do:
       set:
         pages: ${ .pages + "x" }
 "#;
+
+/// A small OpenID provider for the tests: oidc-provider-mock from PyPI (its sign-in page asks
+/// who to be), on a free port, stopped on drop. Its issuer is `http://localhost:PORT`: another
+/// site than the server's `127.0.0.1`, as a real provider is.
+pub struct OidcProvider {
+    child: std::process::Child,
+    pub issuer: String,
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OidcProvider {
+    /// Starts one, or says why not (skipped, or failing under `BATON_REQUIRE_SERVICES=1`).
+    pub async fn start() -> Option<Self> {
+        let reason = "oidc-provider-mock is not installed (pip install oidc-provider-mock==0.3.4)";
+        if !python_available(&["-c", "import oidc_provider_mock"], reason).await {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--require-nonce", "true"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut provider = Self { child, issuer: format!("http://localhost:{port}") };
+        for _ in 0..400 {
+            assert!(provider.child.try_wait().unwrap().is_none(), "the OpenID provider exited at once");
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Some(provider);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the OpenID provider did not listen within 20 s");
+    }
+
+    /// Gives the person `sub` these claims in the ID tokens the provider issues.
+    pub async fn set_user(&self, sub: &str, claims: Value) {
+        let url = format!("{}/users/{sub}", self.issuer);
+        let response = reqwest::Client::new().put(url).json(&claims).send().await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+}
