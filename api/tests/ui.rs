@@ -394,3 +394,53 @@ async fn a_person_reads_their_notifications_and_marks_them_read() {
     let (_, page) = olga.get("/ui/notifications").await;
     assert!(!page.contains("Mark all") && !page.contains(">new<"), "all read: {page}");
 }
+
+#[tokio::test]
+async fn escalations_are_counted_by_training_program_and_filtered_by_program_process_and_department() {
+    let s = Server::start_dev(true, &[("root", "admin")]).await;
+    let (status, deployed) = s.deploy(APPROVAL, "dora").await;
+    assert!(status.is_success(), "{deployed}");
+    let inputs = [
+        json!({ "title": "Forklift A", "department": "assembly", "programTitle": "Forklift safety" }),
+        json!({ "title": "Forklift B", "department": "paint", "programTitle": "Forklift safety" }),
+        json!({ "title": "Welding", "department": "assembly", "subject": { "kind": "training", "title": "Welding basics" } }),
+        json!({ "title": "Laptop", "department": "assembly", "subject": { "kind": "purchase", "title": "A laptop" } }),
+    ];
+    for input in inputs {
+        let start = json!({ "definition": "training/approval", "input": input });
+        let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+        assert_eq!(status, StatusCode::CREATED, "{started}");
+        s.wait_for_task(started["id"].as_str().unwrap(), "root").await;
+    }
+    let (status, moved) =
+        s.call("POST", "/api/v1/admin/clock/advance", Some("root"), Some(json!({"by": "PT9H"}))).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+
+    let root = Browser::sign_in(&s, &[("subject", "root")]).await.expect("root signs in");
+    let mut page = String::new();
+    for _ in 0..200 {
+        page = root.get("/ui/escalations").await.1;
+        if page.matches("badge overdue").count() == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(page.matches("badge overdue").count(), 4, "{page}");
+    // By training program: two forklift clocks, one welding, none for the purchase.
+    let table = &page[page.find("By training program").unwrap()..page.find("<h2>Compliance").unwrap()];
+    assert!(table.contains(">Forklift safety</a></td><td>0</td><td>2</td>"), "{table}");
+    assert!(table.contains(">Welding basics</a></td><td>0</td><td>1</td>"), "{table}");
+    assert!(!table.contains("A laptop"), "a purchase is no training program: {table}");
+
+    let (_, welding) = root.get("/ui/escalations?program=Welding+basics").await;
+    assert_eq!(welding.matches("badge overdue").count(), 1, "{welding}");
+    assert!(welding.contains("<td>Welding basics</td>"), "{welding}");
+    let refresh = welding.split("hx-get=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default();
+    assert_eq!(refresh, "/ui/escalations/rows?program=Welding+basics", "the refresh keeps the filter");
+    let (_, rows) = root.get("/ui/escalations/rows?program=Forklift+safety&department=paint").await;
+    assert_eq!(rows.matches("badge overdue").count(), 1, "{rows}");
+    assert!(rows.contains("<td>Forklift safety</td>\n    <td>paint</td>"), "{rows}");
+    let (_, other) = root.get("/ui/escalations?definition=training/other").await;
+    assert!(other.contains("Nothing at risk or breached"), "{other}");
+    assert!(other.contains(r#"<option value="training/approval">"#), "the filter's choices stay: {other}");
+}

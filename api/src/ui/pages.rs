@@ -441,10 +441,32 @@ struct Escalation {
     what: String,
     definition: String,
     department: String,
+    /// The training program the instance is about, when it is about one.
+    program: String,
     target: String,
     escalations: u32,
     /// The task's page, when the clock covers a human task.
     href: Option<String>,
+}
+
+/// Clocks at risk and breached of one training program.
+struct ProgramLine {
+    program: String,
+    at_risk: usize,
+    breached: usize,
+}
+
+/// What the escalations page shows for one choice of filters.
+struct Escalations {
+    /// The department shown: the one asked for, or the one a manager manages.
+    department: Option<String>,
+    lines: Vec<Escalation>,
+    programs: Vec<ProgramLine>,
+    compliance: Vec<SlaCompliance>,
+    /// The filters, as the query string the page's refresh asks again with.
+    query: String,
+    /// What the filters may be set to: the departments, processes and programs seen.
+    choices: (Vec<String>, Vec<String>, Vec<String>),
 }
 
 #[derive(Template)]
@@ -452,28 +474,75 @@ struct Escalation {
 struct EscalationsPage {
     who: Option<String>,
     csrf: String,
-    department: Option<String>,
-    lines: Vec<Escalation>,
-    compliance: Vec<SlaCompliance>,
+    filters: EscalationParams,
+    data: Escalations,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct EscalationParams {
     #[serde(default)]
     department: Option<String>,
+    /// A process: `namespace/name`.
+    #[serde(default)]
+    definition: Option<String>,
+    /// A training program, as [`training_program`] names it.
+    #[serde(default)]
+    program: Option<String>,
+}
+
+impl EscalationParams {
+    fn chosen(value: &Option<String>) -> Option<String> {
+        value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+    }
+
+    fn is(value: &Option<String>, candidate: &str) -> bool {
+        value.as_deref() == Some(candidate)
+    }
+}
+
+/// The training program an instance is about, from its input: `programTitle` (the training
+/// definitions), `program.title`, or the `subject`'s title when the subject is a training (an
+/// approval of one); `programId` when there is no title.
+fn training_program(input: &Value) -> Option<String> {
+    let text = |pointer: &str| input.pointer(pointer).and_then(Value::as_str).filter(|t| !t.is_empty());
+    let subject = (input.pointer("/subject/kind").and_then(Value::as_str) == Some("training"))
+        .then(|| text("/subject/title"))
+        .flatten();
+    text("/programTitle")
+        .or_else(|| text("/program/title"))
+        .or(subject)
+        .or_else(|| text("/programId"))
+        .map(str::to_owned)
+}
+
+/// The training program of each instance, read from its first history event.
+async fn programs_of(app: &App, instances: impl Iterator<Item = &InstanceId>) -> BTreeMap<InstanceId, String> {
+    let mut programs = BTreeMap::new();
+    for id in instances {
+        if programs.contains_key(id) {
+            continue;
+        }
+        let first = app.engine.store().history(id, 0, 1).await.ok().and_then(|events| events.into_iter().next());
+        let program = first.and_then(|event| event.decode(None).ok()).and_then(|event| match event.kind {
+            baton_engine::history::EventKind::InstanceStarted(started) => training_program(&started.input),
+            _ => None,
+        });
+        programs.insert(id.clone(), program.unwrap_or_default());
+    }
+    programs
 }
 
 /// The clocks at risk or breached that the person may see (ops and admin: all of their
-/// namespaces; a manager: their department), breached first, and compliance per definition
-/// and department.
+/// namespaces; a manager: their department), breached first, by training program, and
+/// compliance per definition and department; filtered by department, process and program.
 async fn escalation_data(
     app: &Arc<App>,
     session: &Session,
-    department: Option<String>,
-) -> Result<(Option<String>, Vec<Escalation>, Vec<SlaCompliance>), Problem> {
+    filters: &EscalationParams,
+) -> Result<Escalations, Problem> {
     let access = crate::policy::authorize("listSlas", Some(&session.caller), None, app.options.manual_clock)?;
-    let department = department.filter(|d| !d.is_empty());
-    let (department, namespaces) = crate::routes::others::sla_scope(app, access, &session.caller, department).await?;
+    let wanted = EscalationParams::chosen(&filters.department);
+    let (department, namespaces) = crate::routes::others::sla_scope(app, access, &session.caller, wanted).await?;
     let now = app.engine.clock().now();
     let query = SlaQuery {
         instance: None,
@@ -488,45 +557,84 @@ async fn escalation_data(
     };
     let rows = app.engine.slas(&query).await?;
     let compliance = app.engine.store().sla_compliance(&query).await?;
-    let mut lines: Vec<Escalation> = rows
+    let attention: Vec<_> = rows
         .iter()
-        .filter_map(|row| {
-            let state = match row.state(now) {
-                SlaStateName::Breached => "breached",
-                SlaStateName::AtRisk => "at risk",
-                _ => return None,
-            };
-            Some(Escalation {
+        .filter_map(|row| match row.state(now) {
+            SlaStateName::Breached => Some(("breached", row)),
+            SlaStateName::AtRisk => Some(("at risk", row)),
+            _ => None,
+        })
+        .collect();
+    let programs = programs_of(app, attention.iter().map(|(_, row)| &row.instance)).await;
+    let process = |definition: &str| definition.split('@').next().unwrap_or(definition).to_owned();
+    let mut choices = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let mut lines = Vec::new();
+    for (state, row) in attention {
+        let program = programs.get(&row.instance).cloned().unwrap_or_default();
+        let definition = process(&row.definition);
+        let row_department = row.department.clone().unwrap_or_default();
+        choices.0.insert(row_department.clone(), ());
+        choices.1.insert(definition.clone(), ());
+        choices.2.insert(program.clone(), ());
+        let shown = EscalationParams::chosen(&filters.definition).is_none_or(|d| d == definition)
+            && EscalationParams::chosen(&filters.program).is_none_or(|p| p == program);
+        if shown {
+            lines.push(Escalation {
                 state,
                 what: row.name.clone(),
-                definition: row.definition.clone(),
-                department: row.department.clone().unwrap_or_default(),
+                definition,
+                department: row_department,
+                program,
                 target: row.target_at.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default(),
                 escalations: row.escalations,
                 href: row.human_task.map(|seq| format!("/ui/tasks/{}/{seq}", row.instance)),
-            })
-        })
-        .collect();
+            });
+        }
+    }
     lines.sort_by_key(|line| line.state != "breached");
-    Ok((department, lines, compliance))
+    let mut by_program: BTreeMap<&str, ProgramLine> = BTreeMap::new();
+    for line in lines.iter().filter(|line| !line.program.is_empty()) {
+        let entry = by_program.entry(&line.program).or_insert_with(|| ProgramLine {
+            program: line.program.clone(),
+            at_risk: 0,
+            breached: 0,
+        });
+        if line.state == "breached" { entry.breached += 1 } else { entry.at_risk += 1 }
+    }
+    let programs = by_program.into_values().collect();
+    let compliance = compliance
+        .into_iter()
+        .filter(|group| EscalationParams::chosen(&filters.definition).is_none_or(|d| process(&group.definition) == d))
+        .collect();
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in
+        [("department", &department), ("definition", &filters.definition), ("program", &filters.program)]
+    {
+        if let Some(value) = EscalationParams::chosen(value) {
+            query.append_pair(key, &value);
+        }
+    }
+    let named = |map: BTreeMap<String, ()>| map.into_keys().filter(|k| !k.is_empty()).collect::<Vec<_>>();
+    Ok(Escalations {
+        department,
+        lines,
+        programs,
+        compliance,
+        query: query.finish(),
+        choices: (named(choices.0), named(choices.1), named(choices.2)),
+    })
 }
 
 /// `GET /ui/escalations`.
 pub async fn escalations(
     State(app): State<Arc<App>>,
     session: Session,
-    Query(params): Query<EscalationParams>,
+    Query(filters): Query<EscalationParams>,
 ) -> Response {
-    match escalation_data(&app, &session, params.department).await {
-        Ok((department, lines, compliance)) => page(
+    match escalation_data(&app, &session, &filters).await {
+        Ok(data) => page(
             StatusCode::OK,
-            &EscalationsPage {
-                who: Some(session.caller.subject.clone()),
-                csrf: session.csrf(),
-                department,
-                lines,
-                compliance,
-            },
+            &EscalationsPage { who: Some(session.caller.subject.clone()), csrf: session.csrf(), filters, data },
         ),
         Err(problem) => problem_page(Some(&session), &problem),
     }
@@ -535,18 +643,17 @@ pub async fn escalations(
 #[derive(Template)]
 #[template(path = "ui/escalations_rows.html")]
 struct EscalationRows {
-    lines: Vec<Escalation>,
-    compliance: Vec<SlaCompliance>,
+    data: Escalations,
 }
 
 /// `GET /ui/escalations/rows`: the page's tables alone, which it fetches again to stay current.
 pub async fn escalation_rows(
     State(app): State<Arc<App>>,
     session: Session,
-    Query(params): Query<EscalationParams>,
+    Query(filters): Query<EscalationParams>,
 ) -> Response {
-    match escalation_data(&app, &session, params.department).await {
-        Ok((_, lines, compliance)) => page(StatusCode::OK, &EscalationRows { lines, compliance }),
+    match escalation_data(&app, &session, &filters).await {
+        Ok(data) => page(StatusCode::OK, &EscalationRows { data }),
         Err(problem) => problem_page(Some(&session), &problem),
     }
 }
