@@ -66,7 +66,7 @@ async fn the_demo_is_seeded_once_and_a_team_leader_finds_their_tasks_at_the_ui()
     let dir = tempfile::tempdir().expect("a folder");
     let first = dev(dir.path(), &[]);
     assert!(
-        first.said.iter().any(|l| l.starts_with("Demo: 11 people in 5 departments and 3 requests")),
+        first.said.iter().any(|l| l.starts_with("Demo: 11 people in 5 departments and 6 requests")),
         "{:?}",
         first.said
     );
@@ -78,6 +78,37 @@ async fn the_demo_is_seeded_once_and_a_team_leader_finds_their_tasks_at_the_ui()
     let inbox = inbox.text().await.expect("a page");
     assert!(inbox.contains("Forklift safety refresher") && inbox.contains("Welding basics"), "{inbox}");
     assert!(!inbox.contains("Spray booth"), "the paint shop's request is not tom's: {inbox}");
+
+    // The other shipped definitions run too: a certificate waits for the clerk to print it, a
+    // late training for the assembly manager, and nothing has faulted.
+    let page = |subject: &'static str, path: &'static str| {
+        let client = client.clone();
+        let base = first.base.clone();
+        async move {
+            let login =
+                client.post(format!("{base}/ui/login")).form(&[("subject", subject)]).send().await.expect("login");
+            let cookie =
+                login.headers()["set-cookie"].to_str().expect("text").split(';').next().expect("a cookie").to_owned();
+            let page = client.get(format!("{base}{path}")).header("cookie", &cookie).send().await.expect("a page");
+            page.text().await.expect("a page")
+        }
+    };
+    // The instances run on after the start: their tasks come within moments.
+    for (subject, task) in [("clara", "Print certificate BTN-"), ("mia", "Escalation (level 1): Welding basics")] {
+        let mut inbox = String::new();
+        for _ in 0..100 {
+            inbox = page(subject, "/ui/inbox").await;
+            if inbox.contains(task) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(inbox.contains(task), "{subject}: {inbox}");
+    }
+    let faulted = page("admin", "/ui/instances?status=faulted").await;
+    assert!(faulted.contains("No instance matches."), "{faulted}");
+    let waiting = page("admin", "/ui/instances?definition=training%2Ftest-assignment").await;
+    assert!(waiting.contains("forklift-refresher-2027-session-1"), "{waiting}");
     drop(first);
 
     let again = dev(dir.path(), &[]);
