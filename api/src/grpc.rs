@@ -118,6 +118,7 @@ pub const ROUTES: &[Route] = &[
     route("Organisation/MarkNotificationsRead", "markNotificationsRead", "POST", "/api/v1/notifications/read", Json),
     route("Organisation/AdvanceClock", "advanceClock", "POST", "/api/v1/admin/clock/advance", Json),
     route("Organisation/ErasePerson", "erasePerson", "POST", "/api/v1/people/{id}/erase", Json),
+    route("Organisation/SetPreferences", "setPreferences", "PUT", "/api/v1/people/{id}/preferences", Json),
     route("Live/Watch", "streamChanges", "GET", "/api/v1/stream", Query),
     route("Workers/PollActivityTask", "pollActivityTask", "POST", "/api/v1/workers/poll", Json),
     route(
@@ -427,6 +428,7 @@ forwarded!(organisation_server::Organisation {
     mark_notifications_read(MarkNotificationsReadRequest) -> Json = "Organisation/MarkNotificationsRead";
     advance_clock(AdvanceClockRequest) -> Json = "Organisation/AdvanceClock";
     erase_person(ErasePersonRequest) -> Json = "Organisation/ErasePerson";
+    set_preferences(SetPreferencesRequest) -> Json = "Organisation/SetPreferences";
     get_sla_compliance(SlaComplianceRequest) -> Json = "Organisation/GetSlaCompliance";
     list_documents(ListDocumentsRequest) -> Json = "Organisation/ListDocuments";
     list_training_progress(ListTrainingProgressRequest) -> Json = "Organisation/ListTrainingProgress";

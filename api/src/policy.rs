@@ -109,6 +109,8 @@ pub const TABLE: &[Row] = &[
     row("listCertifications", Rule::UnscopedOrPerson(OPERATE)),
     row("listPeople", Rule::Person),
     row("getPerson", Rule::Person),
+    // One's own preferences; an administrator's for anyone (the handler checks which).
+    row("setPreferences", Rule::Person),
     row("listNotifications", Rule::Person),
     row("markNotificationsRead", Rule::Person),
     row("advanceClock", Rule::ManualClockAdmin),

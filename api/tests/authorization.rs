@@ -175,6 +175,15 @@ fn expected(operation: &str, p: &Persona) -> Outcome {
                 Outcome::Hidden
             }
         }
+        // Tom's own preferences (the people operations' path names tom); an administrator's
+        // for anyone.
+        Rule::Person if operation == "setPreferences" => {
+            if p.subject == "tom" || holds_everywhere(p, &[]) {
+                Outcome::Allowed
+            } else {
+                Outcome::Forbidden
+            }
+        }
         Rule::Person if operation.ends_with("Task") => {
             if sees_task(p) {
                 Outcome::Allowed
@@ -278,6 +287,7 @@ fn body(operation: &str) -> Option<(&'static str, String)> {
         "migrateInstance" => json(json!({"to": "0.0.0", "reason": "matrix", "dryRun": true})),
         "purgeInstances" => json(json!({"definition": "training/approval", "olderThan": "P1D", "dryRun": true})),
         "erasePerson" => json(json!({"reason": "matrix", "dryRun": true})),
+        "setPreferences" => json(json!({"channels": {"email": false}})),
         "startBulk" => json(json!({"action": "suspend", "filter": {"tag": "none"}, "dryRun": true})),
         "pollActivityTask" => json(json!({"activities": ["matrix-nothing"], "waitMs": 0})),
         "completeActivityTask" => json(json!({"result": {"done": true}})),
@@ -521,6 +531,7 @@ dispatch! {
     "Instances/PurgeInstances" => PurgeInstancesRequest -> Json,
     "Instances/PublishEvents" => PublishEventsRequest -> Json,
     "Organisation/ErasePerson" => ErasePersonRequest -> Json,
+    "Organisation/SetPreferences" => SetPreferencesRequest -> Json,
     "Instances/StartBulk" => StartBulkRequest -> Json,
     "Instances/GetBulk" => GetBulkRequest -> Json,
     "Tasks/ListTasks" => ListTasksRequest -> Json,

@@ -444,3 +444,54 @@ async fn escalations_are_counted_by_training_program_and_filtered_by_program_pro
     assert!(other.contains("Nothing at risk or breached"), "{other}");
     assert!(other.contains(r#"<option value="training/approval">"#), "the filter's choices stay: {other}");
 }
+
+#[tokio::test]
+async fn a_person_sets_their_notification_preferences_which_a_new_import_of_the_directory_keeps() {
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
+    let (status, page) = tom.get("/ui/preferences").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"name="channel" value="email" checked"#), "every channel is on at first: {page}");
+
+    // Email off (its box not ticked), a digest at half past eight.
+    let token = csrf(&page);
+    let form =
+        [("_csrf", token.as_str()), ("channel", "inApp"), ("channel", "sms"), ("quietHours", ""), ("digest", "08:30")];
+    let (status, location, _) = tom.post("/ui/preferences", &form, None).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/preferences?saved=1"));
+    let (_, page) = tom.get("/ui/preferences?saved=1").await;
+    assert!(page.contains("Saved.") && page.contains(r#"value="08:30""#), "{page}");
+    assert!(page.contains(r#"name="channel" value="email">"#), "email is off: {page}");
+
+    let (status, person) = s.call("GET", "/api/v1/people/tom", Some("tom"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(person["preferences"]["channels"]["email"], false, "{person}");
+    assert_eq!(person["preferences"]["digest"], "08:30");
+    // The directory imported again (as a server does at each start) keeps what tom chose.
+    s.engine.store().import(&support::organisation()).await.unwrap();
+    let (_, person) = s.call("GET", "/api/v1/people/tom", Some("tom"), None).await;
+    assert_eq!(person["preferences"]["channels"]["email"], false, "{person}");
+
+    // Through the API: another person may not, an administrator may; bad values are named.
+    let email_on = json!({ "channels": { "email": true } });
+    let (status, _) = s.call("PUT", "/api/v1/people/tom/preferences", Some("dan"), Some(email_on.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let bad = json!({ "quietHours": "nights" });
+    let (status, problem) = s.call("PUT", "/api/v1/people/tom/preferences", Some("tom"), Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(problem["detail"].as_str().unwrap().contains("no business calendar \"nights\""), "{problem}");
+    let bad = json!({ "channels": { "pigeon": true } });
+    let (status, _) = s.call("PUT", "/api/v1/people/tom/preferences", Some("tom"), Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = s.call("PUT", "/api/v1/people/nobody/preferences", Some("root"), Some(email_on)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, person) = s.call("GET", "/api/v1/people/tom", Some("tom"), None).await;
+    assert_eq!(person["preferences"]["channels"]["email"], false, "refusals change nothing: {person}");
+
+    // Back to the organisation's preferences.
+    let (_, page) = tom.get("/ui/preferences").await;
+    let (status, location, _) = tom.post("/ui/preferences", &[("_csrf", &csrf(&page)), ("reset", "1")], None).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/preferences?saved=reset"));
+    let (_, person) = s.call("GET", "/api/v1/people/tom", Some("tom"), None).await;
+    assert!(person.get("preferences").is_none(), "{person}");
+}

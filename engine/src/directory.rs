@@ -263,6 +263,11 @@ pub trait Directory: Send + Sync {
     /// Adds or replaces everything in `organisation` in one transaction (people, departments
     /// and groups not named are kept).
     async fn import(&self, organisation: &Organisation) -> StoreResult<()>;
+    /// The notification preferences a person set for themselves: kept apart from their
+    /// directory entry, so that importing the directory again does not undo them, and given
+    /// in place of the entry's preferences by [`Directory::person`] and [`Directory::people`].
+    /// `None` removes them (the directory's apply again). False when nobody has the id.
+    async fn set_preferences(&self, id: &str, preferences: Option<&Preferences>) -> StoreResult<bool>;
 
     /// The person `id` escalates to: their own manager, else the head of their department, else
     /// the head of the nearest ancestor department whose head is someone else.

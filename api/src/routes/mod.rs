@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
@@ -64,6 +64,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/people", get(others::people))
         .route("/people/{id}", get(others::person))
         .route("/people/{id}/erase", post(others::erase_person))
+        .route("/people/{id}/preferences", put(others::set_preferences))
         .route("/notifications", get(others::notifications))
         .route("/notifications/read", post(others::mark_read))
         .route("/admin/clock/advance", post(others::advance_clock))
@@ -99,7 +100,7 @@ pub fn router(app: Arc<App>) -> Router {
         tasks::list, tasks::get, tasks::claim, tasks::unclaim, tasks::delegate, tasks::reassign, tasks::comment,
         tasks::complete,
         others::slas, read_models::compliance, read_models::documents, read_models::progress, read_models::certifications,
-        others::people, others::person, others::notifications, others::mark_read, others::advance_clock, others::purge, others::erase_person,
+        others::people, others::person, others::notifications, others::mark_read, others::advance_clock, others::purge, others::erase_person, others::set_preferences,
         stream::stream,
         workers::poll, workers::heartbeat, workers::complete, workers::fail, workers::queues,
     ),

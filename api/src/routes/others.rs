@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use baton_engine::InstanceId;
-use baton_engine::directory::{PeopleQuery, Person};
+use baton_engine::directory::{PeopleQuery, Person, Preferences};
 use baton_engine::erasure::Erasure;
 use baton_engine::history::Seq;
 use baton_engine::store::{PurgeQuery, SlaQuery, SlaStateName};
@@ -176,6 +176,87 @@ pub async fn person(
     authorize(&app, &auth, "getPerson", None)?;
     let person = app.engine.store().person(&id).await?.ok_or_else(|| Problem::not_found(format!("no person {id}")))?;
     Ok(axum::Json(person_view(&person, sees_contacts(&auth, &id))))
+}
+
+/// The notification preferences a person sets for themselves. They are kept apart from the
+/// directory's entry (an import of the directory does not undo them) and replace the entry's
+/// preferences as a whole.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreferencesBody {
+    /// Channels turned on or off by name (`inApp`, `email`, `webhook`, `sms`); a channel not
+    /// listed is on.
+    #[serde(default)]
+    pub channels: std::collections::BTreeMap<String, bool>,
+    /// A business calendar of the server: outside its working time email and SMS wait.
+    #[serde(default)]
+    pub quiet_hours: Option<String>,
+    /// One email digest a day at this time (`HH:MM`, in the quiet-hours calendar's zone).
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// Forget the preferences set here: the directory's apply again (the other fields must
+    /// then be absent).
+    #[serde(default)]
+    pub reset: bool,
+}
+
+impl PreferencesBody {
+    /// The preferences to keep, after checking each field; `None` for a reset.
+    fn check(self, app: &App) -> ApiResult<Option<Preferences>> {
+        if self.reset {
+            if !self.channels.is_empty() || self.quiet_hours.is_some() || self.digest.is_some() {
+                return Err(Problem::bad_request("`reset` goes alone: it drops every preference set here"));
+            }
+            return Ok(None);
+        }
+        if let Some(unknown) = self.channels.keys().find(|c| !baton_activities::notify::CHANNELS.contains(&c.as_str()))
+        {
+            let known = baton_activities::notify::CHANNELS.join(", ");
+            return Err(Problem::bad_request(format!("`channels`: no channel {unknown:?} (the channels: {known})")));
+        }
+        let quiet_hours = self.quiet_hours.filter(|name| !name.is_empty());
+        if let Some(name) = &quiet_hours
+            && !app.options.calendars.contains(name)
+        {
+            let known: Vec<&str> = app.options.calendars.names().collect();
+            let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+            return Err(Problem::bad_request(format!(
+                "`quietHours`: no business calendar {name:?} on this server (its calendars: {known})"
+            )));
+        }
+        let digest = self.digest.filter(|time| !time.is_empty());
+        if let Some(time) = &digest
+            && (time.len() != 5 || chrono::NaiveTime::parse_from_str(time, "%H:%M").is_err())
+        {
+            return Err(Problem::bad_request(format!("`digest`: {time:?} is not a time of day as HH:MM")));
+        }
+        Ok(Some(Preferences { channels: self.channels, quiet_hours, digest }))
+    }
+}
+
+/// Sets a person's notification preferences: their own, or anyone's for an administrator.
+#[utoipa::path(put, path = "/api/v1/people/{id}/preferences", operation_id = "setPreferences", tag = "directory",
+    params(("id" = String, Path)), request_body = PreferencesBody,
+    responses((status = 200, body = PersonView), (status = 400, body = crate::problem::ProblemBody),
+        (status = 403, body = crate::problem::ProblemBody), (status = 404, body = crate::problem::ProblemBody)))]
+pub async fn set_preferences(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(body): Body<PreferencesBody>,
+) -> ApiResult<axum::Json<PersonView>> {
+    authorize(&app, &auth, "setPreferences", None)?;
+    let caller = auth.caller()?;
+    if caller.subject != id && !caller.has(Permission::Admin, None) {
+        return Err(Problem::forbidden("a person sets their own preferences (administrators anyone's)"));
+    }
+    let preferences = body.check(&app)?;
+    if !app.engine.store().set_preferences(&id, preferences.as_ref()).await? {
+        return Err(Problem::not_found(format!("no person {id}")));
+    }
+    let person = app.engine.store().person(&id).await?.ok_or_else(|| Problem::not_found(format!("no person {id}")))?;
+    tracing::info!(person = %id, by = %caller.subject, "notification preferences set");
+    Ok(axum::Json(person_view(&person, true)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -15,6 +15,7 @@ mod assets;
 mod form;
 mod oidc;
 mod pages;
+mod preferences;
 
 pub use oidc::{CALLBACK_PATH as OIDC_CALLBACK_PATH, Oidc, OidcConfig};
 
@@ -55,6 +56,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ui/documents", get(pages::documents))
         .route("/ui/notifications", get(pages::notifications))
         .route("/ui/notifications/read", post(pages::mark_read))
+        .route("/ui/preferences", get(preferences::show).post(preferences::save))
         .route("/ui/instances", get(pages::instances))
         .route("/ui/instances/{id}", get(pages::instance))
         .route("/ui/incidents/{incident}/retry", post(pages::retry_incident))

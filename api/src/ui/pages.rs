@@ -49,7 +49,7 @@ struct ErrorPage {
 }
 
 /// The page for an API problem, with its status.
-fn problem_page(session: Option<&Session>, problem: &Problem) -> Response {
+pub(super) fn problem_page(session: Option<&Session>, problem: &Problem) -> Response {
     let status = problem.kind().status();
     let title = match status {
         StatusCode::NOT_FOUND => "Not found",
@@ -66,12 +66,12 @@ fn refused(session: Option<&Session>, message: &str) -> Response {
 }
 
 /// A posted form's first value for `name` (empty when absent).
-fn posted_field<'a>(posted: &'a [(String, String)], name: &str) -> &'a str {
+pub(super) fn posted_field<'a>(posted: &'a [(String, String)], name: &str) -> &'a str {
     posted.iter().find(|(key, _)| key == name).map_or("", |(_, value)| value.as_str())
 }
 
 /// The refusal of a posted form without this session's CSRF token, or sent from another site.
-fn stale_form(session: &Session, headers: &HeaderMap, csrf: &str) -> Option<Response> {
+pub(super) fn stale_form(session: &Session, headers: &HeaderMap, csrf: &str) -> Option<Response> {
     (cross_site(headers) || csrf != session.csrf())
         .then(|| refused(Some(session), "this form is stale or came from another site: open the page again"))
 }
@@ -660,7 +660,7 @@ pub async fn escalation_rows(
 
 /// The API's answer for this session: the UI renders what the API's own handler answers, so
 /// both decide the same things the same way.
-fn as_api(session: &Session) -> Auth {
+pub(super) fn as_api(session: &Session) -> Auth {
     Auth(Some(session.caller.clone()))
 }
 

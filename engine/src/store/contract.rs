@@ -14,7 +14,7 @@ use super::{
     OutboxRow, ParentRef, PurgeQuery, SlaQuery, SlaRow, SlaStateName, SnapshotRow, Store, StoreError, StoreResult,
     TaskRow, TimerRow,
 };
-use crate::directory::{Department, Group, Organisation, PeopleQuery, Person};
+use crate::directory::{Department, Group, Organisation, PeopleQuery, Person, Preferences};
 use crate::erasure::Erasure;
 use crate::history::{
     Actor, Emitted, EventKind, GENESIS_HASH, HistoryEvent, HumanTaskCommented, InstanceId, Seq, StoredEvent,
@@ -61,6 +61,51 @@ pub async fn run_all(store: &dyn Store) {
     instances_are_found_by_their_initiator(store).await;
     a_person_s_data_is_erased_from_ended_instances_only(store).await;
     projections_move_rows_and_position_together(store).await;
+    own_preferences_outlive_an_import_and_go_with_an_erasure(store).await;
+}
+
+/// Preferences a person sets for themselves are read in place of their directory entry's, an
+/// import of the directory does not undo them, they can be dropped, and an erasure removes
+/// them.
+pub async fn own_preferences_outlive_an_import_and_go_with_an_erasure(store: &dyn Store) {
+    let kind = store.kind();
+    let from_directory = Preferences { quiet_hours: Some("office".into()), ..Preferences::default() };
+    let entry = Person { preferences: from_directory.clone(), ..person("pref-ann", "pref-dept") };
+    let organisation = Organisation { people: vec![entry.clone()], ..Organisation::default() };
+    ok(store, store.import(&organisation).await, "import");
+    let own = Preferences {
+        channels: [("email".to_owned(), false)].into_iter().collect(),
+        quiet_hours: None,
+        digest: Some("08:30".into()),
+    };
+    assert!(ok(store, store.set_preferences("pref-ann", Some(&own)).await, "set"), "[{kind}] set");
+    assert!(!ok(store, store.set_preferences("pref-nobody", Some(&own)).await, "set"), "[{kind}] unknown person");
+    let seen = ok(store, store.person("pref-ann").await, "person").expect("ann");
+    assert_eq!(seen.preferences, own, "[{kind}] their own preferences win");
+    assert_eq!(seen.name, entry.name, "[{kind}] the rest of the entry stays");
+    let query = PeopleQuery { department: Some("pref-dept".into()), ..PeopleQuery::default() };
+    let listed = ok(store, store.people(&query).await, "people");
+    assert_eq!(listed.iter().map(|p| &p.preferences).collect::<Vec<_>>(), vec![&own], "[{kind}] listed too");
+
+    ok(store, store.import(&organisation).await, "import again");
+    let seen = ok(store, store.person("pref-ann").await, "person").expect("ann");
+    assert_eq!(seen.preferences, own, "[{kind}] a new import keeps them");
+
+    assert!(ok(store, store.set_preferences("pref-ann", None).await, "drop"), "[{kind}] dropped");
+    let seen = ok(store, store.person("pref-ann").await, "person").expect("ann");
+    assert_eq!(seen.preferences, from_directory, "[{kind}] the directory's apply again");
+
+    ok(store, store.set_preferences("pref-ann", Some(&own)).await, "set");
+    let erasure = Erasure {
+        person: "pref-ann".into(),
+        by: Actor::User { id: "pref-admin".into() },
+        reason: Some("contract".into()),
+        at: at(100),
+        dry_run: false,
+    };
+    ok(store, store.erase_person(&erasure).await, "erase");
+    let seen = ok(store, store.person("pref-ann").await, "person").expect("the id stays");
+    assert_ne!(seen.preferences, own, "[{kind}] an erasure removes them");
 }
 
 /// The read models' store: rows and position move together, and a batch from a position that

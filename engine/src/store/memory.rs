@@ -22,7 +22,7 @@ use super::{
     SettingsStore, SlaCompliance, SlaQuery, SlaRow, SlaStateName, SlaStore, SnapshotRow, StepStore, Store, StoreError,
     StoreResult, TaskRow, TaskStore, TimerRow, TimerStore, definition_conflict,
 };
-use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
+use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person, Preferences};
 use crate::erasure::{Erasure, ErasureReport, event_holds, scrub_person, scrub_task, task_holds};
 use crate::history::{InstanceId, Seq, StoredEvent, history_time};
 use crate::human::{HumanTaskRow, InboxQuery, Principal, may_see};
@@ -78,6 +78,8 @@ struct State {
     in_app_deliveries: HashSet<i64>,
     last_in_app_id: i64,
     people: BTreeMap<String, Person>,
+    /// Preferences people set for themselves ([`Directory::set_preferences`]).
+    own_preferences: BTreeMap<String, Preferences>,
     departments: BTreeMap<String, Department>,
     groups: BTreeMap<String, Group>,
     /// Deployed definitions by seq (deploy order), and the seq of each `(name, version)`.
@@ -867,6 +869,15 @@ impl DefinitionStore for MemoryStore {
 
 impl State {
     /// Adds or replaces directory entries: what an import and each single put do.
+    /// `person` with the preferences they set for themselves, if they did.
+    fn with_own_preferences(&self, person: &Person) -> Person {
+        let mut person = person.clone();
+        if let Some(own) = self.own_preferences.get(&person.id) {
+            person.preferences = own.clone();
+        }
+        person
+    }
+
     fn put_directory(&mut self, departments: &[Department], groups: &[Group], people: &[Person]) {
         for department in departments {
             self.departments.insert(department.id.clone(), department.clone());
@@ -883,17 +894,18 @@ impl State {
 #[async_trait]
 impl Directory for MemoryStore {
     async fn person(&self, id: &str) -> StoreResult<Option<Person>> {
-        Ok(self.state().people.get(id).cloned())
+        let state = self.state();
+        Ok(state.people.get(id).map(|person| state.with_own_preferences(person)))
     }
 
     async fn people(&self, query: &PeopleQuery) -> StoreResult<Vec<Person>> {
-        Ok(self
-            .state()
+        let state = self.state();
+        Ok(state
             .people
             .values()
             .filter(|person| query.matches(person))
             .take(query.effective_limit() as usize)
-            .cloned()
+            .map(|person| state.with_own_preferences(person))
             .collect())
     }
 
@@ -927,6 +939,18 @@ impl Directory for MemoryStore {
     async fn import(&self, organisation: &Organisation) -> StoreResult<()> {
         self.state().put_directory(&organisation.departments, &organisation.groups, &organisation.people);
         Ok(())
+    }
+
+    async fn set_preferences(&self, id: &str, preferences: Option<&Preferences>) -> StoreResult<bool> {
+        let mut state = self.state();
+        if !state.people.contains_key(id) {
+            return Ok(false);
+        }
+        match preferences {
+            Some(preferences) => state.own_preferences.insert(id.to_owned(), preferences.clone()),
+            None => state.own_preferences.remove(id),
+        };
+        Ok(true)
     }
 }
 
@@ -1017,6 +1041,7 @@ impl RetentionStore for MemoryStore {
             let scrubbed = scrub_person(entry);
             state.put_directory(&[], &[], &[scrubbed]);
         }
+        state.own_preferences.remove(person);
         report.applied = true;
         state.last_erasure_id += 1;
         state.erasures.push(ErasureRecord {

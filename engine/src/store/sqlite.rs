@@ -34,7 +34,7 @@ use super::{
     RetentionStore, SettingsStore, SlaCompliance, SlaQuery, SlaRow, SlaStore, SnapshotRow, StepStore, Store,
     StoreError, StoreResult, TaskRow, TaskStore, TimerRow, TimerStore, definition_conflict,
 };
-use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person};
+use crate::directory::{Department, Directory, Group, Organisation, PeopleQuery, Person, Preferences};
 use crate::erasure::{Erasure, ErasureReport, event_holds, scrub_person, scrub_task, task_holds};
 use crate::history::{InstanceId, Seq, StoredEvent, time_from_ms};
 use crate::human::{HumanTaskRow, InboxQuery, Principal};
@@ -93,6 +93,7 @@ fn migrator() -> Migrator {
         migration(4, "initiators", include_str!("../../migrations/sqlite/0004_initiators.sql")),
         migration(5, "erasure", include_str!("../../migrations/sqlite/0005_erasure.sql")),
         migration(6, "projections", include_str!("../../migrations/sqlite/0006_projections.sql")),
+        migration(7, "own_preferences", include_str!("../../migrations/sqlite/0007_own_preferences.sql")),
     ])
 }
 
@@ -2118,13 +2119,18 @@ const INSERT_PERSON_GROUPS: &str = "
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1) WHERE true
     ON CONFLICT DO NOTHING";
 
-const SELECT_PERSON: &str = "SELECT body FROM people WHERE id = ?1";
+/// A person's entry, with the preferences they set for themselves in place of the entry's.
+const SELECT_PERSON: &str = "
+    SELECT CASE WHEN own.body IS NULL THEN people.body ELSE json_set(people.body, '$.preferences', json(own.body)) END AS body
+    FROM people LEFT JOIN own_preferences own ON own.person_id = people.id WHERE id = ?1";
 const SELECT_DEPARTMENT: &str = "SELECT body FROM departments WHERE id = ?1";
 const ALL_DEPARTMENTS: &str = "SELECT body FROM departments ORDER BY id";
 const ALL_GROUPS: &str = "SELECT body FROM groups ORDER BY id";
 
 // People lookups ([`PeopleQuery::matches`]): ?1 after; ?2 role; ?3 department; ?4 group; ?5 limit.
-const SELECT_PEOPLE: &str = "SELECT body FROM people WHERE active = 1";
+const SELECT_PEOPLE: &str = "
+    SELECT CASE WHEN own.body IS NULL THEN people.body ELSE json_set(people.body, '$.preferences', json(own.body)) END AS body
+    FROM people LEFT JOIN own_preferences own ON own.person_id = people.id WHERE active = 1";
 const PEOPLE_AFTER: &str = " AND id > ?1";
 const PEOPLE_WITH_ROLE: &str = " AND id IN (SELECT person_id FROM person_roles WHERE role = ?2)";
 const PEOPLE_WITH_ROLE_IN: &str = " AND id IN (SELECT person_id FROM person_roles WHERE role = ?2 AND department = ?3)";
@@ -2232,7 +2238,37 @@ impl Directory for SqliteStore {
         self.run_transaction(encode_directory(&organisation.departments, &organisation.groups, &organisation.people)?)
             .await
     }
+
+    async fn set_preferences(&self, id: &str, preferences: Option<&Preferences>) -> StoreResult<bool> {
+        let failed = |err| db_error("own_preferences", err);
+        let mut tx = self.begin_write().await?;
+        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM people WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(failed)?;
+        if known.is_none() {
+            tx.rollback().await.map_err(failed)?;
+            return Ok(false);
+        }
+        match preferences {
+            Some(preferences) => sqlx::query(
+                "INSERT INTO own_preferences (person_id, body) VALUES (?1, ?2)
+                 ON CONFLICT (person_id) DO UPDATE SET body = excluded.body",
+            )
+            .bind(id)
+            .bind(to_json(preferences)?),
+            None => sqlx::query(DELETE_OWN_PREFERENCES).bind(id),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(|err| db_error("commit", err))?;
+        Ok(true)
+    }
 }
+
+const DELETE_OWN_PREFERENCES: &str = "DELETE FROM own_preferences WHERE person_id = ?1";
 
 const PURGEABLE: &str = "
     SELECT id FROM instances
@@ -2350,7 +2386,7 @@ impl RetentionStore for SqliteStore {
         for statement in [DELETE_SNAPSHOTS, CLEAR_PENDING_INPUTS] {
             sqlx::query(statement).bind(&ids).execute(&mut *tx).await.map_err(failed)?;
         }
-        for delete in [DELETE_IN_APP_OF, DELETE_DELIVERIES_TO] {
+        for delete in [DELETE_IN_APP_OF, DELETE_DELIVERIES_TO, DELETE_OWN_PREFERENCES] {
             sqlx::query(delete).bind(person).execute(&mut *tx).await.map_err(failed)?;
         }
         if let Some(body) = entry {

@@ -1,0 +1,118 @@
+//! The person's notification preferences: which channels, quiet hours, a daily digest, set
+//! through `setPreferences` as the person.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::Session;
+use super::pages::{as_api, page, posted_field, problem_page, stale_form};
+use crate::app::App;
+use crate::routes::Body;
+use crate::routes::others::{self as api_others, PreferencesBody};
+
+/// One channel's checkbox.
+struct ChannelChoice {
+    name: &'static str,
+    label: &'static str,
+    on: bool,
+}
+
+#[derive(Template)]
+#[template(path = "ui/preferences.html")]
+struct PreferencesPage {
+    who: Option<String>,
+    csrf: String,
+    /// False for an account the directory does not hold: it has nothing to set.
+    in_directory: bool,
+    channels: Vec<ChannelChoice>,
+    calendars: Vec<String>,
+    quiet_hours: String,
+    digest: String,
+    notice: Option<&'static str>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Saved {
+    #[serde(default)]
+    saved: Option<String>,
+}
+
+const CHANNELS: [(&str, &str); 4] =
+    [("inApp", "In Baton (this site)"), ("email", "Email"), ("sms", "Text message (SMS)"), ("webhook", "Webhook")];
+
+async fn form(
+    app: &App,
+    session: &Session,
+    status: StatusCode,
+    notice: Option<&'static str>,
+    error: Option<String>,
+) -> Response {
+    let person = app.engine.store().person(&session.caller.subject).await.ok().flatten();
+    let preferences = person.as_ref().map(|p| p.preferences.clone()).unwrap_or_default();
+    page(
+        status,
+        &PreferencesPage {
+            who: Some(session.caller.subject.clone()),
+            csrf: session.csrf(),
+            in_directory: person.is_some(),
+            channels: CHANNELS
+                .iter()
+                .map(|(name, label)| ChannelChoice { name, label, on: preferences.channel_on(name) })
+                .collect(),
+            calendars: app.options.calendars.names().map(str::to_owned).collect(),
+            quiet_hours: preferences.quiet_hours.unwrap_or_default(),
+            digest: preferences.digest.unwrap_or_default(),
+            notice,
+            error,
+        },
+    )
+}
+
+/// `GET /ui/preferences`.
+pub async fn show(State(app): State<Arc<App>>, session: Session, Query(saved): Query<Saved>) -> Response {
+    let notice =
+        saved.saved.map(|how| if how == "reset" { "The directory's preferences apply again." } else { "Saved." });
+    form(&app, &session, StatusCode::OK, notice, None).await
+}
+
+/// `POST /ui/preferences`: the form as `setPreferences` for the person themselves.
+pub async fn save(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refusal) = stale_form(&session, &headers, posted_field(&posted, "_csrf")) {
+        return refusal;
+    }
+    let reset = posted_field(&posted, "reset") == "1";
+    let body = if reset {
+        PreferencesBody { reset: true, ..PreferencesBody::default() }
+    } else {
+        // An unticked box is not posted: each channel is set, on or off.
+        let ticked = |name: &str| posted.iter().any(|(key, value)| key == "channel" && value == name);
+        PreferencesBody {
+            channels: CHANNELS.iter().map(|(name, _)| ((*name).to_owned(), ticked(name))).collect(),
+            quiet_hours: Some(posted_field(&posted, "quietHours").to_owned()),
+            digest: Some(posted_field(&posted, "digest").to_owned()),
+            reset: false,
+        }
+    };
+    let subject = session.caller.subject.clone();
+    match api_others::set_preferences(State(Arc::clone(&app)), as_api(&session), Path(subject), Body(body)).await {
+        Ok(_) => {
+            Redirect::to(if reset { "/ui/preferences?saved=reset" } else { "/ui/preferences?saved=1" }).into_response()
+        }
+        Err(problem) if problem.kind().status() == StatusCode::BAD_REQUEST => {
+            form(&app, &session, StatusCode::BAD_REQUEST, None, Some(problem.detail)).await
+        }
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
