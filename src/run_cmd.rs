@@ -230,6 +230,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         directory,
         answers,
         store_activities: Some(Arc::new(crate::people::register_store_activities)),
+        time_limit: None,
     };
     match run_definition(&source, &file, options).await {
         Ok(report) => {

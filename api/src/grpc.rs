@@ -83,6 +83,7 @@ pub const ROUTES: &[Route] = &[
     ),
     route("Definitions/DeployDefinition", "deployDefinition", "POST", "/api/v1/definitions", Source),
     route("Definitions/ValidateDefinition", "validateDefinition", "POST", "/api/v1/definitions/validate", Source),
+    route("Definitions/TryDefinition", "tryDefinition", "POST", "/api/v1/definitions/try", Json),
     route("Instances/StartInstance", "startInstance", "POST", "/api/v1/instances", Json),
     route("Instances/ListInstances", "listInstances", "GET", "/api/v1/instances", Query),
     route("Instances/GetInstance", "getInstance", "GET", "/api/v1/instances/{id}", Query),
@@ -388,6 +389,7 @@ forwarded!(definitions_server::Definitions {
     get_definition_diagram(GetDefinitionDiagramRequest) -> Diagram = "Definitions/GetDefinitionDiagram";
     deploy_definition(DefinitionSource) -> Json = "Definitions/DeployDefinition";
     validate_definition(DefinitionSource) -> Json = "Definitions/ValidateDefinition";
+    try_definition(TryDefinitionRequest) -> Json = "Definitions/TryDefinition";
 });
 
 forwarded!(instances_server::Instances {

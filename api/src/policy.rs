@@ -71,6 +71,7 @@ pub const TABLE: &[Row] = &[
     row("getDefinitionDiagram", Rule::Platform(READ_DEFINITIONS)),
     row("deployDefinition", Rule::Platform(&[Designer])),
     row("validateDefinition", Rule::Platform(&[Designer])),
+    row("tryDefinition", Rule::Platform(&[Designer])),
     // Instances
     row("startInstance", Rule::PlatformOrStarter(&[Designer, Ops])),
     // A person without a platform permission lists the instances they started.

@@ -51,6 +51,9 @@ pub enum Kind {
     /// The orchestration failed on the request's input before anything was recorded: a
     /// start whose first step fails under `onError: incident` (422). Nothing is stored.
     OrchestrationFault,
+    /// A try of a definition cannot go on to its end with what it was given: it waits for a
+    /// human task's answer or an event, or an incident stopped it (422).
+    TryStuck,
     /// The engine cannot take the request now (shutting down, store unreachable) (503).
     Unavailable,
     /// An unexpected failure; the details are in the server's log (500).
@@ -77,6 +80,7 @@ impl Kind {
             Self::MigrationRefused => "migration-refused",
             Self::ErasureRefused => "erasure-refused",
             Self::OrchestrationFault => "orchestration-fault",
+            Self::TryStuck => "try-stuck",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -88,7 +92,7 @@ impl Kind {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::InvalidDefinition | Self::InvalidTaskData | Self::OrchestrationFault => {
+            Self::InvalidDefinition | Self::InvalidTaskData | Self::OrchestrationFault | Self::TryStuck => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::Conflict | Self::TaskRefused | Self::MigrationRefused | Self::ErasureRefused => StatusCode::CONFLICT,
@@ -122,6 +126,7 @@ impl Kind {
             Self::MigrationRefused => "The instance cannot move to that version",
             Self::ErasureRefused => "Instances still running hold the person's data",
             Self::OrchestrationFault => "The workflow failed on this input",
+            Self::TryStuck => "The try cannot go on to its end",
             Self::Unavailable => "Unavailable",
             Self::Internal => "Internal error",
         }

@@ -269,6 +269,10 @@ fn body(operation: &str) -> Option<(&'static str, String)> {
     let json = |v: Value| Some(("application/json", v.to_string()));
     match operation {
         "deployDefinition" | "validateDefinition" => Some(("application/yaml", APPROVAL.to_owned())),
+        "tryDefinition" => json(json!({
+            "source": "document: {dsl: '1.0.3', namespace: training, name: tried, version: '1.0.0'}\ndo:\n  - done:\n      set: { ok: true }\n",
+            "input": {},
+        })),
         "startInstance" => {
             json(json!({"definition": "training/approval", "input": {"title": "x", "department": "assembly"}}))
         }
@@ -516,6 +520,7 @@ dispatch! {
     "Definitions/GetDefinitionDiagram" => GetDefinitionDiagramRequest -> Diagram,
     "Definitions/DeployDefinition" => DefinitionSource -> Json,
     "Definitions/ValidateDefinition" => DefinitionSource -> Json,
+    "Definitions/TryDefinition" => TryDefinitionRequest -> Json,
     "Instances/StartInstance" => StartInstanceRequest -> Json,
     "Instances/ListInstances" => ListInstancesRequest -> Json,
     "Instances/GetInstance" => InstanceRef -> Json,

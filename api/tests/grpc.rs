@@ -65,6 +65,22 @@ async fn definitions_deploy_with_positions_list_get_and_draw() {
     let valid = v1::DefinitionSource { source: SIGNAL.into(), file: "signal.yaml".into() };
     let checked = json(client.validate_definition(s.grpc_request("dora", valid)).await.unwrap());
     assert_eq!(checked["valid"], true, "{checked}");
+
+    // A try with the event the definition waits for: it ends, and nothing is deployed.
+    let tried = v1::TryDefinitionRequest {
+        source: SIGNAL.into(),
+        events: Some(to_proto(
+            json!([{"specversion": "1.0", "id": "e-1", "source": "/t", "type": "com.example.approved"}]),
+        )),
+        ..Default::default()
+    };
+    let tried = json(client.try_definition(s.grpc_request("dora", tried)).await.unwrap());
+    assert_eq!(tried["status"], "completed", "{tried}");
+    assert!(tried["trace"].as_array().unwrap().iter().any(|e| e["task"] == "wait"), "{tried}");
+    let stuck = v1::TryDefinitionRequest { source: SIGNAL.into(), ..Default::default() };
+    let refused = client.try_definition(s.grpc_request("dora", stuck)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(problem_of(&refused).unwrap()["type"], "urn:baton:problem:try-stuck");
 }
 
 #[tokio::test]

@@ -933,3 +933,119 @@ async fn a_start_whose_first_step_fails_is_a_422_problem_and_stores_nothing() {
     let (_, found) = s.call("GET", "/api/v1/instances?businessKey=print-8", Some("otto"), None).await;
     assert_eq!(found["items"], json!([]), "no instance was stored");
 }
+
+/// A definition that prices an order with an activity, then doubles the price.
+const PRICED: &str = r#"document:
+  dsl: '1.0.3'
+  namespace: training
+  name: priced
+  version: '1.0.0'
+do:
+  - price:
+      call: pricing.quote
+      with: { sku: '${ .sku }' }
+  - total:
+      set:
+        total: ${ .price * 2 }
+"#;
+
+async fn try_definition(s: &Server, who: &str, body: Value) -> (StatusCode, Value) {
+    s.call("POST", "/api/v1/definitions/try", Some(who), Some(body)).await
+}
+
+#[tokio::test]
+async fn a_designer_tries_a_definition_with_stubbed_activities_and_gets_its_output_and_trace() {
+    let s = Server::start(false).await;
+    let body = json!({"source": PRICED, "input": {"sku": "A-1"}, "activities": {"pricing.quote": {"price": 21}}});
+    let (status, tried) = try_definition(&s, "dora", body).await;
+    assert_eq!(status, StatusCode::OK, "{tried}");
+    assert_eq!(tried["status"], "completed");
+    assert_eq!(tried["output"], json!({"total": 42}));
+    let trace: Vec<(&str, &str)> = tried["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["task"].as_str().unwrap(), e["kind"].as_str().unwrap()))
+        .collect();
+    let at = |step| trace.iter().position(|e| *e == step).unwrap_or_else(|| panic!("{step:?} in {trace:?}"));
+    assert!(at(("price", "task.started")) < at(("price", "task.completed")));
+    assert!(at(("price", "task.completed")) < at(("total", "task.completed")), "{trace:?}");
+    assert_eq!(tried["timersFired"], 0);
+
+    // An activity without a result faults the run, naming it: nothing else is called.
+    let (status, tried) = try_definition(&s, "root", json!({"source": PRICED, "input": {"sku": "A-1"}})).await;
+    assert_eq!(status, StatusCode::OK, "{tried}");
+    assert_eq!(tried["status"], "faulted", "{tried}");
+    assert!(tried["error"].to_string().contains("`pricing.quote` has no result"), "{tried}");
+    assert!(tried.get("output").is_none(), "{tried}");
+
+    // Nothing was deployed, nothing was started.
+    let (_, instances) = s.call("GET", "/api/v1/instances", Some("root"), None).await;
+    assert_eq!(instances["items"], json!([]), "a try leaves no instance: {instances}");
+    let (_, definitions) = s.call("GET", "/api/v1/definitions", Some("root"), None).await;
+    assert_eq!(definitions["items"], json!([]), "nor a definition: {definitions}");
+}
+
+#[tokio::test]
+async fn a_try_answers_human_tasks_and_fires_a_week_long_timer_at_once() {
+    let s = Server::start(false).await;
+    let input = json!({"title": "Forklift", "department": "assembly"});
+    let answers = json!([{"task": "review", "outcome": "approve", "data": {"comment": "fine by me"}}]);
+    let body = json!({"source": APPROVAL, "input": input, "answers": answers});
+    let (status, tried) = try_definition(&s, "dora", body).await;
+    assert_eq!(status, StatusCode::OK, "{tried}");
+    assert_eq!(tried["output"], json!({"outcome": "approve", "by": "dora"}), "{tried}");
+
+    // Without the answer, the problem says what is missing.
+    let (status, problem) = try_definition(&s, "dora", json!({"source": APPROVAL, "input": input})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem_type(&problem), "urn:baton:problem:try-stuck");
+    assert!(problem["detail"].as_str().unwrap().contains("`review`"), "{problem}");
+    // An answer the task refuses is the task's problem.
+    let wrong = json!([{"task": "review", "outcome": "maybe", "data": {"comment": "not sure"}}]);
+    let (status, problem) =
+        try_definition(&s, "dora", json!({"source": APPROVAL, "input": input, "answers": wrong})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem_type(&problem), "urn:baton:problem:task-refused", "{problem}");
+
+    let week = "document:\n  dsl: '1.0.3'\n  namespace: training\n  name: week\n  version: '1.0.0'\ndo:\n  - pause: { wait: P7D }\n  - after: { set: { waited: true } }\n";
+    let began = std::time::Instant::now();
+    let (status, tried) = try_definition(&s, "dora", json!({"source": week})).await;
+    assert_eq!(status, StatusCode::OK, "{tried}");
+    assert!(began.elapsed() < Duration::from_secs(5), "simulated time: {:?}", began.elapsed());
+    assert_eq!(tried["output"], json!({"waited": true}));
+    assert_eq!(tried["timersFired"], 1, "{tried}");
+    assert_eq!(tried["elapsed"], "P7D", "{tried}");
+    let week_ms = 7 * 24 * 3600 * 1000;
+    let elapsed = tried["elapsedMs"].as_i64().unwrap();
+    assert!((week_ms..week_ms + 5000).contains(&elapsed), "{tried}");
+}
+
+#[tokio::test]
+async fn a_try_of_an_invalid_definition_or_without_designer_rights_is_refused() {
+    let s = Server::start(false).await;
+    let broken = PRICED.replace("with:", "whith:");
+    let (status, problem) = try_definition(&s, "dora", json!({"source": broken})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem_type(&problem), "urn:baton:problem:invalid-definition");
+    assert_eq!(problem["errors"][0]["line"], 9, "{problem}");
+    assert!(problem["errors"][0]["column"].as_u64().unwrap() > 0, "{problem}");
+
+    let body = json!({"source": PRICED, "activities": {"pricing.quote": {"price": 1}}});
+    for who in ["otto", "tom"] {
+        let (status, problem) = try_definition(&s, who, body.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {problem}");
+    }
+    let elsewhere = s.token("erin", &["designer:elsewhere"]);
+    let response = s
+        .client
+        .post(format!("{}/api/v1/definitions/try", s.base))
+        .bearer_auth(elsewhere)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "a designer of another namespace");
+    let (status, problem) = try_definition(&s, "dora", json!({"source": PRICED, "bogus": 1})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "unknown fields are refused: {problem}");
+}

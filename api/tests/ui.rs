@@ -495,3 +495,86 @@ async fn a_person_sets_their_notification_preferences_which_a_new_import_of_the_
     let (_, person) = s.call("GET", "/api/v1/people/tom", Some("tom"), None).await;
     assert!(person.get("preferences").is_none(), "{person}");
 }
+
+#[tokio::test]
+async fn a_designer_tries_a_definition_and_sees_its_output_its_trace_and_a_json_error_beside_its_field() {
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    s.deploy(APPROVAL, "dora").await;
+    let dora = Browser::sign_in(&s, &[("token", &s.token_for("dora"))]).await.expect("dora signs in");
+    let (status, page) = dora.get("/ui/definitions/training/approval?version=1.0.0").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let form_at = page.find("action=\"/ui/definitions/try\"").expect("a try form on the definition's page");
+    let form = &page[form_at..];
+    assert!(form.contains("name=\"source\" value=\"document:"), "the version's text goes with it: {form}");
+    assert!(form.contains("name=\"input\"") && form.contains(">{}</textarea>"), "{form}");
+    assert!(form.contains("name=\"answers\"") && form.contains(">[]</textarea>"), "{form}");
+    let token = csrf(&page);
+
+    // Not JSON: the message beside the field, every entry kept, nothing run.
+    let input = r#"{"title": "Forklift", "department": "assembly"}"#;
+    let answers = r#"[{"task": "review", "outcome": "approve", "data": {"comment": "fine by me"}}]"#;
+    let typo = r#"{"title": "Forklift", "department": }"#;
+    let fields = |input: &'static str| {
+        vec![
+            ("_csrf", token.clone()),
+            ("definition", "training/approval".to_owned()),
+            ("version", "1.0.0".to_owned()),
+            ("source", APPROVAL.to_owned()),
+            ("input", input.to_owned()),
+            ("activities", "{}".to_owned()),
+            ("answers", answers.to_owned()),
+        ]
+    };
+    let posted = |fields: Vec<(&'static str, String)>| {
+        let dora = &dora;
+        async move {
+            let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            dora.post("/ui/definitions/try", &form, None).await
+        }
+    };
+    let (status, _, tried) = posted(fields(typo)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{tried}");
+    let error_at = tried.find("id=\"e-input\"").expect("an error beside the input field");
+    assert!(tried[error_at..].contains("not JSON"), "{tried}");
+    assert!(tried.contains("&#34;department&#34;: }</textarea>"), "what was typed is kept: {tried}");
+    assert!(!tried.contains("id=\"e-answers\""), "the answers are fine: {tried}");
+    assert!(!tried.contains("id=\"try-result\""), "nothing ran: {tried}");
+
+    let (status, _, tried) = posted(fields(input)).await;
+    assert_eq!(status, StatusCode::OK, "{tried}");
+    assert!(tried.contains("Completed after"), "{tried}");
+    let result_at = tried.find("id=\"try-result\"").expect("the output");
+    let output = &tried[result_at..tried[result_at..].find("</pre>").unwrap() + result_at];
+    assert!(
+        output.contains("&#34;outcome&#34;: &#34;approve&#34;") && output.contains("&#34;by&#34;: &#34;dora&#34;"),
+        "{output}"
+    );
+    let trace_at = tried.find("id=\"try-trace\"").expect("the trace");
+    let trace = &tried[trace_at..];
+    let started = trace.find("<code>review</code> started").expect("review started");
+    let completed = trace.find("<code>review</code> completed").expect("review completed");
+    assert!(started < completed && trace.contains("<code>done</code> completed"), "{trace}");
+
+    // A broken text: its error at its line, as the validate page shows it.
+    let mut broken = fields(input);
+    broken[3].1 = APPROVAL.replace("outcomes: [approve, reject]", "outcomes: approve");
+    let (status, _, tried) = posted(broken).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{tried}");
+    assert!(tried.contains("class=\"bad\"") && tried.contains("Not run to its end"), "{tried}");
+
+    // Nothing was stored; and a team leader may not try.
+    let (_, instances) = s.call("GET", "/api/v1/instances", Some("root"), None).await;
+    assert_eq!(instances["items"], json!([]), "{instances}");
+    let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
+    let (_, inbox) = tom.get("/ui/inbox").await;
+    let mut theirs = fields(input);
+    theirs[0].1 = csrf(&inbox);
+    let form: Vec<(&str, &str)> = theirs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, _, _) = tom.post("/ui/definitions/try", &form, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Ops read the definition, without a try form: they may not try it.
+    let otto = Browser::sign_in(&s, &[("token", &s.token_for("otto"))]).await.expect("otto signs in");
+    let (status, page) = otto.get("/ui/definitions/training/approval?version=1.0.0").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(!page.contains("action=\"/ui/definitions/try\""), "{page}");
+}

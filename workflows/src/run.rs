@@ -57,6 +57,9 @@ pub struct RunOptions {
     pub answers: Vec<TaskAnswer>,
     /// Registers activities that need the run's store (the directory, notifications).
     pub store_activities: Option<StoreActivities>,
+    /// The longest the run may take in real time; beyond it the run stops with
+    /// [`RunError::TimedOut`] (a definition that loops forever, say). No limit when `None`.
+    pub time_limit: Option<Duration>,
 }
 
 /// Registers activities that work on the run's store (and may need the definition, such as
@@ -148,6 +151,11 @@ pub struct RunReport {
     pub instance: String,
     pub outcome: RunOutcome,
     pub trace: Vec<TraceEvent>,
+    /// The time the instance saw pass from its start to its end, in milliseconds: simulated
+    /// time (timers that fired at once count their whole delay) unless the clock is real.
+    pub elapsed_ms: i64,
+    /// The timers that fired (waits, timeouts, SLA deadlines...).
+    pub timers_fired: u32,
 }
 
 /// Why a run could not happen at all (the definition is invalid, the store cannot open...).
@@ -155,11 +163,63 @@ pub struct RunReport {
 pub enum RunError {
     #[error("the definition is invalid:\n{0}")]
     Invalid(String),
+    /// The engine refused something the run gave it: the input, an event, an answer.
+    #[error("{given}: {error}")]
+    Refused { given: Given, error: Box<baton_engine::EngineError> },
     #[error("{0}")]
     Engine(String),
     /// Nothing left to do but the instance has not ended: it waits for an event nobody gave.
     #[error("the instance is stuck: {0}")]
-    Stuck(String),
+    Stuck(Stuck),
+    /// The run took longer than [`RunOptions::time_limit`].
+    #[error("the run took longer than {0:?}")]
+    TimedOut(Duration),
+}
+
+/// What a run gave the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Given {
+    /// The workflow's input, at the start.
+    Input,
+    /// The event at this index of [`RunOptions::events`].
+    Event(usize),
+    /// An answer to a human task.
+    Answer { task: String, outcome: String },
+}
+
+impl std::fmt::Display for Given {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Input => write!(f, "the start"),
+            Self::Event(index) => write!(f, "--event #{}", index + 1),
+            Self::Answer { task, outcome } => write!(f, "--complete {task}={outcome}"),
+        }
+    }
+}
+
+/// Why an instance cannot go on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stuck {
+    /// Incidents were raised (`onError: incident`); their reasons.
+    Incident(Vec<String>),
+    /// It waits for a human task no answer was given for.
+    HumanTask { name: String, title: String, outcomes: Vec<String> },
+    /// It waits for an event that was not given.
+    Event,
+}
+
+impl std::fmt::Display for Stuck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Incident(reasons) => write!(f, "an incident was raised: {}", reasons.join("; ")),
+            Self::HumanTask { name, title, outcomes } => write!(
+                f,
+                "it waits for the human task `{name}` ({title}): answer it with --complete {name}={}",
+                outcomes.join("|")
+            ),
+            Self::Event => write!(f, "it waits for an event that was not given (--event)"),
+        }
+    }
 }
 
 impl From<baton_engine::EngineError> for RunError {
@@ -264,11 +324,40 @@ pub async fn run_definition(source: &str, file: &str, options: RunOptions) -> Re
     }
     let engine = builder.build().await?;
     let run = Run { events: options.events, answers: options.answers, simulated };
-    let result = drive(&engine, &key, options.input, run, &collector).await;
+    let driven = drive(&engine, &key, options.input, run, &collector);
+    let result = match options.time_limit {
+        Some(limit) => tokio::time::timeout(limit, driven).await.unwrap_or(Err(RunError::TimedOut(limit))),
+        None => driven.await,
+    };
+    let result = match result {
+        Ok((instance, outcome)) => timing(&engine, &instance).await.map(|timing| (instance, outcome, timing)),
+        Err(error) => Err(error),
+    };
     engine.shutdown().await;
-    let (instance, outcome) = result?;
+    let (instance, outcome, (elapsed_ms, timers_fired)) = result?;
     let trace = std::mem::take(&mut *collector.events.lock().unwrap_or_else(|e| e.into_inner()));
-    Ok(RunReport { instance: instance.to_string(), outcome, trace })
+    Ok(RunReport { instance: instance.to_string(), outcome, trace, elapsed_ms, timers_fired })
+}
+
+/// The time an ended instance spanned, from its history's first event to its last, and the
+/// timers that fired in it.
+async fn timing(engine: &Engine, id: &InstanceId) -> Result<(i64, u32), RunError> {
+    const PAGE: u32 = 1000;
+    // The persisted tag of `EventKind::TimerFired`: tags are stored, so they never change.
+    const TIMER_FIRED: u16 = 6;
+    let (mut first, mut last, mut fired, mut from) = (None, 0, 0, 0);
+    loop {
+        let events = engine.history(id, from, PAGE).await?;
+        for event in &events {
+            first.get_or_insert(event.at_ms);
+            last = event.at_ms;
+            fired += u32::from(event.tag == TIMER_FIRED);
+        }
+        match events.last() {
+            Some(event) if events.len() == PAGE as usize => from = event.seq + 1,
+            _ => return Ok((first.map_or(0, |first| last - first), fired)),
+        }
+    }
 }
 
 /// What a run gives the instance besides its input.
@@ -288,11 +377,17 @@ async fn drive(
     let Run { events, mut answers, simulated } = run;
     let id = InstanceId::new(format!("run-{}", uuid_like()));
     *collector.instance.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
-    engine.start(key, input, StartOptions { id: Some(id.clone()), ..StartOptions::default() }).await?;
-    for event in events {
+    engine
+        .start(key, input, StartOptions { id: Some(id.clone()), ..StartOptions::default() })
+        .await
+        .map_err(|error| RunError::Refused { given: Given::Input, error: Box::new(error) })?;
+    for (index, event) in events.into_iter().enumerate() {
         let name = event.get("type").and_then(Value::as_str).unwrap_or(baton_engine::ANY_EVENT).to_owned();
         let event_id = event.get("id").and_then(Value::as_str).map(str::to_owned);
-        engine.raise_event(&id, RaiseEvent { name, payload: event, event_id, actor: Actor::System }).await?;
+        engine
+            .raise_event(&id, RaiseEvent { name, payload: event, event_id, actor: Actor::System })
+            .await
+            .map_err(|error| RunError::Refused { given: Given::Event(index), error: Box::new(error) })?;
     }
     let mut idle_rounds = 0u32;
     loop {
@@ -311,7 +406,7 @@ async fn drive(
         let description = engine.describe(&id).await?;
         if !description.incidents.is_empty() {
             let reasons: Vec<_> = description.incidents.iter().map(|i| i.reason.clone()).collect();
-            return Err(RunError::Stuck(format!("an incident was raised: {}", reasons.join("; "))));
+            return Err(RunError::Stuck(Stuck::Incident(reasons)));
         }
         if !description.tasks.is_empty() {
             idle_rounds = 0;
@@ -331,12 +426,12 @@ async fn drive(
         {
             let answer = answers.remove(index);
             let principal = Principal { admin: true, ..Principal::user(answer.by.clone()) };
-            let action =
-                TaskAction::Complete { outcome: answer.outcome.clone(), data: answer.data, on_behalf_of: None };
+            let given = Given::Answer { task: answer.task.clone(), outcome: answer.outcome.clone() };
+            let action = TaskAction::Complete { outcome: answer.outcome, data: answer.data, on_behalf_of: None };
             engine
                 .act_on_task(&id, row.seq, &principal, action)
                 .await
-                .map_err(|e| RunError::Engine(format!("--complete {}={}: {e}", answer.task, answer.outcome)))?;
+                .map_err(|error| RunError::Refused { given, error: Box::new(error) })?;
             idle_rounds = 0;
             continue;
         }
@@ -354,14 +449,14 @@ async fn drive(
                 // Half a second with nothing running and nothing due: an event is missing.
                 if idle_rounds > 50 {
                     if let Some(row) = open.first() {
-                        let name = &row.task.spec.name;
-                        let outcomes = row.task.spec.allowed_outcomes().join("|");
-                        return Err(RunError::Stuck(format!(
-                            "it waits for the human task `{name}` ({}): answer it with --complete {name}={outcomes}",
-                            row.task.spec.title
-                        )));
+                        let spec = &row.task.spec;
+                        return Err(RunError::Stuck(Stuck::HumanTask {
+                            name: spec.name.clone(),
+                            title: spec.title.clone(),
+                            outcomes: spec.allowed_outcomes(),
+                        }));
                     }
-                    return Err(RunError::Stuck("it waits for an event that was not given (--event)".into()));
+                    return Err(RunError::Stuck(Stuck::Event));
                 }
             }
         }

@@ -1,18 +1,21 @@
-//! Definitions: deploy (immutable versions), validate, list, get.
+//! Definitions: deploy (immutable versions), validate, try with simulated time, list, get.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use baton_engine::store::{DefinitionQuery, DefinitionRow};
+use baton_engine::{ActivityError, ActivityRegistry};
+use baton_workflows::run::{Given, RunError, RunOptions, RunOutcome, Stuck, TaskAnswer, run_definition};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::{Page, authorize, created_or_ok, decode_cursor};
+use super::{Body, Page, authorize, created_or_ok, decode_cursor};
 use crate::app::{App, Auth, Deployed};
 use crate::auth::Scope;
 use crate::policy;
-use crate::problem::{ApiResult, FieldError, Problem};
+use crate::problem::{ApiResult, FieldError, Kind, Problem};
 
 /// A deployed version of a definition.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -227,4 +230,252 @@ pub async fn diagram(
         other => return Err(Problem::bad_request(format!("format {other:?}: use svg or mermaid"))),
     };
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// The longest a try runs, in real time: simulated time makes a run that ends take
+/// milliseconds, so a longer one loops without end.
+pub const TRY_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A definition to try, and what the run gives it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TryRequest {
+    /// The definition's YAML or JSON text.
+    pub source: String,
+    /// The file name problems name (default `definition.yaml`).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// The workflow's input (default `{}`).
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// The result of each activity the definition calls, by activity name (`http` for every
+    /// `call: http`, a function's name for `call: NAME`). Nothing else runs: an activity
+    /// without a result here faults the run.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub activities: serde_json::Map<String, Value>,
+    /// CloudEvents (structured JSON), delivered in order once the instance has started; an event
+    /// that comes before its listener waits for it.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Value>,
+    /// Answers to human tasks, given in order as the tasks open.
+    #[serde(default)]
+    pub answers: Vec<TryAnswer>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// An answer to a human task: the next open task named `task` is completed with `outcome`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TryAnswer {
+    /// The task's name in the definition (`review`).
+    pub task: String,
+    pub outcome: String,
+    /// The completion's data (what the task's form would post).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+/// How a try ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TryStatus {
+    Completed,
+    Faulted,
+}
+
+/// One task lifecycle event of a try.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TryStep {
+    /// `task.started`, `task.completed`, `task.faulted`, `task.cancelled`, `task.skipped`,
+    /// `task.retried`.
+    pub kind: String,
+    /// The task's name (`review`).
+    pub task: String,
+    /// The task's JSON pointer in the definition (`/do/0/review`).
+    pub reference: String,
+}
+
+/// What a try did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TryResult {
+    pub status: TryStatus,
+    /// The workflow's output, when it completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    /// The RFC 7807 error the workflow faulted with (type, status, title, detail, instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+    /// The task lifecycle events, in the order they happened.
+    pub trace: Vec<TryStep>,
+    /// The simulated time from the start to the end, ISO 8601 (`P7DT2H`), to the second.
+    pub elapsed: String,
+    /// The same, in milliseconds.
+    pub elapsed_ms: i64,
+    /// The timers that fired (waits, timeouts, SLA deadlines), each as soon as nothing else was
+    /// left to do.
+    pub timers_fired: u32,
+    /// Validation warnings of the text.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<FieldError>,
+}
+
+/// Runs a definition once, to its end, without deploying it: simulated time (each timer fires
+/// as soon as nothing else is left to do), the activities' results given, the human tasks
+/// answered, in a store of its own that is thrown away. Nothing else runs: no HTTP call, no
+/// email, no SQL, no process.
+#[utoipa::path(post, path = "/api/v1/definitions/try", operation_id = "tryDefinition", tag = "definitions",
+    request_body = TryRequest,
+    responses(
+        (status = 200, body = TryResult, description = "The run ended: completed with its output, or faulted with its error"),
+        (status = 400, body = crate::problem::ProblemBody, description = "The body is not a try"),
+        (status = 408, body = crate::problem::ProblemBody, description = "The run took longer than 10 s of real time and was stopped"),
+        (status = 422, body = crate::problem::ProblemBody, description = "Validation errors, each with its line and column (invalid-definition); the run cannot end with what was given (try-stuck); the engine refused the input (orchestration-fault) or an answer (invalid-task-data)"),
+        (status = 409, body = crate::problem::ProblemBody, description = "A human task refused an answer (task-refused)"),
+    ))]
+pub async fn try_definition(
+    State(app): State<Arc<App>>,
+    auth: Auth,
+    Body(request): Body<TryRequest>,
+) -> ApiResult<axum::Json<TryResult>> {
+    authorize(&app, &auth, "tryDefinition", None)?;
+    let file = request.file.clone().unwrap_or_else(|| "definition.yaml".into());
+    let (workflow, warnings) = app.compile(&request.source, &file)?;
+    authorize(&app, &auth, "tryDefinition", Some(&workflow.program().document.namespace))?;
+    let by = auth.caller()?.subject.clone();
+    if let Some(index) = request.events.iter().position(|e| !e.get("type").is_some_and(Value::is_string)) {
+        return Err(Problem::bad_request(format!("events[{index}] is not a CloudEvent with a `type`")));
+    }
+    let mut activities = ActivityRegistry::new();
+    for (name, result) in request.activities {
+        activities.register(name, move |_ctx, _input| std::future::ready(Ok(result.clone())));
+    }
+    activities.fallback(|ctx, _input| {
+        std::future::ready(Err(ActivityError::NonRetryable(format!(
+            "the activity `{}` has no result in this try: give one under `activities`",
+            ctx.name
+        ))))
+    });
+    let answers = request
+        .answers
+        .into_iter()
+        .map(|a| TaskAnswer { task: a.task, outcome: a.outcome, data: a.data, by: by.clone() })
+        .collect();
+    let options = RunOptions {
+        input: request.input,
+        events: request.events,
+        activities,
+        answers,
+        calendars: Some(Arc::clone(&app.options.calendars)),
+        allow_processes: app.options.compile.processes,
+        time_limit: Some(TRY_TIME_LIMIT),
+        ..RunOptions::default()
+    };
+    let report = run_definition(&request.source, &file, options).await.map_err(try_problem)?;
+    let (status, output, error) = match report.outcome {
+        RunOutcome::Completed { output } => (TryStatus::Completed, Some(output), None),
+        RunOutcome::Faulted { error } => (TryStatus::Faulted, None, Some(error)),
+    };
+    let trace = report
+        .trace
+        .into_iter()
+        .map(|step| TryStep { kind: step.kind, task: step.task, reference: step.reference })
+        .collect();
+    Ok(axum::Json(TryResult {
+        status,
+        output,
+        error,
+        trace,
+        elapsed: iso_duration(report.elapsed_ms),
+        elapsed_ms: report.elapsed_ms,
+        timers_fired: report.timers_fired,
+        warnings,
+    }))
+}
+
+/// The problem of a try that could not end.
+fn try_problem(error: RunError) -> Problem {
+    match error {
+        RunError::Invalid(detail) => Problem::new(Kind::InvalidDefinition, detail),
+        RunError::Refused { given, error } => {
+            let mut problem = Problem::from(*error);
+            let what = match given {
+                Given::Input => "the input".to_owned(),
+                Given::Event(index) => format!("events[{index}]"),
+                Given::Answer { task, outcome } => format!("the answer {outcome} to the human task `{task}`"),
+            };
+            problem.detail = format!("{what} was refused: {}", problem.detail);
+            problem
+        }
+        RunError::Stuck(stuck) => {
+            let detail = match stuck {
+                Stuck::Incident(reasons) => format!(
+                    "an incident was raised ({}); a try cannot repair it: give the activity a result that works",
+                    reasons.join("; ")
+                ),
+                Stuck::HumanTask { name, title, outcomes } => format!(
+                    "it waits for the human task `{name}` ({title}): add an answer to `answers`, such as \
+                     {{\"task\": \"{name}\", \"outcome\": \"{}\"}} (outcomes: {})",
+                    outcomes.first().map(String::as_str).unwrap_or_default(),
+                    outcomes.join(", ")
+                ),
+                Stuck::Event => "it waits for an event that was not given: add it to `events`".to_owned(),
+            };
+            Problem::new(Kind::TryStuck, detail)
+        }
+        RunError::TimedOut(limit) => Problem::new(
+            Kind::Timeout,
+            format!(
+                "the try ran for more than {} s of real time and was stopped: does the definition loop without end?",
+                limit.as_secs()
+            ),
+        ),
+        RunError::Engine(detail) => Problem::internal(detail),
+    }
+}
+
+/// Milliseconds as an ISO 8601 duration, to the second: `P7D`, `PT1H30M`, `PT0S`.
+fn iso_duration(ms: i64) -> String {
+    let seconds = ms.max(0) / 1000;
+    let (days, hours, minutes, seconds) =
+        (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60, seconds % 60);
+    let mut text = String::from("P");
+    if days > 0 {
+        text.push_str(&format!("{days}D"));
+    }
+    if hours + minutes + seconds > 0 || days == 0 {
+        text.push('T');
+        for (value, unit) in [(hours, 'H'), (minutes, 'M'), (seconds, 'S')] {
+            if value > 0 {
+                text.push_str(&format!("{value}{unit}"));
+            }
+        }
+        if hours + minutes + seconds == 0 {
+            text.push_str("0S");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iso_duration;
+
+    #[test]
+    fn durations_read_as_iso_8601() {
+        assert_eq!(iso_duration(0), "PT0S");
+        assert_eq!(iso_duration(999), "PT0S");
+        assert_eq!(iso_duration(7 * 86_400_000 + 12), "P7D");
+        assert_eq!(iso_duration(86_400_000 + 3_600_000 + 61_000), "P1DT1H1M1S");
+        assert_eq!(iso_duration(5_400_000), "PT1H30M");
+    }
 }

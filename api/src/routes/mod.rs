@@ -32,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         .route("/definitions", get(definitions::list).post(definitions::deploy))
         .route("/definitions/validate", post(definitions::validate))
+        .route("/definitions/try", post(definitions::try_definition))
         .route("/definitions/{namespace}/{name}", get(definitions::get))
         .route("/definitions/{namespace}/{name}/diagram", get(definitions::diagram))
         .route("/instances", get(instances::list).post(instances::start))
@@ -92,7 +93,7 @@ pub fn router(app: Arc<App>) -> Router {
     info(title = "Baton API", description = "Definitions, instances, human tasks, SLAs and the directory of a Baton engine. Every error is an RFC 7807 problem (application/problem+json) with a stable `type`."),
     paths(
         health, ready, metrics, openapi,
-        definitions::list, definitions::deploy, definitions::validate, definitions::get,
+        definitions::list, definitions::deploy, definitions::validate, definitions::try_definition, definitions::get,
         definitions::diagram,
         instances::start, instances::list, instances::get, instances::history, instances::raise_event, instances::publish_events,
         instances::suspend, instances::resume, instances::terminate, instances::incidents, instances::retry_incident, instances::complete_incident, instances::migrate,

@@ -51,6 +51,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ui/escalations/rows", get(pages::escalation_rows))
         .route("/ui/definitions", get(pages::definitions))
         .route("/ui/definitions/validate", post(pages::validate))
+        .route("/ui/definitions/try", post(pages::try_definition))
         .route("/ui/definitions/{namespace}/{name}", get(pages::definition))
         .route("/ui/definitions/{namespace}/{name}/diagram.svg", get(pages::diagram))
         .route("/ui/documents", get(pages::documents))

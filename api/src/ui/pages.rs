@@ -23,6 +23,7 @@ use super::{DEV_SESSION, Session, cross_site, session_cookie};
 use crate::app::{App, Auth};
 use crate::problem::FieldError;
 use crate::problem::Problem;
+use crate::routes::Body;
 use crate::routes::definitions::{self as api_definitions, DefinitionView};
 use crate::routes::instances::{self as api_instances, HistoryParams, InstanceView, SearchParams};
 use crate::routes::others::{self as api_others, MarkRead, NotificationView};
@@ -920,6 +921,12 @@ struct DefinitionPage {
     /// Whole-text problems and those without a line.
     problems: Vec<String>,
     verdict: Option<String>,
+    /// The try form (on a deployed version's page, for those who may try it).
+    may_try: bool,
+    try_fields: Vec<JsonField>,
+    try_definition: String,
+    try_version: String,
+    source_editable: bool,
 }
 
 impl DefinitionPage {
@@ -977,17 +984,29 @@ pub async fn definition(
     let source = view.source.clone().unwrap_or_default();
     let (lines, problems) = numbered(&source, &[]);
     let diagram = Some(format!("/ui/definitions/{}/diagram.svg?version={}", view.name, view.version));
+    let may_try = crate::policy::authorize(
+        "tryDefinition",
+        Some(&session.caller),
+        view.namespace.as_deref(),
+        app.options.manual_clock,
+    )
+    .is_ok();
     page(
         StatusCode::OK,
         &DefinitionPage {
+            may_try,
             who: Some(session.caller.subject.clone()),
             csrf: session.csrf(),
+            try_definition: view.name.clone(),
+            try_version: view.version.clone(),
             deployed: Some(view),
             diagram,
             source,
             lines,
             problems,
             verdict: None,
+            try_fields: try_fields(&[]),
+            source_editable: false,
         },
     )
 }
@@ -1058,8 +1077,211 @@ pub async fn validate(
             lines,
             problems,
             verdict: Some(verdict),
+            may_try: false,
+            try_fields: Vec::new(),
+            try_definition: String::new(),
+            try_version: String::new(),
+            source_editable: false,
         },
     )
+}
+
+/// A JSON entry of the try form: the text as typed, and what is wrong with it.
+struct JsonField {
+    name: &'static str,
+    label: &'static str,
+    hint: &'static str,
+    rows: usize,
+    value: String,
+    error: Option<String>,
+}
+
+/// The try form's JSON entries, as posted (empty ones get their default).
+fn try_fields(posted: &[(String, String)]) -> Vec<JsonField> {
+    [
+        ("input", "Input (JSON)", "The workflow's input.", "{}", 4),
+        (
+            "activities",
+            "Activity results (a JSON object)",
+            "Each activity's result by its name, e.g. {\"pricing.quote\": {\"price\": 21}}; an activity without one faults the run.",
+            "{}",
+            4,
+        ),
+        (
+            "answers",
+            "Answers to human tasks (a JSON array)",
+            "In the order the tasks open, e.g. [{\"task\": \"review\", \"outcome\": \"approve\", \"data\": {\"comment\": \"fine\"}}].",
+            "[]",
+            4,
+        ),
+        ("events", "Events (a JSON array of CloudEvents)", "Delivered in order once the instance has started.", "[]", 3),
+    ]
+    .into_iter()
+    .map(|(name, label, hint, default, rows)| {
+        let typed = posted_field(posted, name).replace("\r\n", "\n");
+        let value = if typed.trim().is_empty() { default.to_owned() } else { typed };
+        JsonField { name, label, hint, rows, value, error: None }
+    })
+    .collect()
+}
+
+/// What a try gave, to show.
+struct TryOutcome {
+    completed: bool,
+    /// The output, or the error, pretty-printed.
+    json: String,
+    elapsed: String,
+    timers_fired: u32,
+    trace: Vec<TryLine>,
+}
+
+/// One line of a try's trace.
+struct TryLine {
+    task: String,
+    what: String,
+}
+
+#[derive(Template)]
+#[template(path = "ui/definition_try.html")]
+struct TryPage {
+    who: Option<String>,
+    csrf: String,
+    try_definition: String,
+    try_version: String,
+    source: String,
+    source_editable: bool,
+    try_fields: Vec<JsonField>,
+    /// The text's lines, with validation errors beside theirs.
+    lines: Vec<SourceLine>,
+    problems: Vec<String>,
+    outcome: Option<TryOutcome>,
+    /// Why the run could not end.
+    failure: Option<String>,
+}
+
+impl TryPage {
+    fn has_line_problems(&self) -> bool {
+        self.lines.iter().any(|line| !line.problems.is_empty())
+    }
+}
+
+/// Reads the try form's JSON entries into the API's request; a message beside each entry that
+/// is not the JSON it should be.
+fn try_request(source: String, fields: &mut [JsonField]) -> Option<api_definitions::TryRequest> {
+    let mut values = BTreeMap::new();
+    for field in fields.iter_mut() {
+        let parsed = serde_json::from_str::<Value>(&field.value).map_err(|e| format!("not JSON: {e}"));
+        let checked = parsed.and_then(|value| match (field.name, &value) {
+            ("activities", Value::Object(_)) | ("answers" | "events", Value::Array(_)) | ("input", _) => Ok(value),
+            ("activities", _) => Err("a JSON object is expected: {\"activity name\": result, ...}".to_owned()),
+            _ => Err("a JSON array is expected: [...]".to_owned()),
+        });
+        match checked {
+            Ok(value) => {
+                values.insert(field.name, value);
+            }
+            Err(message) => field.error = Some(message),
+        }
+    }
+    let answers = values.remove("answers").map(serde_json::from_value::<Vec<api_definitions::TryAnswer>>);
+    let answers = match answers {
+        Some(Ok(answers)) => answers,
+        Some(Err(error)) => {
+            if let Some(field) = fields.iter_mut().find(|f| f.name == "answers") {
+                field.error = Some(format!("each answer is {{\"task\", \"outcome\", \"data\"}}: {error}"));
+            }
+            return None;
+        }
+        None => return None,
+    };
+    let mut take = |name| values.remove(name).unwrap_or_default();
+    let (input, activities, events) = (take("input"), take("activities"), take("events"));
+    if fields.iter().any(|f| f.error.is_some()) {
+        return None;
+    }
+    Some(api_definitions::TryRequest {
+        source,
+        file: None,
+        input,
+        activities: match activities {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        },
+        events: match events {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        },
+        answers,
+    })
+}
+
+/// `POST /ui/definitions/try`: runs the text once with simulated time, as `tryDefinition`
+/// does, and shows the outcome and the trace; the entries are kept to try again.
+pub async fn try_definition(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    let field = |name: &str| posted_field(&posted, name).to_owned();
+    if let Some(refusal) = stale_form(&session, &headers, &field("_csrf")) {
+        return refusal;
+    }
+    let source = field("source").replace("\r\n", "\n");
+    let mut fields = try_fields(&posted);
+    let mut try_page = TryPage {
+        who: Some(session.caller.subject.clone()),
+        csrf: session.csrf(),
+        try_definition: field("definition"),
+        try_version: field("version"),
+        source: source.clone(),
+        source_editable: true,
+        try_fields: Vec::new(),
+        lines: Vec::new(),
+        problems: Vec::new(),
+        outcome: None,
+        failure: None,
+    };
+    let Some(request) = try_request(source.clone(), &mut fields) else {
+        try_page.try_fields = fields;
+        try_page.failure = Some("Nothing was run: correct the entries marked below.".to_owned());
+        return page(StatusCode::UNPROCESSABLE_ENTITY, &try_page);
+    };
+    try_page.try_fields = fields;
+    let tried = api_definitions::try_definition(State(Arc::clone(&app)), as_api(&session), Body(request)).await;
+    let status = match tried {
+        Ok(axum::Json(result)) => {
+            let completed = result.status == api_definitions::TryStatus::Completed;
+            let shown = if completed { result.output } else { result.error };
+            let trace = result
+                .trace
+                .into_iter()
+                .map(|step| TryLine {
+                    what: step.kind.strip_prefix("task.").unwrap_or(&step.kind).to_owned(),
+                    task: step.task,
+                })
+                .collect();
+            try_page.outcome = Some(TryOutcome {
+                completed,
+                json: serde_json::to_string_pretty(&shown.unwrap_or_default()).unwrap_or_default(),
+                elapsed: result.elapsed,
+                timers_fired: result.timers_fired,
+                trace,
+            });
+            StatusCode::OK
+        }
+        Err(problem) if matches!(problem.kind().status(), StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED) => {
+            return problem_page(Some(&session), &problem);
+        }
+        Err(problem) => {
+            let (lines, problems) = numbered(&source, &problem.errors);
+            try_page.lines = lines;
+            try_page.problems = problems;
+            try_page.failure = Some(format!("Not run to its end: {}", problem.detail));
+            problem.kind().status()
+        }
+    };
+    page(status, &try_page)
 }
 
 /// A leg of a document's custody trail.
