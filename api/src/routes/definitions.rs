@@ -236,6 +236,11 @@ pub async fn diagram(
 /// milliseconds, so a longer one loops without end.
 pub const TRY_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Tries running at once in this server: each has an engine on a temporary store of its own,
+/// so a burst of them must not take the server's memory and files.
+pub const MAX_CONCURRENT_TRIES: usize = 4;
+static TRIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_TRIES);
+
 /// A definition to try, and what the run gives it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -379,6 +384,10 @@ pub async fn try_definition(
         allow_processes: app.options.compile.processes,
         time_limit: Some(TRY_TIME_LIMIT),
         ..RunOptions::default()
+    };
+    let Ok(_running) = TRIES.try_acquire() else {
+        let detail = format!("{MAX_CONCURRENT_TRIES} tries are running on this server: try again in a moment");
+        return Err(Problem::new(crate::problem::Kind::RateLimited, detail));
     };
     let report = run_definition(&request.source, &file, options).await.map_err(try_problem)?;
     let (status, output, error) = match report.outcome {
