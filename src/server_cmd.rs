@@ -957,6 +957,16 @@ mod tests {
         assert!(!dump.contains("h00k-key") && !dump.contains("sms-key"), "{dump}");
         assert!(dump.contains("https://hooks.example/baton"), "{dump}");
 
+        let text = "[oidc]\nissuer = \"https://id.example\"\nclient_id = \"baton\"\n\
+                    redirect_url = \"https://baton.example/ui/login/oidc/callback\"\n";
+        let mut oidc: ServerConfig = toml::from_str(text).expect("toml");
+        oidc.set("BATON_OIDC_CLIENT_SECRET", "c1ient".into()).expect("a client secret");
+        let dump = oidc.dump().expect("dump");
+        assert!(!dump.contains("c1ient") && dump.contains("client_secret = \"<hidden>\""), "{dump}");
+        assert!(dump.contains("subject_claim = \"sub\""), "the defaults are shown: {dump}");
+        let refused = ServerConfig::default().set("BATON_OIDC_CLIENT_SECRET", "x".into());
+        assert!(refused.is_err(), "a client secret without a provider is a mistake");
+
         let mut broker = ServerConfig::default();
         broker.set("BATON_AMQP_URL", "amqp://baton:r4bbit@mq.example:5672/%2f".into()).expect("a broker");
         let dump = broker.dump().expect("dump");

@@ -333,8 +333,11 @@ pub async fn callback(State(app): State<Arc<App>>, headers: HeaderMap, Query(bac
         }
     };
     if let Some(error) = back.error {
-        let why = back.error_description.map(|d| format!(": {d}")).unwrap_or_default();
-        return refuse(StatusCode::UNAUTHORIZED, format!("the provider did not sign you in ({error}{why})")).await;
+        // The provider's words, as far as a line: anyone can make a link to this page.
+        let why = back.error_description.map(|d| format!(": {}", d.chars().take(200).collect::<String>()));
+        let error: String = error.chars().take(60).collect();
+        let message = format!("the provider did not sign you in ({error}{})", why.unwrap_or_default());
+        return refuse(StatusCode::UNAUTHORIZED, message).await;
     }
     let Some(flow) = cookie(&headers, FLOW_COOKIE).as_deref().and_then(Flow::from_cookie) else {
         let message = "this sign-in was not started here or took longer than 10 minutes: sign in again";
