@@ -443,7 +443,7 @@ mod tests {
             nonce: String::new(),
             verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
         };
-        assert_eq!(known.challenge(), "E9Melhoa2OwvFx-MJRBtPWXQbLjsRVyl3nHnTxv43Ao");
+        assert_eq!(known.challenge(), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
         assert!(Flow::from_cookie("a.b").is_none());
         assert!(Flow::from_cookie("a..c").is_none());
         assert!(Flow::from_cookie("a.b.c.d").is_none());
