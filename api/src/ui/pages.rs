@@ -9,11 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use baton_engine::EngineError;
-use baton_engine::InstanceId;
 use baton_engine::directory::PeopleQuery;
 use baton_engine::history::Seq;
 use baton_engine::human::{Assignment, HumanTaskRow, HumanTaskStatus, InboxQuery, TaskAction, TaskRefusal};
 use baton_engine::store::{SlaCompliance, SlaQuery, SlaStateName};
+use baton_engine::{InstanceId, InstanceStatus};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -625,6 +625,8 @@ struct Moment {
     at: String,
     what: String,
     by: String,
+    /// The reason it records, if any (a suspension's, a retry's, a fault's...).
+    reason: String,
 }
 
 /// One incident of an instance.
@@ -633,6 +635,13 @@ struct IncidentLine {
     kind: String,
     reason: String,
     open: bool,
+    /// A failed activity, which may be completed by hand (`completeIncident`).
+    skippable: bool,
+    /// The skip form's result (JSON) and reason, as typed when they were refused.
+    result: String,
+    skip_reason: String,
+    /// Why the skip was refused.
+    skip_error: Option<String>,
 }
 
 #[derive(Template)]
@@ -645,6 +654,35 @@ struct InstancePage {
     incidents: Vec<IncidentLine>,
     timeline: Vec<Moment>,
     notice: Option<String>,
+    /// Whether the person operates the instance's namespace (suspend, resume, terminate,
+    /// incidents), as the policy decides for the API.
+    operates: bool,
+}
+
+impl InstancePage {
+    /// The changes that apply to the instance's status: (action, button, what it does).
+    fn changes(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        if !self.operates {
+            return Vec::new();
+        }
+        let suspend = ("suspend", "Suspend", "It takes no input until resumed; what arrives meanwhile is kept.");
+        let resume = ("resume", "Resume", "It goes on, with what arrived while it was suspended.");
+        let terminate = ("terminate", "Terminate", "It ends now: its activities are abandoned, its timers disarmed.");
+        match self.instance.status {
+            InstanceStatus::Running | InstanceStatus::Waiting => vec![suspend, terminate],
+            InstanceStatus::Suspended => vec![resume, terminate],
+            InstanceStatus::Faulted => vec![terminate],
+            InstanceStatus::Completed | InstanceStatus::Cancelled => Vec::new(),
+        }
+    }
+}
+
+/// A skip (completion by hand) of `incident` that was refused: what was typed, and why.
+struct RefusedSkip {
+    incident: i64,
+    result: String,
+    reason: String,
+    error: String,
 }
 
 fn text(value: &Value, key: &str) -> String {
@@ -669,6 +707,29 @@ fn actor(value: &Value) -> String {
 pub struct InstanceNotice {
     #[serde(default)]
     retried: Option<i64>,
+    #[serde(default)]
+    skipped: Option<i64>,
+    /// The change just made: suspend, resume or terminate.
+    #[serde(default)]
+    changed: Option<String>,
+}
+
+impl InstanceNotice {
+    fn text(&self) -> Option<String> {
+        if let Some(id) = self.retried {
+            return Some(format!("Incident {id} is being retried."));
+        }
+        if let Some(id) = self.skipped {
+            return Some(format!("Incident {id}: its step was completed by hand; the instance goes on."));
+        }
+        let text = match self.changed.as_deref()? {
+            "suspend" => "Suspended: the instance takes no input until it is resumed.",
+            "resume" => "Resumed: the instance goes on.",
+            "terminate" => "Terminated: the instance has ended.",
+            _ => return None,
+        };
+        Some(text.to_owned())
+    }
 }
 
 /// `GET /ui/instances/{id}`: status, open tasks, incidents and the history's timeline, as
@@ -679,13 +740,24 @@ pub async fn instance(
     Path(id): Path<String>,
     Query(notice): Query<InstanceNotice>,
 ) -> Response {
-    let detail = api_instances::get(State(Arc::clone(&app)), as_api(&session), Path(id.clone())).await;
+    instance_page(&app, &session, id, notice.text(), None).await
+}
+
+/// The instance's page; with a refused skip, its form as typed and the reason beside it.
+async fn instance_page(
+    app: &Arc<App>,
+    session: &Session,
+    id: String,
+    notice: Option<String>,
+    refused_skip: Option<RefusedSkip>,
+) -> Response {
+    let detail = api_instances::get(State(Arc::clone(app)), as_api(session), Path(id.clone())).await;
     let axum::Json(detail) = match detail {
         Ok(detail) => detail,
-        Err(problem) => return problem_page(Some(&session), &problem),
+        Err(problem) => return problem_page(Some(session), &problem),
     };
     let params = HistoryParams { after: None, limit: Some(500) };
-    let history = api_instances::history(State(Arc::clone(&app)), as_api(&session), Path(id), Query(params)).await;
+    let history = api_instances::history(State(Arc::clone(app)), as_api(session), Path(id), Query(params)).await;
     let timeline = match history {
         Ok(axum::Json(page_)) => page_
             .items
@@ -695,9 +767,10 @@ pub async fn instance(
                 at: text(event, "at"),
                 what: text(event, "type"),
                 by: event.get("actor").map(actor).unwrap_or_default(),
+                reason: event.get("data").map(|data| text(data, "reason")).unwrap_or_default(),
             })
             .collect(),
-        Err(problem) => return problem_page(Some(&session), &problem),
+        Err(problem) => return problem_page(Some(session), &problem),
     };
     let tasks = detail
         .human_tasks
@@ -712,16 +785,29 @@ pub async fn instance(
     let incidents = detail
         .incidents
         .iter()
-        .map(|incident| IncidentLine {
-            id: incident.get("id").and_then(Value::as_i64).unwrap_or_default(),
-            kind: text(incident, "kind").replace('_', " "),
-            reason: text(incident, "reason"),
-            open: incident.get("resolvedAt").is_none_or(Value::is_null),
+        .map(|incident| {
+            let id = incident.get("id").and_then(Value::as_i64).unwrap_or_default();
+            let refused = refused_skip.as_ref().filter(|skip| skip.incident == id);
+            IncidentLine {
+                id,
+                kind: text(incident, "kind").replace('_', " "),
+                reason: text(incident, "reason"),
+                open: incident.get("resolvedAt").is_none_or(Value::is_null),
+                skippable: text(incident, "kind") == "activity_failed"
+                    && incident.get("taskSeq").is_some_and(|seq| !seq.is_null())
+                    && incident.get("pendingInput").is_none_or(Value::is_null),
+                result: refused.map_or_else(|| "{}".to_owned(), |skip| skip.result.clone()),
+                skip_reason: refused.map(|skip| skip.reason.clone()).unwrap_or_default(),
+                skip_error: refused.map(|skip| skip.error.clone()),
+            }
         })
         .collect();
-    let notice = notice.retried.map(|id| format!("Incident {id} is being retried."));
+    let namespace = detail.instance.namespace.as_deref();
+    let operates =
+        crate::policy::authorize("suspendInstance", Some(&session.caller), namespace, app.options.manual_clock).is_ok();
+    let status = if refused_skip.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
     page(
-        StatusCode::OK,
+        status,
         &InstancePage {
             who: Some(session.caller.subject.clone()),
             csrf: session.csrf(),
@@ -730,8 +816,35 @@ pub async fn instance(
             incidents,
             timeline,
             notice,
+            operates,
         },
     )
+}
+
+/// `POST /ui/instances/{id}/{suspend|resume|terminate}`: as `suspendInstance`,
+/// `resumeInstance` and `terminateInstance`, with the reason given.
+pub async fn change_instance(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refusal) = stale_form(&session, &headers, posted_field(&posted, "_csrf")) {
+        return refusal;
+    }
+    let body = serde_json::json!({ "reason": posted_field(&posted, "reason") }).to_string().into();
+    let (app_, auth, path) = (State(Arc::clone(&app)), as_api(&session), Path(id.clone()));
+    let changed = match action.as_str() {
+        "suspend" => api_instances::suspend(app_, auth, path, body).await,
+        "resume" => api_instances::resume(app_, auth, path, body).await,
+        "terminate" => api_instances::terminate(app_, auth, path, body).await,
+        other => Err(Problem::not_found(format!("no action {other:?} on an instance"))),
+    };
+    match changed {
+        Ok(_) => Redirect::to(&format!("/ui/instances/{id}?changed={action}")).into_response(),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
 }
 
 /// `POST /ui/incidents/{incident}/retry`: as `retryIncident`, with the reason given.
@@ -751,6 +864,48 @@ pub async fn retry_incident(
         api_instances::retry_incident(State(Arc::clone(&app)), as_api(&session), Path(incident), body.into()).await;
     match retried {
         Ok(_) => Redirect::to(&format!("/ui/instances/{}?retried={incident}", field("instance"))).into_response(),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// `POST /ui/incidents/{incident}/complete`: skips a failed step, as `completeIncident`: the
+/// posted JSON becomes its result, with the reason given. JSON that does not parse, or a
+/// result or reason the API refuses, comes back beside the form with what was typed, nothing
+/// done.
+pub async fn complete_incident(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Path(incident): Path<i64>,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    let field = |name: &str| posted_field(&posted, name).to_owned();
+    if let Some(refusal) = stale_form(&session, &headers, &field("_csrf")) {
+        return refusal;
+    }
+    let (instance, typed, reason) = (field("instance"), field("result"), field("reason"));
+    let refuse = |error: String| RefusedSkip { incident, result: typed.clone(), reason: reason.clone(), error };
+    let result = match serde_json::from_str::<Value>(&typed) {
+        Ok(result) => result,
+        Err(error) => {
+            let error = format!("The result is not valid JSON ({error}): write an object such as {{}}.");
+            return instance_page(&app, &session, instance, None, Some(refuse(error))).await;
+        }
+    };
+    let request = api_instances::CompleteIncidentRequest { reason: reason.clone(), result };
+    let completed = api_instances::complete_incident(
+        State(Arc::clone(&app)),
+        as_api(&session),
+        Path(incident),
+        crate::routes::Body(request),
+    )
+    .await;
+    match completed {
+        Ok(_) => Redirect::to(&format!("/ui/instances/{instance}?skipped={incident}")).into_response(),
+        Err(problem) if problem.kind().status() == StatusCode::BAD_REQUEST => {
+            let error = format!("Not done: {}", problem.detail);
+            instance_page(&app, &session, instance, None, Some(refuse(error))).await
+        }
         Err(problem) => problem_page(Some(&session), &problem),
     }
 }
