@@ -559,3 +559,90 @@ async fn skipping_a_failed_step_by_hand_lets_the_instance_go_on_and_bad_json_is_
     assert!(page.contains("typed in from the paper copy"), "the reason is in the history: {page}");
     assert!(open_incidents().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_bulk_suspend_counts_the_search_first_then_its_job_page_follows_it_to_the_end() {
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    s.deploy(APPROVAL, "dora").await;
+    let mut approvals = Vec::new();
+    for (title, department) in [("Forklift", "assembly"), ("Crane", "assembly"), ("Spray booth", "paint")] {
+        approvals.push(s.start_approval(title, department).await);
+    }
+    s.deploy(BROKEN, "dora").await;
+    let start = json!({ "definition": "training/broken", "input": { "pages": 3 } });
+    let (_, broken) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    let broken = broken["id"].as_str().unwrap().to_owned();
+    assert_eq!(wait_for_status(&s, &broken, "faulted").await, "faulted");
+
+    let otto = Browser::sign_in(&s, &[("token", &s.token_for("otto"))]).await.expect("otto signs in");
+    let (_, page) = otto.get("/ui/instances?definition=training%2Fapproval&status=waiting").await;
+    assert!(page.contains("action=\"/ui/bulk\"") && page.contains("<label for=\"bulk-action\">"), "{page}");
+    assert!(page.contains("process training/approval, status waiting"), "the search in words: {page}");
+    let search = |action: &str, status: &str| {
+        [
+            ("_csrf", csrf(&page)),
+            ("definition", "training/approval".to_owned()),
+            ("status", status.to_owned()),
+            ("businessKey", String::new()),
+            ("action", action.to_owned()),
+            ("reason", "stocktaking".to_owned()),
+        ]
+    };
+
+    // The dry run: how many, which, and nothing changed yet.
+    let (status, _, dry_run) = otto.post("/ui/bulk", &fields(&search("suspend", "waiting")), None).await;
+    assert_eq!(status, StatusCode::OK, "{dry_run}");
+    assert!(dry_run.contains("Suspend 3 instances?") && dry_run.contains("id=\"matched\">3<"), "{dry_run}");
+    assert!(approvals.iter().all(|id| dry_run.contains(&format!("href=\"/ui/instances/{id}\""))), "{dry_run}");
+    assert!(!dry_run.contains(&broken), "{dry_run}");
+    for id in &approvals {
+        assert_eq!(status_of(&s, id).await, "waiting", "a dry run changes nothing");
+    }
+    let (_, _, none) = otto.post("/ui/bulk", &fields(&search("suspend", "faulted")), None).await;
+    assert!(none.contains("No instance matches") && !none.contains("/ui/bulk/start"), "{none}");
+
+    let (status, location, _) = otto.post("/ui/bulk/start", &fields(&search("suspend", "waiting")), None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let job = location.strip_prefix("/ui/bulk/").expect("the job's page").to_owned();
+    let (status, page) = otto.get(&location).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Bulk suspend") && page.contains("id=\"bulk-progress\""), "{page}");
+    let progress = format!("/ui/bulk/{job}/progress");
+    let mut part = String::new();
+    for _ in 0..250 {
+        part = otto.get(&progress).await.1;
+        if part.contains("Finished") {
+            break;
+        }
+        assert!(part.contains(&format!("hx-get=\"{progress}\"")) && part.contains("every 1s"), "polls: {part}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!part.contains("<html") && part.contains("Finished: 3 done, 0 failed, of 3."), "{part}");
+    assert!(!part.contains("hx-get") && !part.contains("hx-trigger"), "once finished it stops polling: {part}");
+    for id in &approvals {
+        assert_eq!(status_of(&s, id).await, "suspended");
+    }
+    assert_eq!(status_of(&s, &broken).await, "faulted", "outside the search: untouched");
+    let (_, history) = s.call("GET", &format!("/api/v1/instances/{}/history", approvals[0]), Some("root"), None).await;
+    let suspended = history["items"].as_array().unwrap().iter().find(|e| e["type"] == "InstanceSuspended").unwrap();
+    assert_eq!(
+        (suspended["data"]["reason"].as_str(), suspended["actor"]["id"].as_str()),
+        (Some("stocktaking"), Some("otto"))
+    );
+
+    // The suspended ones are now what a bulk resume would find.
+    let (_, _, again) = otto.post("/ui/bulk", &fields(&search("resume", "suspended")), None).await;
+    assert!(again.contains("Resume 3 instances?"), "{again}");
+
+    // Tom operates nothing: no bulk form, and a posted one is refused.
+    let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
+    let (_, page) = tom.get("/ui/instances").await;
+    assert!(!page.contains("action=\"/ui/bulk\""), "{page}");
+    let mut refused = search("terminate", "");
+    refused[0].1 = csrf(&page);
+    let (status, _, _) = tom.post("/ui/bulk/start", &fields(&refused), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for id in &approvals {
+        assert_eq!(status_of(&s, id).await, "suspended", "nothing changed");
+    }
+}

@@ -23,6 +23,7 @@ use super::{DEV_SESSION, Session, cross_site, session_cookie};
 use crate::app::{App, Auth};
 use crate::problem::FieldError;
 use crate::problem::Problem;
+use crate::routes::bulk::{self as api_bulk, BulkAction, BulkJob, BulkRequest};
 use crate::routes::definitions::{self as api_definitions, DefinitionView};
 use crate::routes::instances::{self as api_instances, HistoryParams, InstanceView, SearchParams};
 use crate::routes::others::{self as api_others, MarkRead, NotificationView};
@@ -564,6 +565,8 @@ struct InstancesPage {
     status: String,
     business_key: String,
     next: Option<String>,
+    /// Whether the person may act on every instance the search finds (`startBulk`).
+    may_bulk: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -581,6 +584,14 @@ pub struct InstanceSearch {
 impl InstancesPage {
     fn is_status(&self, status: &str) -> bool {
         self.status == status
+    }
+
+    fn search(&self) -> BulkSearch {
+        BulkSearch {
+            definition: self.definition.trim().to_owned(),
+            status: self.status.trim().to_owned(),
+            business_key: self.business_key.trim().to_owned(),
+        }
     }
 }
 
@@ -602,6 +613,9 @@ pub async fn instances(
         Ok(params) => params,
         Err(error) => return problem_page(Some(&session), &Problem::bad_request(error.to_string())),
     };
+    let namespace = crate::policy::namespace_of(search.definition.trim());
+    let may_bulk =
+        crate::policy::authorize("startBulk", Some(&session.caller), namespace, app.options.manual_clock).is_ok();
     match api_instances::list(State(Arc::clone(&app)), as_api(&session), Query(params)).await {
         Ok(axum::Json(found)) => page(
             StatusCode::OK,
@@ -613,8 +627,241 @@ pub async fn instances(
                 status: search.status,
                 business_key: search.business_key,
                 next: found.next,
+                may_bulk,
             },
         ),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// The search a bulk action acts on, as posted from the instances page.
+struct BulkSearch {
+    definition: String,
+    status: String,
+    business_key: String,
+}
+
+impl BulkSearch {
+    fn posted(posted: &[(String, String)]) -> Self {
+        let field = |name: &str| posted_field(posted, name).trim().to_owned();
+        Self { definition: field("definition"), status: field("status"), business_key: field("businessKey") }
+    }
+
+    /// The search in words.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.definition.is_empty() {
+            parts.push(format!("process {}", self.definition));
+        }
+        if !self.status.is_empty() {
+            parts.push(format!("status {}", self.status));
+        }
+        if !self.business_key.is_empty() {
+            parts.push(format!("business key {}", self.business_key));
+        }
+        if parts.is_empty() { "every instance you operate".to_owned() } else { parts.join(", ") }
+    }
+
+    /// The instances page of this search.
+    fn href(&self) -> String {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("definition", &self.definition)
+            .append_pair("status", &self.status)
+            .append_pair("businessKey", &self.business_key)
+            .finish();
+        format!("/ui/instances?{query}")
+    }
+
+    /// `bulk::start`'s request for `action` on this search.
+    fn request(&self, action: &str, reason: &str, dry_run: bool) -> Result<BulkRequest, Problem> {
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        params(serde_json::json!({
+            "action": action,
+            "filter": {
+                "definition": nonempty(&self.definition),
+                "status": nonempty(&self.status),
+                "businessKey": nonempty(&self.business_key),
+            },
+            "reason": reason,
+            "dryRun": dry_run,
+        }))
+    }
+}
+
+/// The actions the instances page offers on a whole search.
+const BULK_ACTIONS: [&str; 3] = ["suspend", "resume", "terminate"];
+
+#[derive(Template)]
+#[template(path = "ui/bulk_confirm.html")]
+struct BulkConfirmPage {
+    who: Option<String>,
+    csrf: String,
+    search: BulkSearch,
+    action: String,
+    reason: String,
+    matched: usize,
+    /// The first instances it would act on.
+    sample: Vec<String>,
+}
+
+impl BulkConfirmPage {
+    /// "Suspend 3 instances?"
+    fn question(&self) -> String {
+        let verb = match self.action.as_str() {
+            "suspend" => "Suspend",
+            "resume" => "Resume",
+            _ => "Terminate",
+        };
+        let noun = if self.matched == 1 { "instance" } else { "instances" };
+        format!("{verb} {} {noun}?", self.matched)
+    }
+}
+
+/// A bulk job's answer (its JSON) from `bulk::start`.
+async fn bulk_answer(started: Result<Response, Problem>) -> Result<Value, Problem> {
+    let response = started?;
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.map_err(Problem::internal)?;
+    serde_json::from_slice(&bytes).map_err(Problem::internal)
+}
+
+/// `POST /ui/bulk`: the dry run of an action on every instance a search finds (`startBulk`
+/// with `dryRun`): how many it would touch, and a button to start it.
+pub async fn bulk_dry_run(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refusal) = stale_form(&session, &headers, posted_field(&posted, "_csrf")) {
+        return refusal;
+    }
+    let (search, action, reason) =
+        (BulkSearch::posted(&posted), posted_field(&posted, "action"), posted_field(&posted, "reason"));
+    if !BULK_ACTIONS.contains(&action) {
+        return problem_page(Some(&session), &Problem::bad_request(format!("no bulk action {action:?}")));
+    }
+    let counted = match search.request(action, reason, true) {
+        Ok(request) => {
+            bulk_answer(api_bulk::start(State(Arc::clone(&app)), as_api(&session), crate::routes::Body(request)).await)
+                .await
+        }
+        Err(problem) => Err(problem),
+    };
+    let dry_run = match counted {
+        Ok(dry_run) => dry_run,
+        Err(problem) => return problem_page(Some(&session), &problem),
+    };
+    let matched = dry_run.get("matched").and_then(Value::as_u64).unwrap_or_default();
+    let sample = dry_run.get("sample").and_then(Value::as_array).into_iter().flatten();
+    page(
+        StatusCode::OK,
+        &BulkConfirmPage {
+            who: Some(session.caller.subject.clone()),
+            csrf: session.csrf(),
+            action: action.to_owned(),
+            reason: reason.to_owned(),
+            matched: usize::try_from(matched).unwrap_or(usize::MAX),
+            sample: sample.filter_map(Value::as_str).map(str::to_owned).collect(),
+            search,
+        },
+    )
+}
+
+/// `POST /ui/bulk/start`: starts the job the dry run showed (`startBulk`) and follows it on
+/// its page.
+pub async fn bulk_start(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refusal) = stale_form(&session, &headers, posted_field(&posted, "_csrf")) {
+        return refusal;
+    }
+    let (search, action, reason) =
+        (BulkSearch::posted(&posted), posted_field(&posted, "action"), posted_field(&posted, "reason"));
+    if !BULK_ACTIONS.contains(&action) {
+        return problem_page(Some(&session), &Problem::bad_request(format!("no bulk action {action:?}")));
+    }
+    let started = match search.request(action, reason, false) {
+        Ok(request) => {
+            bulk_answer(api_bulk::start(State(Arc::clone(&app)), as_api(&session), crate::routes::Body(request)).await)
+                .await
+        }
+        Err(problem) => Err(problem),
+    };
+    match started {
+        Ok(job) => Redirect::to(&format!("/ui/bulk/{}", text(&job, "id"))).into_response(),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// A bulk job's progress, as the job page and its refreshing part show it.
+struct BulkProgress {
+    job: BulkJob,
+}
+
+impl BulkProgress {
+    fn action(&self) -> &'static str {
+        match self.job.action {
+            BulkAction::Suspend => "suspend",
+            BulkAction::Resume => "resume",
+            BulkAction::Terminate => "terminate",
+            BulkAction::Retry => "retry",
+        }
+    }
+
+    fn handled(&self) -> usize {
+        self.job.done + self.job.failed
+    }
+
+    /// The reported failures: (instance, why).
+    fn failures(&self) -> Vec<(String, String)> {
+        self.job.failures.iter().map(|failure| (text(failure, "instance"), text(failure, "reason"))).collect()
+    }
+
+    /// Failures counted but not reported one by one.
+    fn unreported(&self) -> usize {
+        self.job.failed.saturating_sub(self.job.failures.len())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/bulk.html")]
+struct BulkPage {
+    who: Option<String>,
+    csrf: String,
+    progress: BulkProgress,
+}
+
+#[derive(Template)]
+#[template(path = "ui/bulk_progress.html")]
+struct BulkProgressPart {
+    progress: BulkProgress,
+}
+
+async fn bulk_job(app: &Arc<App>, session: &Session, job: String) -> Result<BulkProgress, Problem> {
+    let axum::Json(job) = api_bulk::get(State(Arc::clone(app)), as_api(session), Path(job)).await?;
+    Ok(BulkProgress { job })
+}
+
+/// `GET /ui/bulk/{job}`: a bulk job's progress (`getBulk`), refreshed every second while it
+/// runs.
+pub async fn bulk(State(app): State<Arc<App>>, session: Session, Path(job): Path<String>) -> Response {
+    match bulk_job(&app, &session, job).await {
+        Ok(progress) => page(
+            StatusCode::OK,
+            &BulkPage { who: Some(session.caller.subject.clone()), csrf: session.csrf(), progress },
+        ),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// `GET /ui/bulk/{job}/progress`: the job page's progress alone, which it fetches again while
+/// the job runs (once finished, it comes without the attributes that poll).
+pub async fn bulk_progress(State(app): State<Arc<App>>, session: Session, Path(job): Path<String>) -> Response {
+    match bulk_job(&app, &session, job).await {
+        Ok(progress) => page(StatusCode::OK, &BulkProgressPart { progress }),
         Err(problem) => problem_page(Some(&session), &problem),
     }
 }
