@@ -578,3 +578,255 @@ async fn a_designer_tries_a_definition_and_sees_its_output_its_trace_and_a_json_
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(!page.contains("action=\"/ui/definitions/try\""), "{page}");
 }
+
+/// The status of an instance, as the API says.
+async fn status_of(s: &Server, id: &str) -> String {
+    let (_, detail) = s.call("GET", &format!("/api/v1/instances/{id}"), Some("root"), None).await;
+    detail["instance"]["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Waits (bounded) until the instance has `wanted` status; answers the last status seen.
+async fn wait_for_status(s: &Server, id: &str, wanted: &str) -> String {
+    let mut status = String::new();
+    for _ in 0..250 {
+        status = status_of(s, id).await;
+        if status == wanted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    status
+}
+
+/// A form's fields as `Browser::post` takes them.
+fn fields<'a>(form: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    form.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn an_ops_engineer_suspends_resumes_and_terminates_an_instance_with_a_reason() {
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    s.deploy(APPROVAL, "dora").await;
+    let id = s.start_approval("Forklift", "assembly").await;
+    let page_path = format!("/ui/instances/{id}");
+    let change = |action: &str| format!("/ui/instances/{id}/{action}");
+
+    // Tom has a task in it, so he sees it; he may not operate it: no controls, and a posted
+    // suspension is refused as the API refuses it, nothing changed.
+    let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
+    let (status, page) = tom.get(&page_path).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(!page.contains(&change("suspend")) && !page.contains("Operate"), "{page}");
+    let form = [("_csrf", csrf(&page)), ("reason", "just because".to_owned())];
+    let (status, _, refusal) = tom.post(&change("suspend"), &fields(&form), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refusal}");
+    assert!(refusal.contains("Not allowed") && refusal.contains("suspendInstance"), "{refusal}");
+    assert_eq!(status_of(&s, &id).await, "waiting");
+
+    let otto = Browser::sign_in(&s, &[("token", &s.token_for("otto"))]).await.expect("otto signs in");
+    let (_, page) = otto.get(&page_path).await;
+    assert!(page.contains(&change("suspend")) && page.contains(&change("terminate")), "{page}");
+    assert!(!page.contains(&change("resume")), "a waiting instance is not resumed: {page}");
+    assert!(page.contains("<label for=\"suspend-reason\">"), "the reason is labelled: {page}");
+    let token = csrf(&page);
+    let (status, _, _) = otto.post(&change("suspend"), &[("reason", "stock count")], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no CSRF token, nothing done");
+    assert_eq!(status_of(&s, &id).await, "waiting");
+
+    let steps = [("suspend", "stock count", "suspended"), ("resume", "count done", "waiting")];
+    for (action, reason, wanted) in steps {
+        let form = [("_csrf", token.clone()), ("reason", reason.to_owned())];
+        let (status, location, _) = otto.post(&change(action), &fields(&form), None).await;
+        assert_eq!((status, location), (StatusCode::SEE_OTHER, format!("{page_path}?changed={action}")));
+        assert_eq!(wait_for_status(&s, &id, wanted).await, wanted, "after {action}");
+    }
+    let (_, page) = otto.get(&format!("{page_path}?changed=resume")).await;
+    assert!(page.contains("Resumed: the instance goes on."), "{page}");
+    assert!(page.contains("InstanceSuspended</strong> by otto: <q>stock count</q>"), "in the timeline: {page}");
+
+    let form = [("_csrf", token.clone()), ("reason", "again".to_owned())];
+    otto.post(&change("suspend"), &fields(&form), None).await;
+    let (_, suspended) = otto.get(&page_path).await;
+    assert!(suspended.contains(&change("resume")) && !suspended.contains(&change("suspend")), "{suspended}");
+    let form = [("_csrf", token.clone()), ("reason", "the request was withdrawn".to_owned())];
+    let (status, location, _) = otto.post(&change("terminate"), &fields(&form), None).await;
+    assert_eq!((status, location), (StatusCode::SEE_OTHER, format!("{page_path}?changed=terminate")));
+    assert_eq!(status_of(&s, &id).await, "cancelled");
+    let (_, ended) = otto.get(&format!("{page_path}?changed=terminate")).await;
+    assert!(ended.contains("Terminated: the instance has ended."), "{ended}");
+    assert!(!ended.contains("Operate") && !ended.contains(&change("terminate")), "nothing applies now: {ended}");
+    let form = [("_csrf", token.clone()), ("reason", "too late".to_owned())];
+    let (status, _, refusal) = otto.post(&change("resume"), &fields(&form), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "an ended instance does not resume: {refusal}");
+    assert!(refusal.contains("Not possible now"), "{refusal}");
+
+    let (_, history) = s.call("GET", &format!("/api/v1/instances/{id}/history"), Some("root"), None).await;
+    let changes: Vec<(&str, &str, &str)> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            ["InstanceSuspended", "InstanceResumed", "InstanceTerminated"].contains(&e["type"].as_str().unwrap())
+        })
+        .map(|e| {
+            (e["type"].as_str().unwrap(), e["data"]["reason"].as_str().unwrap(), e["actor"]["id"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("InstanceSuspended", "stock count", "otto"),
+            ("InstanceResumed", "count done", "otto"),
+            ("InstanceSuspended", "again", "otto"),
+            ("InstanceTerminated", "the request was withdrawn", "otto"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn skipping_a_failed_step_by_hand_lets_the_instance_go_on_and_bad_json_is_refused() {
+    use baton_engine::program::{Op, Program};
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    let once = baton_engine::ActivityOptions { retry: baton_engine::RetryPolicy::none(), ..Default::default() };
+    s.engine.register(Program::new("training/scan", vec![Op::Activity { name: "ocr".into(), options: once }])).unwrap();
+    let (status, started) = s
+        .call("POST", "/api/v1/instances", Some("otto"), Some(json!({"definition": "training/scan", "input": {}})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let poll = json!({"activities": ["ocr"], "waitMs": 5000});
+    let (_, lease) = s.call("POST", "/api/v1/workers/poll", Some("wendy"), Some(poll)).await;
+    let fail = format!("/api/v1/workers/leases/{}/fail", lease["token"].as_str().unwrap());
+    let failure = json!({"message": "page 1 is blank", "retryable": false});
+    assert_eq!(s.call("POST", &fail, Some("wendy"), Some(failure)).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(wait_for_status(&s, &id, "faulted").await, "faulted");
+    let open_incidents = async || {
+        let (_, open) = s.call("GET", &format!("/api/v1/incidents?instance={id}"), Some("otto"), None).await;
+        open.as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect::<Vec<_>>()
+    };
+    let incident = open_incidents().await[0];
+
+    let otto = Browser::sign_in(&s, &[("token", &s.token_for("otto"))]).await.expect("otto signs in");
+    let (_, page) = otto.get(&format!("/ui/instances/{id}")).await;
+    let skip = format!("/ui/incidents/{incident}/complete");
+    assert!(page.contains(&format!("action=\"{skip}\"")) && page.contains("Retry"), "skip beside retry: {page}");
+    assert!(page.contains(&format!("<label for=\"result-{incident}\">")), "{page}");
+    assert!(page.contains(">{}</textarea>"), "the result is an empty object by default: {page}");
+
+    let form = [
+        ("_csrf", csrf(&page)),
+        ("instance", id.clone()),
+        ("result", "{text: by hand".to_owned()),
+        ("reason", "typed in from the paper copy".to_owned()),
+    ];
+    let (status, _, refused) = otto.post(&skip, &fields(&form), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    let error_at = refused.find(&format!("id=\"skip-error-{incident}\"")).expect("an error beside the result");
+    assert!(refused[error_at..].contains("not valid JSON"), "{refused}");
+    assert!(refused.contains(">{text: by hand</textarea>"), "what was typed is kept: {refused}");
+    assert!(refused.contains("value=\"typed in from the paper copy\""), "{refused}");
+    assert_eq!(open_incidents().await, [incident], "nothing done: the incident stays open");
+    assert_eq!(status_of(&s, &id).await, "faulted");
+
+    let mut form = form;
+    form[2].1 = r#"{"text": "by hand"}"#.to_owned();
+    let (status, location, _) = otto.post(&skip, &fields(&form), None).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, format!("/ui/instances/{id}?skipped={incident}").as_str())
+    );
+    assert_eq!(wait_for_status(&s, &id, "completed").await, "completed", "the instance went on");
+    let (_, detail) = s.call("GET", &format!("/api/v1/instances/{id}"), Some("root"), None).await;
+    assert_eq!(detail["instance"]["result"]["results"], json!([{"text": "by hand"}]));
+    let (_, page) = otto.get(&location).await;
+    assert!(page.contains("its step was completed by hand"), "{page}");
+    assert!(page.contains("typed in from the paper copy"), "the reason is in the history: {page}");
+    assert!(open_incidents().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_bulk_suspend_counts_the_search_first_then_its_job_page_follows_it_to_the_end() {
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    s.deploy(APPROVAL, "dora").await;
+    let mut approvals = Vec::new();
+    for (title, department) in [("Forklift", "assembly"), ("Crane", "assembly"), ("Spray booth", "paint")] {
+        approvals.push(s.start_approval(title, department).await);
+    }
+    s.deploy(BROKEN, "dora").await;
+    let start = json!({ "definition": "training/broken", "input": { "pages": 3 } });
+    let (_, broken) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    let broken = broken["id"].as_str().unwrap().to_owned();
+    assert_eq!(wait_for_status(&s, &broken, "faulted").await, "faulted");
+
+    let otto = Browser::sign_in(&s, &[("token", &s.token_for("otto"))]).await.expect("otto signs in");
+    let (_, page) = otto.get("/ui/instances?definition=training%2Fapproval&status=waiting").await;
+    assert!(page.contains("action=\"/ui/bulk\"") && page.contains("<label for=\"bulk-action\">"), "{page}");
+    assert!(page.contains("process training/approval, status waiting"), "the search in words: {page}");
+    let search = |action: &str, status: &str| {
+        [
+            ("_csrf", csrf(&page)),
+            ("definition", "training/approval".to_owned()),
+            ("status", status.to_owned()),
+            ("businessKey", String::new()),
+            ("action", action.to_owned()),
+            ("reason", "stocktaking".to_owned()),
+        ]
+    };
+
+    // The dry run: how many, which, and nothing changed yet.
+    let (status, _, dry_run) = otto.post("/ui/bulk", &fields(&search("suspend", "waiting")), None).await;
+    assert_eq!(status, StatusCode::OK, "{dry_run}");
+    assert!(dry_run.contains("Suspend 3 instances?") && dry_run.contains("id=\"matched\">3<"), "{dry_run}");
+    assert!(approvals.iter().all(|id| dry_run.contains(&format!("href=\"/ui/instances/{id}\""))), "{dry_run}");
+    assert!(!dry_run.contains(&broken), "{dry_run}");
+    for id in &approvals {
+        assert_eq!(status_of(&s, id).await, "waiting", "a dry run changes nothing");
+    }
+    let (_, _, none) = otto.post("/ui/bulk", &fields(&search("suspend", "faulted")), None).await;
+    assert!(none.contains("No instance matches") && !none.contains("/ui/bulk/start"), "{none}");
+
+    let (status, location, _) = otto.post("/ui/bulk/start", &fields(&search("suspend", "waiting")), None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let job = location.strip_prefix("/ui/bulk/").expect("the job's page").to_owned();
+    let (status, page) = otto.get(&location).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Bulk suspend") && page.contains("id=\"bulk-progress\""), "{page}");
+    let progress = format!("/ui/bulk/{job}/progress");
+    let mut part = String::new();
+    for _ in 0..250 {
+        part = otto.get(&progress).await.1;
+        if part.contains("Finished") {
+            break;
+        }
+        assert!(part.contains(&format!("hx-get=\"{progress}\"")) && part.contains("every 1s"), "polls: {part}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!part.contains("<html") && part.contains("Finished: 3 done, 0 failed, of 3."), "{part}");
+    assert!(!part.contains("hx-get") && !part.contains("hx-trigger"), "once finished it stops polling: {part}");
+    for id in &approvals {
+        assert_eq!(status_of(&s, id).await, "suspended");
+    }
+    assert_eq!(status_of(&s, &broken).await, "faulted", "outside the search: untouched");
+    let (_, history) = s.call("GET", &format!("/api/v1/instances/{}/history", approvals[0]), Some("root"), None).await;
+    let suspended = history["items"].as_array().unwrap().iter().find(|e| e["type"] == "InstanceSuspended").unwrap();
+    assert_eq!(
+        (suspended["data"]["reason"].as_str(), suspended["actor"]["id"].as_str()),
+        (Some("stocktaking"), Some("otto"))
+    );
+
+    // The suspended ones are now what a bulk resume would find.
+    let (_, _, again) = otto.post("/ui/bulk", &fields(&search("resume", "suspended")), None).await;
+    assert!(again.contains("Resume 3 instances?"), "{again}");
+
+    // Tom operates nothing: no bulk form, and a posted one is refused.
+    let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
+    let (_, page) = tom.get("/ui/instances").await;
+    assert!(!page.contains("action=\"/ui/bulk\""), "{page}");
+    let mut refused = search("terminate", "");
+    refused[0].1 = csrf(&page);
+    let (status, _, _) = tom.post("/ui/bulk/start", &fields(&refused), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for id in &approvals {
+        assert_eq!(status_of(&s, id).await, "suspended", "nothing changed");
+    }
+}

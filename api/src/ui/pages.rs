@@ -9,11 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use baton_engine::EngineError;
-use baton_engine::InstanceId;
 use baton_engine::directory::PeopleQuery;
 use baton_engine::history::Seq;
 use baton_engine::human::{Assignment, HumanTaskRow, HumanTaskStatus, InboxQuery, TaskAction, TaskRefusal};
 use baton_engine::store::{SlaCompliance, SlaQuery, SlaStateName};
+use baton_engine::{InstanceId, InstanceStatus};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,6 +24,7 @@ use crate::app::{App, Auth};
 use crate::problem::FieldError;
 use crate::problem::Problem;
 use crate::routes::Body;
+use crate::routes::bulk::{self as api_bulk, BulkAction, BulkJob, BulkRequest};
 use crate::routes::definitions::{self as api_definitions, DefinitionView};
 use crate::routes::instances::{self as api_instances, HistoryParams, InstanceView, SearchParams};
 use crate::routes::others::{self as api_others, MarkRead, NotificationView};
@@ -675,6 +676,8 @@ struct InstancesPage {
     status: String,
     business_key: String,
     next: Option<String>,
+    /// Whether the person may act on every instance the search finds (`startBulk`).
+    may_bulk: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -692,6 +695,14 @@ pub struct InstanceSearch {
 impl InstancesPage {
     fn is_status(&self, status: &str) -> bool {
         self.status == status
+    }
+
+    fn search(&self) -> BulkSearch {
+        BulkSearch {
+            definition: self.definition.trim().to_owned(),
+            status: self.status.trim().to_owned(),
+            business_key: self.business_key.trim().to_owned(),
+        }
     }
 }
 
@@ -713,6 +724,9 @@ pub async fn instances(
         Ok(params) => params,
         Err(error) => return problem_page(Some(&session), &Problem::bad_request(error.to_string())),
     };
+    let namespace = crate::policy::namespace_of(search.definition.trim());
+    let may_bulk =
+        crate::policy::authorize("startBulk", Some(&session.caller), namespace, app.options.manual_clock).is_ok();
     match api_instances::list(State(Arc::clone(&app)), as_api(&session), Query(params)).await {
         Ok(axum::Json(found)) => page(
             StatusCode::OK,
@@ -724,8 +738,241 @@ pub async fn instances(
                 status: search.status,
                 business_key: search.business_key,
                 next: found.next,
+                may_bulk,
             },
         ),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// The search a bulk action acts on, as posted from the instances page.
+struct BulkSearch {
+    definition: String,
+    status: String,
+    business_key: String,
+}
+
+impl BulkSearch {
+    fn posted(posted: &[(String, String)]) -> Self {
+        let field = |name: &str| posted_field(posted, name).trim().to_owned();
+        Self { definition: field("definition"), status: field("status"), business_key: field("businessKey") }
+    }
+
+    /// The search in words.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.definition.is_empty() {
+            parts.push(format!("process {}", self.definition));
+        }
+        if !self.status.is_empty() {
+            parts.push(format!("status {}", self.status));
+        }
+        if !self.business_key.is_empty() {
+            parts.push(format!("business key {}", self.business_key));
+        }
+        if parts.is_empty() { "every instance you operate".to_owned() } else { parts.join(", ") }
+    }
+
+    /// The instances page of this search.
+    fn href(&self) -> String {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("definition", &self.definition)
+            .append_pair("status", &self.status)
+            .append_pair("businessKey", &self.business_key)
+            .finish();
+        format!("/ui/instances?{query}")
+    }
+
+    /// `bulk::start`'s request for `action` on this search.
+    fn request(&self, action: &str, reason: &str, dry_run: bool) -> Result<BulkRequest, Problem> {
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        params(serde_json::json!({
+            "action": action,
+            "filter": {
+                "definition": nonempty(&self.definition),
+                "status": nonempty(&self.status),
+                "businessKey": nonempty(&self.business_key),
+            },
+            "reason": reason,
+            "dryRun": dry_run,
+        }))
+    }
+}
+
+/// The actions the instances page offers on a whole search.
+const BULK_ACTIONS: [&str; 3] = ["suspend", "resume", "terminate"];
+
+#[derive(Template)]
+#[template(path = "ui/bulk_confirm.html")]
+struct BulkConfirmPage {
+    who: Option<String>,
+    csrf: String,
+    search: BulkSearch,
+    action: String,
+    reason: String,
+    matched: usize,
+    /// The first instances it would act on.
+    sample: Vec<String>,
+}
+
+impl BulkConfirmPage {
+    /// "Suspend 3 instances?"
+    fn question(&self) -> String {
+        let verb = match self.action.as_str() {
+            "suspend" => "Suspend",
+            "resume" => "Resume",
+            _ => "Terminate",
+        };
+        let noun = if self.matched == 1 { "instance" } else { "instances" };
+        format!("{verb} {} {noun}?", self.matched)
+    }
+}
+
+/// A bulk job's answer (its JSON) from `bulk::start`.
+async fn bulk_answer(started: Result<Response, Problem>) -> Result<Value, Problem> {
+    let response = started?;
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.map_err(Problem::internal)?;
+    serde_json::from_slice(&bytes).map_err(Problem::internal)
+}
+
+/// `POST /ui/bulk`: the dry run of an action on every instance a search finds (`startBulk`
+/// with `dryRun`): how many it would touch, and a button to start it.
+pub async fn bulk_dry_run(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refusal) = stale_form(&session, &headers, posted_field(&posted, "_csrf")) {
+        return refusal;
+    }
+    let (search, action, reason) =
+        (BulkSearch::posted(&posted), posted_field(&posted, "action"), posted_field(&posted, "reason"));
+    if !BULK_ACTIONS.contains(&action) {
+        return problem_page(Some(&session), &Problem::bad_request(format!("no bulk action {action:?}")));
+    }
+    let counted = match search.request(action, reason, true) {
+        Ok(request) => {
+            bulk_answer(api_bulk::start(State(Arc::clone(&app)), as_api(&session), crate::routes::Body(request)).await)
+                .await
+        }
+        Err(problem) => Err(problem),
+    };
+    let dry_run = match counted {
+        Ok(dry_run) => dry_run,
+        Err(problem) => return problem_page(Some(&session), &problem),
+    };
+    let matched = dry_run.get("matched").and_then(Value::as_u64).unwrap_or_default();
+    let sample = dry_run.get("sample").and_then(Value::as_array).into_iter().flatten();
+    page(
+        StatusCode::OK,
+        &BulkConfirmPage {
+            who: Some(session.caller.subject.clone()),
+            csrf: session.csrf(),
+            action: action.to_owned(),
+            reason: reason.to_owned(),
+            matched: usize::try_from(matched).unwrap_or(usize::MAX),
+            sample: sample.filter_map(Value::as_str).map(str::to_owned).collect(),
+            search,
+        },
+    )
+}
+
+/// `POST /ui/bulk/start`: starts the job the dry run showed (`startBulk`) and follows it on
+/// its page.
+pub async fn bulk_start(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refusal) = stale_form(&session, &headers, posted_field(&posted, "_csrf")) {
+        return refusal;
+    }
+    let (search, action, reason) =
+        (BulkSearch::posted(&posted), posted_field(&posted, "action"), posted_field(&posted, "reason"));
+    if !BULK_ACTIONS.contains(&action) {
+        return problem_page(Some(&session), &Problem::bad_request(format!("no bulk action {action:?}")));
+    }
+    let started = match search.request(action, reason, false) {
+        Ok(request) => {
+            bulk_answer(api_bulk::start(State(Arc::clone(&app)), as_api(&session), crate::routes::Body(request)).await)
+                .await
+        }
+        Err(problem) => Err(problem),
+    };
+    match started {
+        Ok(job) => Redirect::to(&format!("/ui/bulk/{}", text(&job, "id"))).into_response(),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// A bulk job's progress, as the job page and its refreshing part show it.
+struct BulkProgress {
+    job: BulkJob,
+}
+
+impl BulkProgress {
+    fn action(&self) -> &'static str {
+        match self.job.action {
+            BulkAction::Suspend => "suspend",
+            BulkAction::Resume => "resume",
+            BulkAction::Terminate => "terminate",
+            BulkAction::Retry => "retry",
+        }
+    }
+
+    fn handled(&self) -> usize {
+        self.job.done + self.job.failed
+    }
+
+    /// The reported failures: (instance, why).
+    fn failures(&self) -> Vec<(String, String)> {
+        self.job.failures.iter().map(|failure| (text(failure, "instance"), text(failure, "reason"))).collect()
+    }
+
+    /// Failures counted but not reported one by one.
+    fn unreported(&self) -> usize {
+        self.job.failed.saturating_sub(self.job.failures.len())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/bulk.html")]
+struct BulkPage {
+    who: Option<String>,
+    csrf: String,
+    progress: BulkProgress,
+}
+
+#[derive(Template)]
+#[template(path = "ui/bulk_progress.html")]
+struct BulkProgressPart {
+    progress: BulkProgress,
+}
+
+async fn bulk_job(app: &Arc<App>, session: &Session, job: String) -> Result<BulkProgress, Problem> {
+    let axum::Json(job) = api_bulk::get(State(Arc::clone(app)), as_api(session), Path(job)).await?;
+    Ok(BulkProgress { job })
+}
+
+/// `GET /ui/bulk/{job}`: a bulk job's progress (`getBulk`), refreshed every second while it
+/// runs.
+pub async fn bulk(State(app): State<Arc<App>>, session: Session, Path(job): Path<String>) -> Response {
+    match bulk_job(&app, &session, job).await {
+        Ok(progress) => page(
+            StatusCode::OK,
+            &BulkPage { who: Some(session.caller.subject.clone()), csrf: session.csrf(), progress },
+        ),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// `GET /ui/bulk/{job}/progress`: the job page's progress alone, which it fetches again while
+/// the job runs (once finished, it comes without the attributes that poll).
+pub async fn bulk_progress(State(app): State<Arc<App>>, session: Session, Path(job): Path<String>) -> Response {
+    match bulk_job(&app, &session, job).await {
+        Ok(progress) => page(StatusCode::OK, &BulkProgressPart { progress }),
         Err(problem) => problem_page(Some(&session), &problem),
     }
 }
@@ -736,6 +983,8 @@ struct Moment {
     at: String,
     what: String,
     by: String,
+    /// The reason it records, if any (a suspension's, a retry's, a fault's...).
+    reason: String,
 }
 
 /// One incident of an instance.
@@ -744,6 +993,13 @@ struct IncidentLine {
     kind: String,
     reason: String,
     open: bool,
+    /// A failed activity, which may be completed by hand (`completeIncident`).
+    skippable: bool,
+    /// The skip form's result (JSON) and reason, as typed when they were refused.
+    result: String,
+    skip_reason: String,
+    /// Why the skip was refused.
+    skip_error: Option<String>,
 }
 
 #[derive(Template)]
@@ -756,6 +1012,35 @@ struct InstancePage {
     incidents: Vec<IncidentLine>,
     timeline: Vec<Moment>,
     notice: Option<String>,
+    /// Whether the person operates the instance's namespace (suspend, resume, terminate,
+    /// incidents), as the policy decides for the API.
+    operates: bool,
+}
+
+impl InstancePage {
+    /// The changes that apply to the instance's status: (action, button, what it does).
+    fn changes(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        if !self.operates {
+            return Vec::new();
+        }
+        let suspend = ("suspend", "Suspend", "It takes no input until resumed; what arrives meanwhile is kept.");
+        let resume = ("resume", "Resume", "It goes on, with what arrived while it was suspended.");
+        let terminate = ("terminate", "Terminate", "It ends now: its activities are abandoned, its timers disarmed.");
+        match self.instance.status {
+            InstanceStatus::Running | InstanceStatus::Waiting => vec![suspend, terminate],
+            InstanceStatus::Suspended => vec![resume, terminate],
+            InstanceStatus::Faulted => vec![terminate],
+            InstanceStatus::Completed | InstanceStatus::Cancelled => Vec::new(),
+        }
+    }
+}
+
+/// A skip (completion by hand) of `incident` that was refused: what was typed, and why.
+struct RefusedSkip {
+    incident: i64,
+    result: String,
+    reason: String,
+    error: String,
 }
 
 fn text(value: &Value, key: &str) -> String {
@@ -780,6 +1065,29 @@ fn actor(value: &Value) -> String {
 pub struct InstanceNotice {
     #[serde(default)]
     retried: Option<i64>,
+    #[serde(default)]
+    skipped: Option<i64>,
+    /// The change just made: suspend, resume or terminate.
+    #[serde(default)]
+    changed: Option<String>,
+}
+
+impl InstanceNotice {
+    fn text(&self) -> Option<String> {
+        if let Some(id) = self.retried {
+            return Some(format!("Incident {id} is being retried."));
+        }
+        if let Some(id) = self.skipped {
+            return Some(format!("Incident {id}: its step was completed by hand; the instance goes on."));
+        }
+        let text = match self.changed.as_deref()? {
+            "suspend" => "Suspended: the instance takes no input until it is resumed.",
+            "resume" => "Resumed: the instance goes on.",
+            "terminate" => "Terminated: the instance has ended.",
+            _ => return None,
+        };
+        Some(text.to_owned())
+    }
 }
 
 /// `GET /ui/instances/{id}`: status, open tasks, incidents and the history's timeline, as
@@ -790,13 +1098,24 @@ pub async fn instance(
     Path(id): Path<String>,
     Query(notice): Query<InstanceNotice>,
 ) -> Response {
-    let detail = api_instances::get(State(Arc::clone(&app)), as_api(&session), Path(id.clone())).await;
+    instance_page(&app, &session, id, notice.text(), None).await
+}
+
+/// The instance's page; with a refused skip, its form as typed and the reason beside it.
+async fn instance_page(
+    app: &Arc<App>,
+    session: &Session,
+    id: String,
+    notice: Option<String>,
+    refused_skip: Option<RefusedSkip>,
+) -> Response {
+    let detail = api_instances::get(State(Arc::clone(app)), as_api(session), Path(id.clone())).await;
     let axum::Json(detail) = match detail {
         Ok(detail) => detail,
-        Err(problem) => return problem_page(Some(&session), &problem),
+        Err(problem) => return problem_page(Some(session), &problem),
     };
     let params = HistoryParams { after: None, limit: Some(500) };
-    let history = api_instances::history(State(Arc::clone(&app)), as_api(&session), Path(id), Query(params)).await;
+    let history = api_instances::history(State(Arc::clone(app)), as_api(session), Path(id), Query(params)).await;
     let timeline = match history {
         Ok(axum::Json(page_)) => page_
             .items
@@ -806,9 +1125,10 @@ pub async fn instance(
                 at: text(event, "at"),
                 what: text(event, "type"),
                 by: event.get("actor").map(actor).unwrap_or_default(),
+                reason: event.get("data").map(|data| text(data, "reason")).unwrap_or_default(),
             })
             .collect(),
-        Err(problem) => return problem_page(Some(&session), &problem),
+        Err(problem) => return problem_page(Some(session), &problem),
     };
     let tasks = detail
         .human_tasks
@@ -823,16 +1143,29 @@ pub async fn instance(
     let incidents = detail
         .incidents
         .iter()
-        .map(|incident| IncidentLine {
-            id: incident.get("id").and_then(Value::as_i64).unwrap_or_default(),
-            kind: text(incident, "kind").replace('_', " "),
-            reason: text(incident, "reason"),
-            open: incident.get("resolvedAt").is_none_or(Value::is_null),
+        .map(|incident| {
+            let id = incident.get("id").and_then(Value::as_i64).unwrap_or_default();
+            let refused = refused_skip.as_ref().filter(|skip| skip.incident == id);
+            IncidentLine {
+                id,
+                kind: text(incident, "kind").replace('_', " "),
+                reason: text(incident, "reason"),
+                open: incident.get("resolvedAt").is_none_or(Value::is_null),
+                skippable: text(incident, "kind") == "activity_failed"
+                    && incident.get("taskSeq").is_some_and(|seq| !seq.is_null())
+                    && incident.get("pendingInput").is_none_or(Value::is_null),
+                result: refused.map_or_else(|| "{}".to_owned(), |skip| skip.result.clone()),
+                skip_reason: refused.map(|skip| skip.reason.clone()).unwrap_or_default(),
+                skip_error: refused.map(|skip| skip.error.clone()),
+            }
         })
         .collect();
-    let notice = notice.retried.map(|id| format!("Incident {id} is being retried."));
+    let namespace = detail.instance.namespace.as_deref();
+    let operates =
+        crate::policy::authorize("suspendInstance", Some(&session.caller), namespace, app.options.manual_clock).is_ok();
+    let status = if refused_skip.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
     page(
-        StatusCode::OK,
+        status,
         &InstancePage {
             who: Some(session.caller.subject.clone()),
             csrf: session.csrf(),
@@ -841,8 +1174,35 @@ pub async fn instance(
             incidents,
             timeline,
             notice,
+            operates,
         },
     )
+}
+
+/// `POST /ui/instances/{id}/{suspend|resume|terminate}`: as `suspendInstance`,
+/// `resumeInstance` and `terminateInstance`, with the reason given.
+pub async fn change_instance(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refusal) = stale_form(&session, &headers, posted_field(&posted, "_csrf")) {
+        return refusal;
+    }
+    let body = serde_json::json!({ "reason": posted_field(&posted, "reason") }).to_string().into();
+    let (app_, auth, path) = (State(Arc::clone(&app)), as_api(&session), Path(id.clone()));
+    let changed = match action.as_str() {
+        "suspend" => api_instances::suspend(app_, auth, path, body).await,
+        "resume" => api_instances::resume(app_, auth, path, body).await,
+        "terminate" => api_instances::terminate(app_, auth, path, body).await,
+        other => Err(Problem::not_found(format!("no action {other:?} on an instance"))),
+    };
+    match changed {
+        Ok(_) => Redirect::to(&format!("/ui/instances/{id}?changed={action}")).into_response(),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
 }
 
 /// `POST /ui/incidents/{incident}/retry`: as `retryIncident`, with the reason given.
@@ -862,6 +1222,48 @@ pub async fn retry_incident(
         api_instances::retry_incident(State(Arc::clone(&app)), as_api(&session), Path(incident), body.into()).await;
     match retried {
         Ok(_) => Redirect::to(&format!("/ui/instances/{}?retried={incident}", field("instance"))).into_response(),
+        Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+/// `POST /ui/incidents/{incident}/complete`: skips a failed step, as `completeIncident`: the
+/// posted JSON becomes its result, with the reason given. JSON that does not parse, or a
+/// result or reason the API refuses, comes back beside the form with what was typed, nothing
+/// done.
+pub async fn complete_incident(
+    State(app): State<Arc<App>>,
+    session: Session,
+    headers: HeaderMap,
+    Path(incident): Path<i64>,
+    Form(posted): Form<Vec<(String, String)>>,
+) -> Response {
+    let field = |name: &str| posted_field(&posted, name).to_owned();
+    if let Some(refusal) = stale_form(&session, &headers, &field("_csrf")) {
+        return refusal;
+    }
+    let (instance, typed, reason) = (field("instance"), field("result"), field("reason"));
+    let refuse = |error: String| RefusedSkip { incident, result: typed.clone(), reason: reason.clone(), error };
+    let result = match serde_json::from_str::<Value>(&typed) {
+        Ok(result) => result,
+        Err(error) => {
+            let error = format!("The result is not valid JSON ({error}): write an object such as {{}}.");
+            return instance_page(&app, &session, instance, None, Some(refuse(error))).await;
+        }
+    };
+    let request = api_instances::CompleteIncidentRequest { reason: reason.clone(), result };
+    let completed = api_instances::complete_incident(
+        State(Arc::clone(&app)),
+        as_api(&session),
+        Path(incident),
+        crate::routes::Body(request),
+    )
+    .await;
+    match completed {
+        Ok(_) => Redirect::to(&format!("/ui/instances/{instance}?skipped={incident}")).into_response(),
+        Err(problem) if problem.kind().status() == StatusCode::BAD_REQUEST => {
+            let error = format!("Not done: {}", problem.detail);
+            instance_page(&app, &session, instance, None, Some(refuse(error))).await
+        }
         Err(problem) => problem_page(Some(&session), &problem),
     }
 }
