@@ -412,6 +412,10 @@ async fn escalations_are_counted_by_training_program_and_filtered_by_program_pro
         assert_eq!(status, StatusCode::CREATED, "{started}");
         s.wait_for_task(started["id"].as_str().unwrap(), "root").await;
     }
+    // The inbox says each task's SLA state too.
+    let tom = Browser::sign_in(&s, &[("subject", "tom")]).await.expect("tom signs in");
+    let (_, inbox) = tom.get("/ui/inbox/rows").await;
+    assert_eq!(inbox.matches("<td>on track</td>").count(), 3, "tom's three assembly tasks: {inbox}");
     let (status, moved) =
         s.call("POST", "/api/v1/admin/clock/advance", Some("root"), Some(json!({"by": "PT9H"}))).await;
     assert_eq!(status, StatusCode::OK, "{moved}");
@@ -431,6 +435,9 @@ async fn escalations_are_counted_by_training_program_and_filtered_by_program_pro
     assert!(table.contains(">Forklift safety</a></td><td>0</td><td>2</td>"), "{table}");
     assert!(table.contains(">Welding basics</a></td><td>0</td><td>1</td>"), "{table}");
     assert!(!table.contains("A laptop"), "a purchase is no training program: {table}");
+
+    let (_, inbox) = tom.get("/ui/inbox/rows").await;
+    assert_eq!(inbox.matches(r#"<strong class="badge overdue">breached</strong>"#).count(), 3, "{inbox}");
 
     let (_, welding) = root.get("/ui/escalations?program=Welding+basics").await;
     assert_eq!(welding.matches("badge overdue").count(), 1, "{welding}");

@@ -188,6 +188,8 @@ struct TaskLine {
     /// `overdue`, `due-soon` or empty.
     urgency: &'static str,
     priority: i32,
+    /// The state of the task's SLA clock (`on track`, `at risk`, `breached`), when it has one.
+    sla: &'static str,
 }
 
 impl TaskLine {
@@ -211,8 +213,44 @@ impl TaskLine {
             due: task.spec.due_at.map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default(),
             urgency,
             priority: task.spec.priority,
+            sla: "",
         }
     }
+}
+
+/// The state of each open task's SLA clock, by instance and task: one lookup per instance
+/// the lines name.
+async fn sla_states(
+    app: &App,
+    rows: &[HumanTaskRow],
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<(InstanceId, Seq), &'static str>, Problem> {
+    let mut states = BTreeMap::new();
+    let instances: std::collections::BTreeSet<&InstanceId> = rows.iter().map(|row| &row.instance).collect();
+    for instance in instances {
+        let query = SlaQuery {
+            instance: Some(instance.clone()),
+            definition: None,
+            department: None,
+            state: None,
+            open_only: true,
+            now: Some(now),
+            after: None,
+            limit: SlaQuery::MAX_LIMIT,
+            namespaces: None,
+        };
+        for clock in app.engine.slas(&query).await? {
+            let Some(seq) = clock.human_task else { continue };
+            let state = match clock.state(now) {
+                SlaStateName::OnTrack => "on track",
+                SlaStateName::AtRisk => "at risk",
+                SlaStateName::Breached => "breached",
+                SlaStateName::Met => continue,
+            };
+            states.insert((instance.clone(), seq), state);
+        }
+    }
+    Ok(states)
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,7 +292,14 @@ async fn inbox_lines(app: &App, session: &Session, params: &InboxParams) -> Resu
     };
     let now = app.engine.clock().now();
     let rows = app.engine.inbox(&query, &principal).await?;
-    Ok(rows.iter().map(|row| TaskLine::of(row, now)).collect())
+    let states = sla_states(app, &rows, now).await?;
+    Ok(rows
+        .iter()
+        .map(|row| TaskLine {
+            sla: states.get(&(row.instance.clone(), row.seq)).copied().unwrap_or_default(),
+            ..TaskLine::of(row, now)
+        })
+        .collect())
 }
 
 /// `GET /ui/inbox`.
