@@ -888,25 +888,11 @@ pub async fn bulk_dry_run(
     headers: HeaderMap,
     Form(posted): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Some(refusal) = stale_form(&session, &headers, posted_field(&posted, "_csrf")) {
-        return refusal;
-    }
-    let (search, action, reason) =
-        (BulkSearch::posted(&posted), posted_field(&posted, "action"), posted_field(&posted, "reason"));
-    if !BULK_ACTIONS.contains(&action) {
-        return problem_page(Some(&session), &Problem::bad_request(format!("no bulk action {action:?}")));
-    }
-    let counted = match search.request(action, reason, true) {
-        Ok(request) => {
-            bulk_answer(api_bulk::start(State(Arc::clone(&app)), as_api(&session), crate::routes::Body(request)).await)
-                .await
-        }
-        Err(problem) => Err(problem),
+    let (search, action, reason, dry_run) = match posted_bulk(&app, &session, &headers, &posted, true).await {
+        Ok(posted) => posted,
+        Err(refusal) => return refusal,
     };
-    let dry_run = match counted {
-        Ok(dry_run) => dry_run,
-        Err(problem) => return problem_page(Some(&session), &problem),
-    };
+    let (action, reason) = (action.as_str(), reason.as_str());
     let matched = dry_run.get("matched").and_then(Value::as_u64).unwrap_or_default();
     let sample = dry_run.get("sample").and_then(Value::as_array).into_iter().flatten();
     page(
@@ -931,24 +917,39 @@ pub async fn bulk_start(
     headers: HeaderMap,
     Form(posted): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Some(refusal) = stale_form(&session, &headers, posted_field(&posted, "_csrf")) {
-        return refusal;
+    match posted_bulk(&app, &session, &headers, &posted, false).await {
+        Ok((_, _, _, job)) => Redirect::to(&format!("/ui/bulk/{}", text(&job, "id"))).into_response(),
+        Err(refusal) => refusal,
+    }
+}
+
+/// A posted bulk form sent to `startBulk` (a dry run, or the job itself): the search, the
+/// action, the reason and the API's answer; or the page that refuses it.
+async fn posted_bulk(
+    app: &Arc<App>,
+    session: &Session,
+    headers: &HeaderMap,
+    posted: &[(String, String)],
+    dry_run: bool,
+) -> Result<(BulkSearch, String, String, Value), Response> {
+    if let Some(refusal) = stale_form(session, headers, posted_field(posted, "_csrf")) {
+        return Err(refusal);
     }
     let (search, action, reason) =
-        (BulkSearch::posted(&posted), posted_field(&posted, "action"), posted_field(&posted, "reason"));
+        (BulkSearch::posted(posted), posted_field(posted, "action"), posted_field(posted, "reason"));
     if !BULK_ACTIONS.contains(&action) {
-        return problem_page(Some(&session), &Problem::bad_request(format!("no bulk action {action:?}")));
+        return Err(problem_page(Some(session), &Problem::bad_request(format!("no bulk action {action:?}"))));
     }
-    let started = match search.request(action, reason, false) {
+    let answer = match search.request(action, reason, dry_run) {
         Ok(request) => {
-            bulk_answer(api_bulk::start(State(Arc::clone(&app)), as_api(&session), crate::routes::Body(request)).await)
+            bulk_answer(api_bulk::start(State(Arc::clone(app)), as_api(session), crate::routes::Body(request)).await)
                 .await
         }
         Err(problem) => Err(problem),
     };
-    match started {
-        Ok(job) => Redirect::to(&format!("/ui/bulk/{}", text(&job, "id"))).into_response(),
-        Err(problem) => problem_page(Some(&session), &problem),
+    match answer {
+        Ok(answer) => Ok((search, action.to_owned(), reason.to_owned(), answer)),
+        Err(problem) => Err(problem_page(Some(session), &problem)),
     }
 }
 
