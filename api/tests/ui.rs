@@ -837,3 +837,41 @@ async fn a_bulk_suspend_counts_the_search_first_then_its_job_page_follows_it_to_
         assert_eq!(status_of(&s, id).await, "suspended", "nothing changed");
     }
 }
+
+#[tokio::test]
+async fn an_instance_page_shows_the_timers_and_the_activities_it_waits_for() {
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    let waits = "document:\n  dsl: '1.0.3'\n  namespace: training\n  name: waits\n  version: '1.0.0'\n\
+                 do:\n  - scan:\n      call: ocr\n      with: { page: 1 }\n  - pause:\n      wait: P1D\n";
+    let (status, deployed) = s.deploy(waits, "dora").await;
+    assert!(status.is_success(), "{deployed}");
+    let start = json!({ "definition": "training/waits", "input": {} });
+    let (status, started) = s.call("POST", "/api/v1/instances", Some("otto"), Some(start)).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+
+    let otto = Browser::sign_in(&s, &[("token", &s.token_for("otto"))]).await.expect("otto signs in");
+    let (status, page) = otto.get(&format!("/ui/instances/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Waiting for activities") && page.contains("<strong>ocr</strong>"), "{page}");
+    assert!(!page.contains(r#"id="timers""#), "no timer before the activity is done: {page}");
+
+    // A worker answers the activity: the instance now waits a day.
+    let poll = json!({ "activities": ["ocr"], "waitMs": 2000 });
+    let (_, lease) = s.call("POST", "/api/v1/workers/poll", Some("wendy"), Some(poll)).await;
+    let token = lease["token"].as_str().expect("a lease").to_owned();
+    let done = json!({ "result": { "text": "scanned" } });
+    let (status, _) =
+        s.call("POST", &format!("/api/v1/workers/leases/{token}/complete"), Some("wendy"), Some(done)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let mut page = String::new();
+    for _ in 0..250 {
+        page = otto.get(&format!("/ui/instances/{id}")).await.1;
+        if page.contains(r#"id="timers""#) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(page.contains(r#"id="timers""#) && page.contains("due 20"), "{page}");
+    assert!(!page.contains("Waiting for activities"), "{page}");
+}

@@ -1055,6 +1055,10 @@ struct InstancePage {
     csrf: String,
     instance: InstanceView,
     tasks: Vec<(String, String, String)>,
+    /// The timers it waits for: (event number, due at).
+    timers: Vec<(String, String)>,
+    /// The activities it waits for: (name, attempts, not before, last error).
+    activities: Vec<(String, String, String, String)>,
     incidents: Vec<IncidentLine>,
     timeline: Vec<Moment>,
     notice: Option<String>,
@@ -1087,6 +1091,14 @@ struct RefusedSkip {
     result: String,
     reason: String,
     error: String,
+}
+
+/// A time of `value`'s `key`, to the second, in UTC.
+fn moment(value: &Value, key: &str) -> String {
+    let at = text(value, key);
+    DateTime::parse_from_rfc3339(&at)
+        .map(|at| at.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or(at)
 }
 
 fn text(value: &Value, key: &str) -> String {
@@ -1215,6 +1227,12 @@ async fn instance_page(
         &InstancePage {
             who: Some(session.caller.subject.clone()),
             csrf: session.csrf(),
+            timers: detail.timers.iter().map(|t| (text(t, "seq"), moment(t, "dueAt"))).collect(),
+            activities: detail
+                .activities
+                .iter()
+                .map(|a| (text(a, "name"), text(a, "attempt"), moment(a, "visibleAt"), text(a, "lastError")))
+                .collect(),
             instance: detail.instance,
             tasks,
             incidents,
