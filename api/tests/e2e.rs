@@ -135,3 +135,17 @@ async fn a_team_leader_signs_in_through_the_organisation_s_openid_provider_in_a_
     s.start_approval("Forklift", "assembly").await;
     run_script("oidc.mjs", &s.base, &chromium, &[]).await;
 }
+
+#[tokio::test]
+async fn an_ops_engineer_suspends_every_instance_of_a_search_in_a_browser() {
+    let Some(chromium) = prerequisites() else { return };
+    let s = Server::start_dev(false, &[("root", "admin")]).await;
+    s.deploy(APPROVAL, "dora").await;
+    let ids = [s.start_approval("Forklift", "assembly").await, s.start_approval("Spray booth", "paint").await];
+    run_script("ops_bulk.mjs", &s.base, &chromium, &[("BATON_OPS_TOKEN", s.token_for("otto"))]).await;
+
+    for id in ids {
+        let (_, detail) = s.call("GET", &format!("/api/v1/instances/{id}"), Some("root"), None).await;
+        assert_eq!(detail["instance"]["status"], "suspended", "{detail}");
+    }
+}
