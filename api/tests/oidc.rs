@@ -162,6 +162,28 @@ async fn a_sign_in_is_refused_with_another_state_without_its_cookie_when_denied_
 }
 
 #[tokio::test]
+async fn a_person_named_by_their_email_signs_in_only_with_an_address_the_provider_verified() {
+    let Some(provider) = OidcProvider::start().await else { return };
+    provider.set_user("u-1", json!({ "email": "tom", "email_verified": false })).await;
+    provider.set_user("u-2", json!({ "email": "tom", "email_verified": true })).await;
+    let s = Server::start_oidc_named_by(&provider.issuer, "email").await;
+
+    let (authorization, flow) = begin(&s).await;
+    let response = callback(&authorize(&authorization, "u-1").await, Some(&flow)).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&response, "baton_session").is_none());
+    assert!(response.text().await.unwrap().contains("has not verified"));
+
+    let (authorization, flow) = begin(&s).await;
+    let response = callback(&authorize(&authorization, "u-2").await, Some(&flow)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (session, _) = set_cookie(&response, "baton_session").unwrap();
+    let (status, inbox) = page(&s, "/ui/inbox", &session).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(inbox.contains("Signed in as <strong>tom</strong>"), "the email names tom: {inbox}");
+}
+
+#[tokio::test]
 async fn a_server_without_a_provider_offers_no_such_sign_in() {
     let s = Server::start(false).await;
     let login = client().get(format!("{}/ui/login", s.base)).send().await.unwrap().text().await.unwrap();

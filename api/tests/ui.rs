@@ -483,6 +483,11 @@ async fn a_person_sets_their_notification_preferences_which_a_new_import_of_the_
     let email_on = json!({ "channels": { "email": true } });
     let (status, _) = s.call("PUT", "/api/v1/people/tom/preferences", Some("dan"), Some(email_on.clone())).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // An administrator of one namespace is no administrator of the directory.
+    let url = format!("{}/api/v1/people/tom/preferences", s.base);
+    let namespaced = s.token("ada", &["admin:training"]);
+    let answer = s.client.put(url).bearer_auth(namespaced).json(&email_on).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
     let bad = json!({ "quietHours": "nights" });
     let (status, problem) = s.call("PUT", "/api/v1/people/tom/preferences", Some("tom"), Some(bad)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

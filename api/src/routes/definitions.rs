@@ -385,11 +385,18 @@ pub async fn try_definition(
         time_limit: Some(TRY_TIME_LIMIT),
         ..RunOptions::default()
     };
-    let Ok(_running) = TRIES.try_acquire() else {
+    let Ok(running) = TRIES.try_acquire() else {
         let detail = format!("{MAX_CONCURRENT_TRIES} tries are running on this server: try again in a moment");
         return Err(Problem::new(crate::problem::Kind::RateLimited, detail));
     };
-    let report = run_definition(&request.source, &file, options).await.map_err(try_problem)?;
+    // The run goes on in a task of its own, holding its place among the tries, even when the
+    // caller goes away: it then still ends at its time limit and shuts its engine down.
+    let source = request.source;
+    let run = tokio::spawn(async move {
+        let _running = running;
+        run_definition(&source, &file, options).await
+    });
+    let report = run.await.map_err(Problem::internal)?.map_err(try_problem)?;
     let (status, output, error) = match report.outcome {
         RunOutcome::Completed { output } => (TryStatus::Completed, Some(output), None),
         RunOutcome::Faulted { error } => (TryStatus::Faulted, None, Some(error)),

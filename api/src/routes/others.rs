@@ -247,7 +247,7 @@ pub async fn set_preferences(
 ) -> ApiResult<axum::Json<PersonView>> {
     authorize(&app, &auth, "setPreferences", None)?;
     let caller = auth.caller()?;
-    if caller.subject != id && !caller.has(Permission::Admin, None) {
+    if caller.subject != id && caller.scope(&[Permission::Admin]) != Scope::All {
         return Err(Problem::forbidden("a person sets their own preferences (administrators anyone's)"));
     }
     let preferences = body.check(&app)?;

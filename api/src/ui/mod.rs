@@ -155,14 +155,17 @@ impl FromRequestParts<Arc<App>> for Session {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
         let token = cookie(&parts.headers, SESSION_COOKIE).filter(|t| !t.is_empty());
         let Some(token) = token else { return Err(to_login(&parts.headers)) };
-        // A token login's session is an API token; an OpenID Connect sign-in's is the
-        // provider's ID token, checked with the provider's keys.
-        let caller = match app.auth.authenticate(&token).await {
-            Ok(caller) => Some(caller),
-            Err(_) => match &app.options.oidc {
-                Some(oidc) => oidc.authenticate(&token).await,
-                None => None,
-            },
+        // An OpenID Connect sign-in's session is the provider's ID token, checked with the
+        // provider's keys, this client as audience and the configured subject claim; a token
+        // login's is an API token. The ID token is tried first, so that it is never read as
+        // an API token with another subject.
+        let from_provider = match &app.options.oidc {
+            Some(oidc) => oidc.authenticate(&token).await,
+            None => None,
+        };
+        let caller = match from_provider {
+            Some(caller) => Some(caller),
+            None => app.auth.authenticate(&token).await.ok(),
         };
         match caller {
             Some(caller) if app.allow(&caller.subject) => Ok(Self { caller, token }),

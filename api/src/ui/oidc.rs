@@ -213,7 +213,18 @@ impl Oidc {
 
     /// The session a stored ID token still gives, if it does.
     pub async fn authenticate(&self, token: &str) -> Option<crate::auth::Caller> {
-        self.verifier.authenticate(token).await.ok()
+        let (caller, claims) = self.verifier.verify(token).await.ok()?;
+        self.trusted_subject(&claims).ok()?;
+        Some(caller)
+    }
+
+    /// Whether the claim that names the person can be trusted: an `email` only when the
+    /// provider verified it (a person may often change their address at the provider).
+    fn trusted_subject(&self, claims: &serde_json::Map<String, Value>) -> Result<(), String> {
+        if self.config.subject_claim == "email" && claims.get("email_verified") != Some(&Value::Bool(true)) {
+            return Err("the provider has not verified the email address that names you (`email_verified`)".into());
+        }
+        Ok(())
     }
 
     /// Whether cookies of the sign-in should be sent over HTTPS only.
@@ -357,13 +368,15 @@ pub async fn callback(State(app): State<Arc<App>>, headers: HeaderMap, Query(bac
         Ok(verified) => verified,
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("the provider's ID token is refused: {e}")).await,
     };
+    if let Err(message) = oidc.trusted_subject(&claims) {
+        return refuse(StatusCode::UNAUTHORIZED, message).await;
+    }
     if claims.get("nonce").and_then(Value::as_str) != Some(flow.nonce.as_str()) {
         return refuse(StatusCode::UNAUTHORIZED, "the ID token's nonce is not this sign-in's".into()).await;
     }
-    if let Some(Value::Array(audiences)) = claims.get("aud")
-        && audiences.len() > 1
-        && claims.get("azp").and_then(Value::as_str) != Some(oidc.config.client_id.as_str())
-    {
+    let several = matches!(claims.get("aud"), Some(Value::Array(audiences)) if audiences.len() > 1);
+    let azp = claims.get("azp").and_then(Value::as_str);
+    if (several || azp.is_some()) && azp != Some(oidc.config.client_id.as_str()) {
         return refuse(StatusCode::UNAUTHORIZED, "the ID token was issued to another party (`azp`)".into()).await;
     }
     let known = matches!(app.engine.store().person(&caller.subject).await, Ok(Some(_)));
@@ -382,7 +395,13 @@ pub async fn callback(State(app): State<Arc<App>>, headers: HeaderMap, Query(bac
     // a navigation of this site's own.
     let mut response = page(StatusCode::OK, &SignedIn { who: Some(caller.subject.clone()), csrf: String::new() });
     let headers = response.headers_mut();
-    headers.append(header::SET_COOKIE, session_cookie(Some(&id_token), lasts));
+    let mut session = session_cookie(Some(&id_token), lasts);
+    if oidc.secure() {
+        // Behind HTTPS (the registered redirect URL says so), the session travels over TLS only.
+        let text = format!("{}; Secure", session.to_str().unwrap_or_default());
+        session = HeaderValue::from_str(&text).unwrap_or(session);
+    }
+    headers.append(header::SET_COOKIE, session);
     headers.append(header::SET_COOKIE, flow_cookie(None, oidc.secure()));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response

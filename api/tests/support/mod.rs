@@ -82,7 +82,13 @@ impl Server {
     /// A server whose web UI signs people in through the OpenID provider at `issuer`, as the
     /// client `baton-ui` with the secret `ui-secret`.
     pub async fn start_oidc(issuer: &str) -> Self {
-        Self::start_with(false, None, Some(issuer)).await
+        Self::start_with(false, None, Some((issuer, "sub"))).await
+    }
+
+    /// As [`Server::start_oidc`], the person named by another claim of the ID token (the
+    /// `email` scope asked for too).
+    pub async fn start_oidc_named_by(issuer: &str, subject_claim: &str) -> Self {
+        Self::start_with(false, None, Some((issuer, subject_claim))).await
     }
 
     /// A server whose web UI signs people in as `baton dev` does: anyone in the directory, or
@@ -95,7 +101,7 @@ impl Server {
     async fn start_with(
         manual_clock: bool,
         dev_login: Option<Vec<(String, Vec<Grant>)>>,
-        oidc_issuer: Option<&str>,
+        oidc: Option<(&str, &str)>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("baton.db");
@@ -126,15 +132,15 @@ impl Server {
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let oidc = match oidc_issuer {
-            Some(issuer) => {
+        let oidc = match oidc {
+            Some((issuer, subject_claim)) => {
                 let config = OidcConfig {
                     issuer: issuer.to_owned(),
                     client_id: "baton-ui".into(),
                     client_secret: Some("ui-secret".into()),
                     redirect_url: format!("{base}{OIDC_CALLBACK_PATH}"),
-                    scopes: vec!["openid".into(), "profile".into()],
-                    subject_claim: "sub".into(),
+                    scopes: vec!["openid".into(), "profile".into(), "email".into()],
+                    subject_claim: subject_claim.into(),
                     permissions_claim: "baton_permissions".into(),
                     label: "Test ID".into(),
                 };
