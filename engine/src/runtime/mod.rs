@@ -709,15 +709,31 @@ impl Engine {
         answer.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
+    /// The instance with its open activity tasks, timers and incidents, as of one commit.
+    ///
+    /// Each is a read of its own, and a commit may land between two of them (an activity's
+    /// completion both closes its task and starts the next timer). The instance's history
+    /// position is read again after them: when a commit moved it, the view is read again, so
+    /// that a completed activity is never shown beside the timer that followed it.
     pub async fn describe(&self, id: &InstanceId) -> Result<Description, EngineError> {
+        const READS: usize = 5;
         let store = &self.shared.store;
-        let row = store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone()))?;
-        Ok(Description {
-            row,
-            tasks: store.tasks_of(id).await?,
-            timers: store.timers_of(id).await?,
-            incidents: store.incidents(Some(id), false).await?,
-        })
+        let read_row = || async { store.instance(id).await?.ok_or_else(|| EngineError::InstanceNotFound(id.clone())) };
+        let mut row = read_row().await?;
+        let mut reads = 1;
+        loop {
+            let tasks = store.tasks_of(id).await?;
+            let timers = store.timers_of(id).await?;
+            let incidents = store.incidents(Some(id), false).await?;
+            let after = read_row().await?;
+            if after.next_seq == row.next_seq || reads == READS {
+                // A busy instance that moves on under every read is shown as the last read
+                // found it, rather than not at all.
+                return Ok(Description { row: after, tasks, timers, incidents });
+            }
+            row = after;
+            reads += 1;
+        }
     }
 
     pub async fn history(&self, id: &InstanceId, from: Seq, limit: u32) -> Result<Vec<StoredEvent>, EngineError> {
