@@ -57,6 +57,33 @@ async fn callback(url: &str, flow: Option<&str>) -> reqwest::Response {
     request.send().await.unwrap()
 }
 
+/// What Baton's callback would do with `back`, done by hand: the code exchanged at the
+/// provider's token endpoint with the flow cookie's PKCE verifier, for the ID token.
+async fn id_token_by_hand(issuer: &str, s: &Server, back: &str, flow: &str) -> String {
+    let discovery: serde_json::Value =
+        client().get(format!("{issuer}/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    let verifier = flow.rsplit('.').next().unwrap();
+    let redirect = format!("{}/ui/login/oidc/callback", s.base);
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", &query(back, "code").unwrap()),
+        ("redirect_uri", &redirect),
+        ("client_id", "baton-ui"),
+        ("code_verifier", verifier),
+    ];
+    let answer: serde_json::Value = client()
+        .post(discovery["token_endpoint"].as_str().unwrap())
+        .basic_auth("baton-ui", Some("ui-secret"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["id_token"].as_str().unwrap_or_else(|| panic!("no ID token: {answer}")).to_owned()
+}
+
 async fn page(s: &Server, path: &str, session: &str) -> (StatusCode, String) {
     let response = client()
         .get(format!("{}{path}", s.base))
@@ -150,6 +177,11 @@ async fn a_sign_in_is_refused_with_another_state_without_its_cookie_when_denied_
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(set_cookie(&response, "baton_session").is_none());
     assert!(response.text().await.unwrap().contains("does not know"));
+    // Their ID token, got from the provider by hand and put in the cookie, is no session either.
+    let (authorization, flow) = begin(&s).await;
+    let back = authorize(&authorization, "zed").await;
+    let token = id_token_by_hand(&provider.issuer, &s, &back, &flow).await;
+    assert_eq!(page(&s, "/ui/inbox", &token).await.0, StatusCode::SEE_OTHER);
 
     // An ops engineer outside the directory, with the permission in the ID token's claim.
     let (authorization, flow) = begin(&s).await;

@@ -160,7 +160,7 @@ impl FromRequestParts<Arc<App>> for Session {
         // login's is an API token. The ID token is tried first, so that it is never read as
         // an API token with another subject.
         let from_provider = match &app.options.oidc {
-            Some(oidc) => oidc.authenticate(&token).await,
+            Some(oidc) => oidc.authenticate(app, &token).await,
             None => None,
         };
         let caller = match from_provider {

@@ -211,10 +211,14 @@ impl Oidc {
         &self.config.label
     }
 
-    /// The session a stored ID token still gives, if it does.
-    pub async fn authenticate(&self, token: &str) -> Option<crate::auth::Caller> {
+    /// The session a stored ID token still gives, if it does. The directory is asked again
+    /// on each request: a token the callback would refuse (a person Baton does not know) gives
+    /// no session when it is put in the cookie by hand, and a person removed from the
+    /// directory loses theirs at once.
+    pub async fn authenticate(&self, app: &App, token: &str) -> Option<crate::auth::Caller> {
         let (caller, claims) = self.verifier.verify(token).await.ok()?;
         self.trusted_subject(&claims).ok()?;
+        admitted(app, &caller).await.ok()?;
         Some(caller)
     }
 
@@ -230,6 +234,22 @@ impl Oidc {
     /// Whether cookies of the sign-in should be sent over HTTPS only.
     fn secure(&self) -> bool {
         self.config.redirect_url.starts_with("https:")
+    }
+}
+
+/// Whether Baton lets a person the provider signed in use the web UI: its directory knows
+/// them, or the provider's token grants them permissions of its own.
+async fn admitted(app: &App, caller: &crate::auth::Caller) -> Result<(), String> {
+    if !caller.grants.is_empty() {
+        return Ok(());
+    }
+    match app.engine.store().person(&caller.subject).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!(
+            "you signed in as {:?}, whom Baton's directory does not know: ask an administrator to add you",
+            caller.subject
+        )),
+        Err(e) => Err(format!("Baton's directory could not be read: {e}")),
     }
 }
 
@@ -379,12 +399,7 @@ pub async fn callback(State(app): State<Arc<App>>, headers: HeaderMap, Query(bac
     if (several || azp.is_some()) && azp != Some(oidc.config.client_id.as_str()) {
         return refuse(StatusCode::UNAUTHORIZED, "the ID token was issued to another party (`azp`)".into()).await;
     }
-    let known = matches!(app.engine.store().person(&caller.subject).await, Ok(Some(_)));
-    if !known && caller.grants.is_empty() {
-        let message = format!(
-            "you signed in as {:?}, whom Baton's directory does not know: ask an administrator to add you",
-            caller.subject
-        );
+    if let Err(message) = admitted(&app, &caller).await {
         return refuse(StatusCode::FORBIDDEN, message).await;
     }
     let lasts =
