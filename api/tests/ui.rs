@@ -479,6 +479,16 @@ async fn a_person_sets_their_notification_preferences_which_a_new_import_of_the_
     let (_, person) = s.call("GET", "/api/v1/people/tom", Some("tom"), None).await;
     assert_eq!(person["preferences"]["channels"]["email"], false, "{person}");
 
+    // A time that is none: refused beside the form, which keeps what tom typed.
+    let (_, page) = tom.get("/ui/preferences").await;
+    let token = csrf(&page);
+    let form = [("_csrf", token.as_str()), ("channel", "inApp"), ("channel", "email"), ("digest", "25:99")];
+    let (status, _, page) = tom.post("/ui/preferences", &form, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains(r#"role="alert""#) && page.contains(r#"value="25:99""#), "{page}");
+    assert!(page.contains(r#"name="channel" value="email" checked"#), "as typed, not as stored: {page}");
+    assert!(page.contains(r#"name="channel" value="sms">"#), "{page}");
+
     // Through the API: another person may not, an administrator may; bad values are named.
     let email_on = json!({ "channels": { "email": true } });
     let (status, _) = s.call("PUT", "/api/v1/people/tom/preferences", Some("dan"), Some(email_on.clone())).await;

@@ -181,7 +181,7 @@ pub async fn person(
 /// The notification preferences a person sets for themselves. They are kept apart from the
 /// directory's entry (an import of the directory does not undo them) and replace the entry's
 /// preferences as a whole.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PreferencesBody {
     /// Channels turned on or off by name (`inApp`, `email`, `webhook`, `sms`); a channel not

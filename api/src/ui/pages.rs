@@ -742,6 +742,19 @@ impl InstancesPage {
         self.status == status
     }
 
+    /// The link to the page after this one: the same search from the cursor, its values
+    /// encoded (a business key may hold `&` or `#`).
+    fn next_link(&self) -> Option<String> {
+        let after = self.next.as_deref()?;
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("definition", &self.definition)
+            .append_pair("status", &self.status)
+            .append_pair("businessKey", &self.business_key)
+            .append_pair("after", after)
+            .finish();
+        Some(format!("/ui/instances?{query}"))
+    }
+
     fn search(&self) -> BulkSearch {
         BulkSearch {
             definition: self.definition.trim().to_owned(),
@@ -1901,5 +1914,37 @@ pub async fn mark_read(
     match marked {
         Ok(_) => Redirect::to("/ui/notifications").into_response(),
         Err(problem) => problem_page(Some(&session), &problem),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_keeps_the_search_with_its_values_encoded() {
+        let page = InstancesPage {
+            who: None,
+            csrf: String::new(),
+            instances: Vec::new(),
+            definition: "training/approve".into(),
+            status: "running".into(),
+            business_key: "order 7&status=faulted#x".into(),
+            next: Some("2026-11-01T00:00:00Z/abc".into()),
+            may_bulk: false,
+        };
+        let link = page.next_link().expect("a next page");
+        let query = link.strip_prefix("/ui/instances?").expect("the instances page");
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("definition".into(), "training/approve".into()),
+                ("status".into(), "running".into()),
+                ("businessKey".into(), "order 7&status=faulted#x".into()),
+                ("after".into(), "2026-11-01T00:00:00Z/abc".into()),
+            ]
+        );
+        assert!(InstancesPage { next: None, ..page }.next_link().is_none());
     }
 }

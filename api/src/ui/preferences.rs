@@ -47,28 +47,37 @@ pub struct Saved {
 const CHANNELS: [(&str, &str); 4] =
     [("inApp", "In Baton (this site)"), ("email", "Email"), ("sms", "Text message (SMS)"), ("webhook", "Webhook")];
 
+/// The form with the person's preferences, or with what they typed when it was refused
+/// (`error`, `typed`), so that they correct it rather than type it all again.
 async fn form(
     app: &App,
     session: &Session,
     status: StatusCode,
     notice: Option<&'static str>,
-    error: Option<String>,
+    refused: Option<(String, PreferencesBody)>,
 ) -> Response {
     let person = app.engine.store().person(&session.caller.subject).await.ok().flatten();
-    let preferences = person.as_ref().map(|p| p.preferences.clone()).unwrap_or_default();
+    let stored = person.as_ref().map(|p| p.preferences.clone()).unwrap_or_default();
+    let (error, typed) = refused.unzip();
+    let on = |name: &str| match &typed {
+        Some(typed) => typed.channels.get(name).copied().unwrap_or(true),
+        None => stored.channel_on(name),
+    };
+    let channels = CHANNELS.iter().map(|(name, label)| ChannelChoice { name, label, on: on(name) }).collect();
+    let (quiet_hours, digest) = match typed {
+        Some(typed) => (typed.quiet_hours, typed.digest),
+        None => (stored.quiet_hours, stored.digest),
+    };
     page(
         status,
         &PreferencesPage {
             who: Some(session.caller.subject.clone()),
             csrf: session.csrf(),
             in_directory: person.is_some(),
-            channels: CHANNELS
-                .iter()
-                .map(|(name, label)| ChannelChoice { name, label, on: preferences.channel_on(name) })
-                .collect(),
+            channels,
             calendars: app.options.calendars.names().map(str::to_owned).collect(),
-            quiet_hours: preferences.quiet_hours.unwrap_or_default(),
-            digest: preferences.digest.unwrap_or_default(),
+            quiet_hours: quiet_hours.unwrap_or_default(),
+            digest: digest.unwrap_or_default(),
             notice,
             error,
         },
@@ -106,12 +115,13 @@ pub async fn save(
         }
     };
     let subject = session.caller.subject.clone();
+    let typed = body.clone();
     match api_others::set_preferences(State(Arc::clone(&app)), as_api(&session), Path(subject), Body(body)).await {
         Ok(_) => {
             Redirect::to(if reset { "/ui/preferences?saved=reset" } else { "/ui/preferences?saved=1" }).into_response()
         }
         Err(problem) if problem.kind().status() == StatusCode::BAD_REQUEST => {
-            form(&app, &session, StatusCode::BAD_REQUEST, None, Some(problem.detail)).await
+            form(&app, &session, StatusCode::BAD_REQUEST, None, Some((problem.detail, typed))).await
         }
         Err(problem) => problem_page(Some(&session), &problem),
     }
