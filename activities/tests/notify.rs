@@ -302,8 +302,23 @@ async fn a_channel_turned_off_or_without_an_address_is_skipped_with_a_reason() {
         reasons,
         [("ana", "email", "ana turned the email channel off"), ("bob", "sms", "bob has no phone number")]
     );
-    // bob's email and ana's SMS have nowhere to go: no SMTP server, no SMS provider.
+    // bob's email and ana's SMS have nowhere to go: no SMTP server, no SMS provider. Each is
+    // failed with the reason (the log says it once per channel).
     assert_eq!(out["failed"], 2, "{out}");
+    let failed: Vec<(&str, &str)> = out["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .filter(|d| d["status"] == "failed")
+        .map(|d| (d["channel"].as_str().expect("c"), d["reason"].as_str().expect("why")))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("sms", "no SMS provider is configured for the sms channel"),
+            ("email", "no SMTP server is configured for the email channel")
+        ]
+    );
     assert_eq!(out["sent"], 2, "both in-app notifications");
 }
 

@@ -35,14 +35,9 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub(crate) enum SendError {
     Retry(String),
     Permanent(String),
-}
-
-impl SendError {
-    pub(crate) fn message(&self) -> &str {
-        match self {
-            Self::Retry(message) | Self::Permanent(message) => message,
-        }
-    }
+    /// The channel has no configuration on this server: each delivery fails at once, and the
+    /// log says so once rather than for every delivery.
+    Unconfigured(String),
 }
 
 /// Connections and in-flight bookkeeping shared by the activity and the notifier of one
@@ -52,6 +47,8 @@ pub(crate) struct Channels {
     smtp: OnceLock<Result<AsyncSmtpTransport<Tokio1Executor>, String>>,
     http: OnceLock<Result<reqwest::Client, String>>,
     inflight: Mutex<HashSet<i64>>,
+    /// The unconfigured channels' messages already logged.
+    unconfigured: Mutex<HashSet<String>>,
 }
 
 impl fmt::Debug for Channels {
@@ -74,6 +71,11 @@ impl Drop for Claim<'_> {
 }
 
 impl Channels {
+    /// Whether this unconfigured channel's failure is the first this process sees.
+    pub(crate) fn first_unconfigured(&self, message: &str) -> bool {
+        self.unconfigured.lock().unwrap_or_else(PoisonError::into_inner).insert(message.to_owned())
+    }
+
     /// Claims a delivery for sending; `None` when this process is already sending it.
     pub(crate) fn claim(&self, id: i64) -> Option<Claim<'_>> {
         let fresh = self.inflight.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
@@ -152,7 +154,7 @@ pub(crate) async fn deliver(config: &NotifyConfig, row: &DeliveryRow) -> Result<
         }
         EMAIL => {
             let Some(smtp) = &config.smtp else {
-                return Err(SendError::Permanent("no SMTP server is configured for the email channel".into()));
+                return Err(SendError::Unconfigured("no SMTP server is configured for the email channel".into()));
             };
             let html = row.message.get("html").and_then(Value::as_str);
             let email = Email {
@@ -166,7 +168,7 @@ pub(crate) async fn deliver(config: &NotifyConfig, row: &DeliveryRow) -> Result<
         }
         WEBHOOK => {
             let Some(webhook) = &config.webhook else {
-                return Err(SendError::Permanent("no webhook is configured for the webhook channel".into()));
+                return Err(SendError::Unconfigured("no webhook is configured for the webhook channel".into()));
             };
             let body = json!({
                 "recipient": row.message.get("recipient").cloned().unwrap_or_else(|| json!({ "id": row.recipient })),
@@ -184,7 +186,7 @@ pub(crate) async fn deliver(config: &NotifyConfig, row: &DeliveryRow) -> Result<
         }
         SMS => {
             let Some(sms) = &config.sms else {
-                return Err(SendError::Permanent("no SMS provider is configured for the sms channel".into()));
+                return Err(SendError::Unconfigured("no SMS provider is configured for the sms channel".into()));
             };
             let body = json!({ "to": text(&row.message, "to"), "text": text(&row.message, "text") });
             post_signed(config, sms, &body, &idempotency_key(row)).await

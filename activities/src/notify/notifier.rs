@@ -192,7 +192,15 @@ fn outcome(
                 SendError::Permanent(message) => {
                     tracing::warn!(delivery = row.id, %key, error = %message, "a delivery cannot be sent");
                     update.status = DeliveryStatus::Failed;
-                    update.last_error = Some(error.message().to_owned());
+                    update.last_error = Some(message.clone());
+                }
+                SendError::Unconfigured(message) => {
+                    if config.channels.first_unconfigured(message) {
+                        tracing::warn!(error = %message, "deliveries on this channel fail until it is configured; each is kept in the delivery log as failed");
+                    }
+                    tracing::debug!(delivery = row.id, %key, error = %message, "a delivery cannot be sent");
+                    update.status = DeliveryStatus::Failed;
+                    update.last_error = Some(message.clone());
                 }
             }
         }
@@ -219,7 +227,7 @@ async fn send_digest(config: &NotifyConfig, rows: Vec<DeliveryRow>) -> StoreResu
     let Some(latest) = taken.iter().max_by_key(|row| row.id) else { return Ok(Vec::new()) };
     let (subject, text, html) = digest_body(config, latest, &taken);
     let result = match &config.smtp {
-        None => Err(SendError::Permanent("no SMTP server is configured for the email channel".into())),
+        None => Err(SendError::Unconfigured("no SMTP server is configured for the email channel".into())),
         Some(smtp) => {
             let email = Email {
                 to: field(latest, "to"),
