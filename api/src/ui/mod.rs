@@ -17,6 +17,7 @@ mod oidc;
 mod pages;
 mod preferences;
 
+use oidc::IdTokenSession;
 pub use oidc::{CALLBACK_PATH as OIDC_CALLBACK_PATH, Oidc, OidcConfig};
 
 use std::sync::Arc;
@@ -158,14 +159,16 @@ impl FromRequestParts<Arc<App>> for Session {
         // An OpenID Connect sign-in's session is the provider's ID token, checked with the
         // provider's keys, this client as audience and the configured subject claim; a token
         // login's is an API token. The ID token is tried first, so that it is never read as
-        // an API token with another subject.
+        // an API token with another subject, not even when it is refused (where the API
+        // trusts the same provider, it would otherwise get past the directory's check).
         let from_provider = match &app.options.oidc {
             Some(oidc) => oidc.authenticate(app, &token).await,
-            None => None,
+            None => IdTokenSession::NotOne,
         };
         let caller = match from_provider {
-            Some(caller) => Some(caller),
-            None => app.auth.authenticate(&token).await.ok(),
+            IdTokenSession::Person(caller) => Some(caller),
+            IdTokenSession::Refused => None,
+            IdTokenSession::NotOne => app.auth.authenticate(&token).await.ok(),
         };
         match caller {
             Some(caller) if app.allow(&caller.subject) => Ok(Self { caller, token }),

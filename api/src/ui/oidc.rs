@@ -211,15 +211,16 @@ impl Oidc {
         &self.config.label
     }
 
-    /// The session a stored ID token still gives, if it does. The directory is asked again
+    /// What a session cookie gives as this provider's ID token. The directory is asked again
     /// on each request: a token the callback would refuse (a person Baton does not know) gives
     /// no session when it is put in the cookie by hand, and a person removed from the
     /// directory loses theirs at once.
-    pub async fn authenticate(&self, app: &App, token: &str) -> Option<crate::auth::Caller> {
-        let (caller, claims) = self.verifier.verify(token).await.ok()?;
-        self.trusted_subject(&claims).ok()?;
-        admitted(app, &caller).await.ok()?;
-        Some(caller)
+    pub async fn authenticate(&self, app: &App, token: &str) -> IdTokenSession {
+        let Ok((caller, claims)) = self.verifier.verify(token).await else { return IdTokenSession::NotOne };
+        if self.trusted_subject(&claims).is_err() || admitted(app, &caller).await.is_err() {
+            return IdTokenSession::Refused;
+        }
+        IdTokenSession::Person(caller)
     }
 
     /// Whether the claim that names the person can be trusted: an `email` only when the
@@ -235,6 +236,17 @@ impl Oidc {
     fn secure(&self) -> bool {
         self.config.redirect_url.starts_with("https:")
     }
+}
+
+/// A session cookie read as the provider's ID token.
+#[derive(Debug)]
+pub enum IdTokenSession {
+    /// Not an ID token of this provider for this client (a token login's API token, say).
+    NotOne,
+    /// The provider's ID token, for somebody the callback would have refused: no session, and
+    /// not to be read as an API token either.
+    Refused,
+    Person(crate::auth::Caller),
 }
 
 /// Whether Baton lets a person the provider signed in use the web UI: its directory knows
