@@ -8,6 +8,7 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use baton_engine::directory::Preferences;
 use serde::Deserialize;
 
 use super::Session;
@@ -57,16 +58,10 @@ async fn form(
     refused: Option<(String, PreferencesBody)>,
 ) -> Response {
     let person = app.engine.store().person(&session.caller.subject).await.ok().flatten();
-    let stored = person.as_ref().map(|p| p.preferences.clone()).unwrap_or_default();
     let (error, typed) = refused.unzip();
-    let on = |name: &str| match &typed {
-        Some(typed) => typed.channels.get(name).copied().unwrap_or(true),
-        None => stored.channel_on(name),
-    };
-    let channels = CHANNELS.iter().map(|(name, label)| ChannelChoice { name, label, on: on(name) }).collect();
-    let (quiet_hours, digest) = match typed {
-        Some(typed) => (typed.quiet_hours, typed.digest),
-        None => (stored.quiet_hours, stored.digest),
+    let shown = match typed {
+        Some(typed) => Preferences { channels: typed.channels, quiet_hours: typed.quiet_hours, digest: typed.digest },
+        None => person.as_ref().map(|p| p.preferences.clone()).unwrap_or_default(),
     };
     page(
         status,
@@ -74,10 +69,13 @@ async fn form(
             who: Some(session.caller.subject.clone()),
             csrf: session.csrf(),
             in_directory: person.is_some(),
-            channels,
+            channels: CHANNELS
+                .iter()
+                .map(|(name, label)| ChannelChoice { name, label, on: shown.channel_on(name) })
+                .collect(),
             calendars: app.options.calendars.names().map(str::to_owned).collect(),
-            quiet_hours: quiet_hours.unwrap_or_default(),
-            digest: digest.unwrap_or_default(),
+            quiet_hours: shown.quiet_hours.unwrap_or_default(),
+            digest: shown.digest.unwrap_or_default(),
             notice,
             error,
         },
